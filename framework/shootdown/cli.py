@@ -1,0 +1,113 @@
+"""The ``shootdown`` command: a thin shell over the package.
+
+Each subcommand lives in its own module, imported only when it is chosen, so
+``shootdown run`` does not pay for the model, capstone or rich at start-up.
+A subcommand module provides ``add_arguments(parser)`` and ``main(args) -> int``.
+
+Exceptions are mapped to exit codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import importlib
+import sys
+from collections.abc import Sequence
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every ``shootdown`` subcommand."""
+
+    #: Everything checked passed (or, for injected bugs, every bug was caught).
+    PASS = 0
+    #: Validation failure: the guest's behaviour disagrees with the golden
+    #: model, a probe failed, lint found a barrier bug, or an injected bug
+    #: was missed.
+    FAIL = 1
+    #: Bad input: unknown guest or policy, invalid guest definition or
+    #: scenario, missing or mismatched firmware ELF.
+    BAD_INPUT = 2
+    #: Infrastructure failure: QEMU missing or refused to start, guest hang
+    #: or crash, console protocol corrupted, remote host unreachable.
+    INFRA = 3
+
+
+#: subcommand name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("shootdown.commands.run", "boot a guest, run scenarios, check them"),
+    "model": ("shootdown.model.command", "print the golden model's TLB maintenance sequence"),
+    "guests": ("shootdown.commands.guests", "list the guest definitions"),
+}
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Map an exception to the exit code the CLI reports for it."""
+    from shootdown import errors
+
+    if isinstance(exc, errors.ConfigError | errors.FirmwareError):
+        return ExitCode.BAD_INPUT
+    if isinstance(exc, errors.InfraError):
+        return ExitCode.INFRA
+    return ExitCode.INFRA
+
+
+def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str]:
+    parser = argparse.ArgumentParser(
+        prog="shootdown",
+        description="QEMU-backed validation of arm64 page-table teardown.",
+        epilog="exit codes: 0 pass, 1 validation failure, 2 bad input, 3 infrastructure failure",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v info, -vv debug with the QEMU command line)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen subcommand's module is imported; the others get a stub
+    # parser so that `shootdown --help` still lists them.
+    chosen = next((a for a in argv if a in SUBCOMMANDS), "run")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shootdown`` console script."""
+    from shootdown import errors
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in SUBCOMMANDS for a in argv) and not any(a in ("-h", "--help") for a in argv):
+        argv.insert(0, "run")  # `shootdown` alone is `shootdown run`
+    parser, chosen = _build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: bad usage is bad input
+        return ExitCode.BAD_INPUT if exc.code not in (0, None) else ExitCode.PASS
+    if args.command is None:
+        parser.print_help()
+        return ExitCode.PASS
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).main(args))
+    except errors.ShootdownError as exc:
+        code = exit_code_for(exc)
+        print(f"shootdown: error: {exc}", file=sys.stderr)
+        log_path = getattr(exc, "log_path", None)
+        tail = getattr(exc, "tail", None)
+        if tail:
+            print("last console lines:", file=sys.stderr)
+            for line in tail:
+                print(f"  | {line}", file=sys.stderr)
+        if log_path:
+            print(f"log: {log_path}", file=sys.stderr)
+        return code
+    except BrokenPipeError:
+        return ExitCode.PASS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the shootdown CLI, one module each."""
