@@ -1,0 +1,243 @@
+"""Guest definitions: the TOML files in ``guests/``.
+
+A guest definition says which QEMU machine to start and which firmware to
+boot on it; ``docs/guests.md`` describes the keys.  Loading is strict: an
+unknown key, a value of the wrong type, or a missing file is a
+:class:`~shootdown.errors.ConfigError` whose one-line message names the file
+and the key, because a silently ignored typo in a validation setup is a test
+that does not run what its author thinks.
+
+Guest names resolve to ``<guests dir>/<name>.toml``.  The guests directory is,
+in order: the ``guests_dir`` argument (``--guests-dir``), the
+``SHOOTDOWN_GUESTS`` environment variable, the ``guests/`` directory of the
+source tree this package runs from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shootdown.errors import ConfigError
+
+#: The guest ``shootdown run`` boots when none is named.
+DEFAULT_GUEST = "virt-a57"
+#: Translation granules the firmware is built for (``{granule}`` in ``firmware``).
+GRANULES = ("4k", "16k", "64k")
+#: The granule booted when none is asked for.
+DEFAULT_GRANULE = "4k"
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]?")
+_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,=-]*")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a guest may take, in seconds; exceeding one is a hang."""
+
+    #: From starting QEMU to the guest's first ``READY``.
+    boot: float = 10.0
+    #: Longest silence on the console while the guest is expected to talk.
+    idle: float = 5.0
+    #: Whole run, from starting QEMU to its exit.
+    total: float = 60.0
+
+
+@dataclass(frozen=True)
+class GuestDefinition:
+    """One guest: a QEMU machine and the firmware to boot on it."""
+
+    #: Name, equal to the TOML file's stem (``virt-a57``).
+    name: str
+    #: One line for people.
+    description: str
+    #: QEMU machine type (``-M``).
+    machine: str
+    #: QEMU CPU model (``-cpu``).
+    cpu: str
+    #: Number of CPUs (``-smp``).
+    smp: int
+    #: Guest RAM in QEMU's syntax (``-m``), e.g. ``128M``.
+    memory: str
+    #: QEMU accelerator (``-accel``): ``tcg``, the only one whose TLB we model.
+    accel: str
+    #: Firmware ELF path, absolute, possibly with a ``{granule}`` placeholder.
+    firmware: str
+    #: Extra QEMU arguments appended after the generated ones.
+    extra_args: tuple[str, ...]
+    #: Time limits.
+    timeouts: Timeouts
+    #: Remote host that runs QEMU (``user@host``); ``None`` runs it here.
+    host: str | None
+    #: The TOML file it was read from (``None`` for one built in code).
+    source: str | None = field(default=None, compare=False)
+
+    def firmware_path(self, granule: str = DEFAULT_GRANULE) -> Path:
+        """The firmware ELF for ``granule``, ``{granule}`` filled in."""
+        if granule not in GRANULES:
+            raise ConfigError(f"granule '{granule}': expected one of {', '.join(GRANULES)}")
+        return Path(self.firmware.replace("{granule}", granule))
+
+
+_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "name": (str, "a string"),
+    "description": (str, "a string"),
+    "machine": (str, "a string"),
+    "cpu": (str, "a string"),
+    "smp": (int, "an integer"),
+    "memory": (str, "a string like '128M'"),
+    "accel": (str, "a string"),
+    "firmware": (str, "a string (a path)"),
+    "extra_args": (list, "a list of strings"),
+    "timeouts": (dict, "a table"),
+    "host": (str, "a string (user@host)"),
+}
+_REQUIRED = ("name", "machine", "cpu", "firmware")
+_TIMEOUT_KEYS = ("boot", "idle", "total")
+
+
+def load_definition(path: str | Path) -> GuestDefinition:
+    """Read and check one guest definition file."""
+    import tomllib
+
+    path = Path(path)
+    where = _display(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such guest definition file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    return definition_from_dict(data, source=path)
+
+
+def definition_from_dict(data: dict[str, Any], source: Path) -> GuestDefinition:
+    """Check a parsed definition; ``source`` names it in errors and anchors paths."""
+    where = _display(source)
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: key '{key}': {why}")
+
+    for key, value in data.items():
+        if key not in _KEYS:
+            raise bad(key, f"unknown key (known: {', '.join(_KEYS)})")
+        kind, wanted = _KEYS[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise bad(key, f"expected {wanted}, got {_toml_type(value)}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise bad(key, "missing")
+
+    name = data["name"]
+    if not _NAME_RE.fullmatch(name):
+        raise bad("name", f"'{name}' is not a valid guest name (lower case, digits, -._)")
+    if name != source.stem:
+        raise bad("name", f"'{name}' differs from the file name '{source.name}'")
+    for key in ("machine", "cpu", "accel"):
+        if key in data and not _WORD_RE.fullmatch(data[key]):
+            raise bad(key, f"'{data[key]}' is not a single QEMU option value")
+    smp = data.get("smp", 2)
+    if not 1 <= smp <= 8:
+        raise bad("smp", f"expected 1 to 8 CPUs, got {smp}")
+    memory = data.get("memory", "128M")
+    if not _MEMORY_RE.fullmatch(memory):
+        raise bad("memory", f"expected a size like '128M' or '1G', got '{memory}'")
+    extra = data.get("extra_args", [])
+    for i, arg in enumerate(extra):
+        if not isinstance(arg, str):
+            raise bad("extra_args", f"item {i}: expected a string, got {_toml_type(arg)}")
+    firmware = data["firmware"]
+    if not firmware:
+        raise bad("firmware", "empty path")
+    unknown = set(re.findall(r"\{([^}]*)\}", firmware)) - {"granule"}
+    if unknown:
+        raise bad("firmware", f"unknown placeholder {{{sorted(unknown)[0]}}} (only {{granule}})")
+    firmware_path = firmware if os.path.isabs(firmware) else \
+        os.path.normpath(os.path.join(source.resolve().parent, firmware))
+    host = data.get("host")
+    if host is not None and not host.strip():
+        raise bad("host", "empty host name")
+    return GuestDefinition(
+        name=name,
+        description=data.get("description", ""),
+        machine=data["machine"],
+        cpu=data["cpu"],
+        smp=smp,
+        memory=memory,
+        accel=data.get("accel", "tcg"),
+        firmware=firmware_path,
+        extra_args=tuple(extra),
+        timeouts=_timeouts(data.get("timeouts", {}), bad),
+        host=host,
+        source=str(source),
+    )
+
+
+def _timeouts(table: dict[str, Any], bad: Any) -> Timeouts:
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in _TIMEOUT_KEYS:
+            raise bad(f"timeouts.{key}", f"unknown key (known: {', '.join(_TIMEOUT_KEYS)})")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad(f"timeouts.{key}", f"expected a number of seconds, got {_toml_type(value)}")
+        if not value > 0:
+            raise bad(f"timeouts.{key}", f"expected a positive number of seconds, got {value}")
+        values[key] = float(value)
+    timeouts = Timeouts(**values)
+    if timeouts.total < timeouts.boot:
+        raise bad("timeouts.total", f"{timeouts.total} s is shorter than timeouts.boot "
+                  f"({timeouts.boot} s)")
+    return timeouts
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _display(path: Path) -> str:
+    """``path`` as the user would write it: relative to the working directory if inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def guests_dir(override: str | Path | None = None) -> Path:
+    """The directory guest names resolve in (see the module docstring)."""
+    if override:
+        return Path(override)
+    env = os.environ.get("SHOOTDOWN_GUESTS")
+    if env:
+        return Path(env)
+    # framework/shootdown/guest/definition.py -> the source tree's guests/
+    return Path(__file__).resolve().parents[3] / "guests"
+
+
+def find_guest(name: str, directory: str | Path | None = None) -> GuestDefinition:
+    """Load the guest called ``name`` (or a path to a ``.toml`` file)."""
+    if name.endswith(".toml") or os.sep in name:
+        return load_definition(name)
+    where = guests_dir(directory)
+    path = where / f"{name}.toml"
+    if not _NAME_RE.fullmatch(name) or not path.is_file():
+        known = ", ".join(list_guest_names(where)) or "none"
+        raise ConfigError(f"unknown guest '{name}' (known in {_display(where)}: {known})")
+    return load_definition(path)
+
+
+def list_guest_names(directory: str | Path | None = None) -> list[str]:
+    """Names of the guest definitions in the guests directory, sorted."""
+    where = guests_dir(directory)
+    try:
+        return sorted(p.stem for p in where.glob("*.toml") if p.is_file())
+    except OSError:
+        return []
