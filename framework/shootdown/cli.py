@@ -38,6 +38,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("shootdown.commands.run", "boot a guest, run scenarios, check them"),
     "model": ("shootdown.model.command", "print the golden model's TLB maintenance sequence"),
     "guests": ("shootdown.commands.guests", "list the guest definitions"),
+    "bugs": ("shootdown.commands.bugs", "list the firmware's bug injections"),
+    "lint": ("shootdown.commands.lint", "check the barrier rules in an aarch64 ELF"),
 }
 
 
