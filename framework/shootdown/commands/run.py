@@ -1,0 +1,203 @@
+"""``shootdown run``: boot a guest, run the smoke scenario, print a verdict.
+
+Start-up time is a product feature: this module imports only :mod:`argparse`
+at load time; everything else is imported in :func:`main`, and nothing is
+done before QEMU starts but loading the guest definition and reading the
+firmware's ELF header and build-id note.  The QEMU version for the result is
+asked after the run (and cached by the launcher).
+
+Test hook: ``--debug-command hang|crash`` sends ``DEBUG hang`` or ``DEBUG
+crash`` instead of ``SMOKE``, to show end to end that a hang and a crash are
+reported as such (exit code 3) and leave no QEMU behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from shootdown.guest.definition import GuestDefinition
+    from shootdown.guest.launcher import Launcher
+    from shootdown.guest.machine import Guest
+    from shootdown.result import CheckResult, RunResult
+    from shootdown.trace.console import Record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``shootdown run``."""
+    parser.add_argument("--guest", metavar="NAME",
+                        help="guest definition name in the guests directory, or a .toml path "
+                             "(default: $SHOOTDOWN_GUEST or virt-a57)")
+    parser.add_argument("--guests-dir", metavar="DIR",
+                        help="where guest names resolve (default: $SHOOTDOWN_GUESTS or the "
+                             "source tree's guests/)")
+    parser.add_argument("--granule", default="4k", choices=("4k", "16k", "64k"),
+                        help="firmware translation granule (default: 4k)")
+    parser.add_argument("--qemu", metavar="BINARY",
+                        help="QEMU binary (default: $SHOOTDOWN_QEMU or qemu-system-aarch64)")
+    parser.add_argument("--logdir", metavar="DIR",
+                        help="directory for the console log (default: a new temporary "
+                             "directory, removed after a pass unless --keep)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the log directory even when the run passes")
+    parser.add_argument("--json", action="store_true",
+                        help="print the full result as JSON (argv, build-id, QEMU version, "
+                             "timings, records)")
+    parser.add_argument("--debug-command", choices=("hang", "crash"),
+                        help="for testing the host: send 'DEBUG hang' or 'DEBUG crash' "
+                             "instead of SMOKE (expect exit code 3)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run and report; exceptions go up to the CLI, which maps them to exit codes."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from shootdown.guest.definition import DEFAULT_GUEST, find_guest
+
+    definition = find_guest(args.guest or os.environ.get("SHOOTDOWN_GUEST") or DEFAULT_GUEST,
+                            args.guests_dir)
+    launcher = launcher_for(definition)
+    if args.logdir:
+        logdir, temporary = Path(args.logdir), False
+        logdir.mkdir(parents=True, exist_ok=True)
+    else:
+        logdir, temporary = Path(tempfile.mkdtemp(prefix="shootdown-")), True
+    log_path = logdir / f"{definition.name}-{args.granule}.console.log"
+
+    from shootdown.guest.machine import Guest
+
+    guest = Guest(definition, log_path=log_path, granule=args.granule, qemu=args.qemu,
+                  launcher=launcher)
+    try:
+        result = run_smoke(guest, debug_command=args.debug_command)
+    except BaseException:
+        if temporary and not log_path.exists():  # nothing to keep: QEMU never started
+            shutil.rmtree(logdir, ignore_errors=True)
+        raise
+
+    if args.json:
+        import json
+
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_result(result))
+    if result.verdict.ok and temporary and not args.keep:
+        shutil.rmtree(logdir, ignore_errors=True)
+    elif not args.json:
+        print(f"log: {log_path}")
+    else:
+        print(f"log: {log_path}", file=sys.stderr)
+    return 0 if result.verdict.ok else 1
+
+
+def launcher_for(definition: GuestDefinition) -> Launcher:
+    """The launcher for a guest: local, or SSH for a definition with ``host``."""
+    if definition.host is None:
+        from shootdown.guest.launcher import LocalLauncher
+
+        return LocalLauncher()
+    from shootdown.errors import ConfigError
+
+    try:
+        from shootdown.remote import launcher_for as remote_launcher_for  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError(f"{definition.source}: key 'host': remote hosts are not supported "
+                          f"by this installation ({exc})") from exc
+    launcher: Launcher = remote_launcher_for(definition.host)
+    return launcher
+
+
+def run_smoke(guest: Guest, *, debug_command: str | None = None) -> RunResult:
+    """Boot ``guest``, run SMOKE, power off; the result (exceptions for infra failures)."""
+    with guest:
+        t0 = time.monotonic()
+        if debug_command:
+            guest.command(f"DEBUG {debug_command}")
+        records = guest.command("SMOKE")
+        scenario_s = time.monotonic() - t0
+    return make_result(guest, [check_smoke(records)], scenario_s)
+
+
+def check_smoke(records: list[Record]) -> CheckResult:
+    """The verdict of the built-in smoke scenario from its SMOKE record."""
+    from shootdown.errors import ProtocolError
+    from shootdown.result import CheckResult, Verdict
+
+    smoke = [r for r in records if r.tag == "SMOKE"]
+    if len(smoke) != 1:
+        raise ProtocolError(f"expected one SMOKE record in the answer to SMOKE, got "
+                            f"{len(smoke)}")
+    record = smoke[0]
+    status = record.text("status")
+    detail = " ".join(f"{k}={v}" for k, v in record.fields.items() if k != "status")
+    if status == "pass":
+        verdict = Verdict.PASS
+    elif status == "fail":
+        verdict = Verdict.FAIL
+    else:
+        raise ProtocolError(f"SMOKE status '{status}' is neither pass nor fail: {record.line}")
+    return CheckResult(name="smoke", verdict=verdict, detail=detail or status,
+                       records=tuple(records))
+
+
+def make_result(guest: Guest, checks: list[CheckResult], scenario_s: float) -> RunResult:
+    """Assemble the frozen result of a finished guest."""
+    from shootdown.errors import ShootdownError
+    from shootdown.result import GuestRun, RunResult, Timings, overall
+
+    assert guest.begin is not None and guest.firmware is not None
+    assert guest.t_launch is not None and guest.t_ready is not None
+    try:
+        qemu_version = guest.launcher.qemu_version(guest.argv[0])
+    except ShootdownError as exc:
+        qemu_version = f"unknown ({exc})"
+    d = guest.definition
+    t_exit = guest.t_exit if guest.t_exit is not None else time.monotonic()
+    run = GuestRun(
+        guest=d.name, machine=d.machine, cpu=d.cpu, smp=d.smp,
+        launcher=guest.launcher.describe(), qemu_argv=tuple(guest.argv),
+        qemu_version=qemu_version, firmware=guest.firmware.path,
+        build_id=guest.firmware.build_id, granule=guest.granule,
+        firmware_version=guest.begin.text("version"),
+        midr=guest.cpu.get("midr") if guest.cpu is not None else None,
+        log_path=str(guest.log_path), exit_status=guest.exit_status,
+    )
+    timings = Timings(boot_s=round(guest.t_ready - guest.t_launch, 4),
+                      scenario_s=round(scenario_s, 4),
+                      total_s=round(t_exit - guest.t_launch, 4))
+    return RunResult(guest=run, checks=tuple(checks),
+                     verdict=overall([c.verdict for c in checks]), timings=timings,
+                     records=tuple(guest.records))
+
+
+def format_result(result: RunResult) -> str:
+    """The verdict for people: guest, firmware, each check, timings, verdict."""
+    g, t = result.guest, result.timings
+    lines = [
+        f"guest     {g.guest} ({g.machine}, cpu {g.cpu}, {g.smp} CPUs"
+        + (f", MIDR {g.midr}" if g.midr else "") + f", {g.launcher})",
+        f"firmware  {_short(g.firmware)} {g.firmware_version} granule {g.granule} "
+        f"build-id {g.build_id[:16]}",
+        f"qemu      {g.qemu_version}",
+    ]
+    for check in result.checks:
+        lines.append(f"{check.name:<9} {check.verdict.name:<6} {check.detail}")
+    lines.append(f"timings   boot {t.boot_s * 1000:.0f} ms, scenario {t.scenario_s * 1000:.0f} "
+                 f"ms, total {t.total_s * 1000:.0f} ms")
+    lines.append(result.verdict.name)
+    return "\n".join(lines)
+
+
+def _short(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is inside it."""
+    p = os.path.abspath(path)
+    cwd = os.getcwd()
+    return os.path.relpath(p, cwd) if p.startswith(cwd + os.sep) else p

@@ -1,0 +1,395 @@
+"""A running guest: launch, talk over the console, always clean up.
+
+:class:`Guest` follows the shape of QEMU's own ``QEMUMachine`` (named phases
+``_pre_launch``, ``_launch``, ``_post_launch``, ``_soft_shutdown``,
+``_hard_shutdown``, ``_post_shutdown`` in a ``finally``; ``shutdown()`` safe
+to call twice and after a failed launch) without its god-class: the argv
+comes from :mod:`shootdown.guest.argv`, the process from a
+:class:`~shootdown.guest.launcher.Launcher`, the records from
+:mod:`shootdown.trace.console`.
+
+Lifecycle::
+
+    with Guest(definition, log_path=...) as guest:   # launch(): boot to READY
+        records = guest.command("SMOKE")             # one command, records to READY
+    # shutdown(): BYE, END, QEMU exits; or kill the process group
+
+Failure handling, all converted once, here, into the package's exceptions:
+
+* no output for ``timeouts.idle`` s, no ``READY`` within ``timeouts.boot``,
+  or the run past ``timeouts.total`` -> :class:`~shootdown.errors.GuestTimeout`
+  (a hang; QEMU's process group is killed);
+* a ``FAULT`` record -> :class:`~shootdown.errors.GuestCrash` with ESR, ELR
+  and FAR in the message;
+* QEMU ending before ``BEGIN`` -> :class:`~shootdown.errors.LaunchError`
+  with the first line QEMU printed (its error message);
+  QEMU ending later -> :class:`~shootdown.errors.GuestCrash`;
+* bad records -> :class:`~shootdown.errors.ProtocolError`;
+* ``BEGIN`` naming another build-id or granule than the ELF booted ->
+  :class:`~shootdown.errors.FirmwareError` (stale or mismatched firmware).
+
+A guest that failed once stays failed: later calls re-raise the first error
+rather than cascading into confusing follow-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from shootdown.errors import (
+    FirmwareError,
+    GuestCrash,
+    GuestTimeout,
+    InfraError,
+    LaunchError,
+    ProtocolError,
+    ShootdownError,
+)
+from shootdown.firmware import FirmwareInfo, quick_check
+from shootdown.guest.argv import build_argv, default_qemu
+from shootdown.guest.definition import DEFAULT_GRANULE, GuestDefinition
+from shootdown.guest.launcher import ConsoleProcess, Launcher, LocalLauncher
+from shootdown.trace.console import Record, RecordParser, encode_command
+
+logger = logging.getLogger(__name__)
+
+#: How long a faulting guest gets to print its END record and power off.
+CRASH_GRACE_S = 2.0
+#: How long a guest gets to power off after END.
+POWEROFF_GRACE_S = 5.0
+
+#: Exception classes (ESR_EL1.EC) worth naming in a crash report.
+_EC_NAMES = {
+    0x00: "unknown reason",
+    0x01: "WFI/WFE",
+    0x0E: "illegal execution state",
+    0x15: "SVC",
+    0x16: "HVC",
+    0x17: "SMC",
+    0x18: "system register access",
+    0x20: "instruction abort from a lower EL",
+    0x21: "instruction abort, same EL",
+    0x22: "PC alignment fault",
+    0x24: "data abort from a lower EL",
+    0x25: "data abort, same EL",
+    0x26: "SP alignment fault",
+    0x2F: "SError",
+    0x3C: "BRK",
+}
+
+
+def describe_fault(record: Record) -> str:
+    """One line naming a FAULT record's exception class and registers."""
+    esr = record.number("esr")
+    ec = (esr >> 26) & 0x3F
+    what = _EC_NAMES.get(ec, "exception class")
+    return (f"unexpected exception on cpu {record.text('cpu')}: {what} (EC 0x{ec:02x}), "
+            f"vector={record.text('vector')} esr={record.text('esr')} "
+            f"elr={record.text('elr')} far={record.text('far')}")
+
+
+class Guest:
+    """One boot of one guest definition under QEMU."""
+
+    def __init__(self, definition: GuestDefinition, *, log_path: str | Path,
+                 granule: str = DEFAULT_GRANULE, qemu: str | None = None,
+                 launcher: Launcher | None = None,
+                 firmware: FirmwareInfo | None = None) -> None:
+        self.definition = definition
+        self.granule = granule
+        self.log_path = Path(log_path)
+        self.qemu = qemu or default_qemu()
+        self.launcher: Launcher = launcher or LocalLauncher()
+        #: The firmware checked before boot (read in ``_pre_launch`` if not given).
+        self.firmware = firmware
+        #: The exact QEMU command line (set in ``_pre_launch``).
+        self.argv: list[str] = []
+        self.parser = RecordParser()
+        #: The BEGIN and CPU records of this boot.
+        self.begin: Record | None = None
+        self.cpu: Record | None = None
+        #: monotonic() times: QEMU started, first READY, QEMU gone.
+        self.t_launch: float | None = None
+        self.t_ready: float | None = None
+        self.t_exit: float | None = None
+        self._proc: ConsoleProcess | None = None
+        self._ready = False
+        self._commands = 0
+        self._error: ShootdownError | None = None
+        self._shut_down = False
+        self._exit_status: int | None = None
+        self._last_output = 0.0
+
+    # -- public API ------------------------------------------------------
+
+    @property
+    def records(self) -> list[Record]:
+        """Every record of this boot so far."""
+        return self.parser.records
+
+    @property
+    def exit_status(self) -> int | None:
+        """QEMU's exit status once it has ended."""
+        return self._exit_status
+
+    def launch(self) -> None:
+        """Start QEMU and wait for the guest's first ``READY``."""
+        if self._proc is not None or self._shut_down:
+            raise InfraError(f"guest {self.definition.name} was already launched")
+        try:
+            self._pre_launch()
+            self._launch()
+            self._post_launch()
+        except ShootdownError as exc:
+            self._fail(exc)
+            raise
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def command(self, line: str, *, allow_err: bool = False) -> list[Record]:
+        """Send one command; return the records it produced, up to (excluding) ``READY``.
+
+        An ``ERR`` answer is a protocol error unless ``allow_err``: the host
+        only sends commands it believes valid, so a rejection means the
+        console garbled one or the two sides disagree on the protocol.
+        """
+        self._check_usable()
+        if not self._ready:
+            raise ProtocolError(f"guest {self.definition.name} is not waiting for a command")
+        assert self._proc is not None
+        word = line.split()[0] if line.split() else line
+        try:
+            logger.debug("-> %s", line)
+            self._proc.console.send(encode_command(line))
+            self._ready = False
+            self._commands += 1
+            out = self._read_until(lambda r: r.tag == "READY", f"the answer to {word}",
+                                   deadline=None)
+            self._ready = True
+            answer = out[:-1]
+            if not allow_err:
+                for record in answer:
+                    if record.tag == "ERR":
+                        raise ProtocolError(f"guest rejected command {word!r}: {record.line}",
+                                            log_path=str(self.log_path), tail=self._tail())
+            return answer
+        except ShootdownError as exc:
+            self._fail(exc)
+            raise
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        """Power the guest off (``BYE``) or kill it; idempotent, never leaves QEMU running.
+
+        Raises the error of a soft shutdown that went wrong (no ``END``, QEMU
+        not exiting) once, after cleaning up.
+        """
+        if self._shut_down:
+            return
+        self._shut_down = True
+        soft_error: ShootdownError | None = None
+        try:
+            if self._proc is not None and self._error is None and self._ready:
+                try:
+                    self._soft_shutdown()
+                except ShootdownError as exc:
+                    soft_error = exc
+                    self._error = exc
+        finally:
+            self._hard_shutdown()
+            self._post_shutdown()
+        if soft_error is not None:
+            raise soft_error
+
+    def __enter__(self) -> Guest:
+        self.launch()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.shutdown()
+            return
+        try:
+            self.shutdown()
+        except ShootdownError as late:  # the first error is the one to report
+            logger.debug("error while shutting down after %r: %s", exc, late)
+
+    # -- phases ----------------------------------------------------------
+
+    def _pre_launch(self) -> None:
+        firmware = self.definition.firmware_path(self.granule)
+        if self.firmware is None:
+            self.firmware = quick_check(firmware)
+        self.argv = build_argv(self.definition, firmware, qemu=self.qemu)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _launch(self) -> None:
+        logger.debug("QEMU command line: %s", " ".join(self.argv))
+        self.t_launch = self._last_output = time.monotonic()
+        self._proc = self.launcher.spawn(self.argv, self.log_path)
+
+    def _post_launch(self) -> None:
+        """The boot phase: records up to the first ``READY``, BEGIN checked."""
+        assert self.t_launch is not None
+        boot_deadline = self.t_launch + self.definition.timeouts.boot
+        self._read_until(lambda r: r.tag == "READY", "the guest to boot (first READY)",
+                         deadline=boot_deadline)
+        self.t_ready = time.monotonic()
+        self._ready = True
+        self._check_begin()
+
+    def _check_begin(self) -> None:
+        begin = self.records[0]
+        self.begin = begin
+        self.cpu = next((r for r in self.records if r.tag == "CPU"), None)
+        assert self.firmware is not None
+        fw = begin.text("fw")
+        if fw != "shootdown":
+            raise FirmwareError(f"{self.firmware.path}: the guest reports firmware '{fw}', "
+                                "not 'shootdown'")
+        reported = begin.text("build_id").lower()
+        if reported != self.firmware.build_id:
+            raise FirmwareError(
+                f"{self.firmware.path}: stale or mismatched firmware: the ELF's build-id is "
+                f"{self.firmware.build_id} but the guest reports {reported} "
+                "(rebuild with make -C firmware)")
+        granule = begin.text("granule")
+        if granule != self.granule:
+            raise FirmwareError(f"{self.firmware.path}: the guest reports granule {granule}, "
+                                f"expected {self.granule}")
+
+    def _soft_shutdown(self) -> None:
+        assert self._proc is not None
+        logger.debug("-> BYE")
+        self._proc.console.send(encode_command("BYE"))
+        self._ready = False
+        end = self._read_until(lambda r: r.tag == "END", "END after BYE", deadline=None,
+                               eof_ok=True)
+        if not end or end[-1].tag != "END":
+            raise GuestCrash(f"{self.definition.name}: QEMU exited without an END record",
+                             log_path=str(self.log_path), tail=self._tail())
+        status = self._proc.wait(POWEROFF_GRACE_S)
+        if status is None:
+            raise GuestTimeout(f"{self.definition.name}: QEMU still running "
+                               f"{POWEROFF_GRACE_S:g} s after END (PSCI SYSTEM_OFF ignored?)",
+                               log_path=str(self.log_path), tail=self._tail())
+
+    def _hard_shutdown(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+
+    def _post_shutdown(self) -> None:
+        if self._proc is not None:
+            self._exit_status = self._proc.exitstatus
+            if self.t_exit is None:
+                self.t_exit = time.monotonic()
+        self._ready = False
+
+    # -- console ---------------------------------------------------------
+
+    def _read_until(self, stop: Callable[[Record], bool], what: str, *,
+                    deadline: float | None, eof_ok: bool = False) -> list[Record]:
+        """Read the console until a record satisfies ``stop``; return the records read.
+
+        ``deadline`` (monotonic) bounds this phase on top of the idle and
+        total limits.  A FAULT record turns into :class:`GuestCrash` once the
+        guest has had :data:`CRASH_GRACE_S` to finish its report.
+        """
+        import pexpect
+
+        assert self._proc is not None and self.t_launch is not None
+        limits = self.definition.timeouts
+        total_deadline = self.t_launch + limits.total
+        out: list[Record] = []
+        fault: Record | None = None
+        fault_deadline = total_deadline
+        while True:
+            now = time.monotonic()
+            if fault is not None and (now >= fault_deadline or self.parser.ended):
+                raise self._crash(fault)
+            if now >= total_deadline:
+                raise self._timeout(f"exceeded its total budget of {limits.total:g} s "
+                                    f"while waiting for {what}")
+            if deadline is not None and now >= deadline:
+                raise self._timeout(f"did not answer within {deadline - self.t_launch:g} s "
+                                    f"while waiting for {what}")
+            idle_deadline = self._last_output + limits.idle
+            if now >= idle_deadline:
+                raise self._timeout(f"no console output for {limits.idle:g} s while waiting "
+                                    f"for {what} (hang)")
+            wait = min(idle_deadline, total_deadline,
+                       deadline if deadline is not None else total_deadline,
+                       fault_deadline) - now
+            try:
+                data = self._proc.console.read_nonblocking(65536, timeout=max(wait, 0.001))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                return self._on_eof(out, what, fault, eof_ok)
+            self._last_output = time.monotonic()
+            for record in self.parser.feed(data):
+                logger.debug("<- %s", record.line)
+                out.append(record)
+                if record.tag == "FAULT" and fault is None:
+                    fault = record
+                    fault_deadline = time.monotonic() + CRASH_GRACE_S
+                elif fault is None and stop(record):
+                    return out
+
+    def _on_eof(self, out: list[Record], what: str, fault: Record | None,
+                eof_ok: bool) -> list[Record]:
+        """QEMU closed the console: it exited.  Decide what that means."""
+        assert self._proc is not None
+        status = self._proc.wait(POWEROFF_GRACE_S)
+        self._exit_status = status
+        self.t_exit = time.monotonic()
+        self.parser.finish()
+        if fault is not None:
+            raise self._crash(fault)
+        if not self.records:
+            first = next((line.strip() for line in self.parser.other_lines if line.strip()),
+                         "no output")
+            raise LaunchError(f"{self.qemu} exited with status {status} before the guest "
+                              f"started: {first}", log_path=str(self.log_path),
+                              tail=self._tail())
+        if eof_ok and self.parser.ended:
+            return out
+        raise GuestCrash(f"{self.definition.name}: QEMU exited with status {status} while "
+                         f"waiting for {what} (last record: {self.records[-1].line})",
+                         log_path=str(self.log_path), tail=self._tail())
+
+    # -- failure ---------------------------------------------------------
+
+    def _tail(self) -> list[str]:
+        return list(self.parser.tail)[-10:]
+
+    def _timeout(self, why: str) -> GuestTimeout:
+        return GuestTimeout(f"{self.definition.name}: {why}", log_path=str(self.log_path),
+                            tail=self._tail())
+
+    def _crash(self, fault: Record) -> GuestCrash:
+        return GuestCrash(f"{self.definition.name}: {describe_fault(fault)}",
+                          log_path=str(self.log_path), tail=self._tail())
+
+    def _fail(self, exc: ShootdownError) -> None:
+        """Remember the first error, give it the log path, and kill QEMU now."""
+        if isinstance(exc, InfraError) and exc.log_path is None and self._proc is not None:
+            exc.log_path = str(self.log_path)
+            exc.tail = exc.tail or self._tail()
+        if self._error is None:
+            self._error = exc
+        self.shutdown()
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._shut_down:
+            raise InfraError(f"guest {self.definition.name} is shut down")

@@ -1,0 +1,45 @@
+"""The QEMU command line is a pure function of the definition: golden argv lists."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from shootdown.guest.argv import DEFAULT_QEMU, build_argv, default_qemu
+from shootdown.guest.definition import find_guest
+
+FW = "/fw/shootdown-4k.elf"
+FIXED = ["-nographic", "-nodefaults", "-no-user-config", "-no-reboot", "-serial", "stdio",
+         "-kernel", FW]
+
+
+@pytest.mark.parametrize(("guest", "cpu"), [
+    ("virt-a57", "cortex-a57"), ("virt-a72", "cortex-a72"), ("virt-max", "max"),
+])
+def test_golden_argv(guest: str, cpu: str) -> None:
+    assert build_argv(find_guest(guest), FW) == [
+        "qemu-system-aarch64", "-M", "virt", "-cpu", cpu, "-smp", "2", "-m", "128M",
+        "-accel", "tcg", *FIXED,
+    ]
+
+
+def test_extra_args_come_last_and_qemu_is_overridable() -> None:
+    d = dataclasses.replace(find_guest("virt-a57"), smp=4, memory="1G",
+                            extra_args=("-d", "int,guest_errors"))
+    assert build_argv(d, FW, qemu="/opt/qemu/bin/qemu-system-aarch64") == [
+        "/opt/qemu/bin/qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "4",
+        "-m", "1G", "-accel", "tcg", *FIXED, "-d", "int,guest_errors",
+    ]
+
+
+def test_pure() -> None:
+    d = find_guest("virt-max")
+    assert build_argv(d, FW) == build_argv(d, FW)
+
+
+def test_default_qemu_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOOTDOWN_QEMU", raising=False)
+    assert default_qemu() == DEFAULT_QEMU
+    monkeypatch.setenv("SHOOTDOWN_QEMU", "/x/qemu")
+    assert default_qemu() == "/x/qemu"
