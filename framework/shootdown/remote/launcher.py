@@ -1,0 +1,167 @@
+"""The SSH launcher: QEMU on another machine, looking like a local one.
+
+:class:`SshLauncher` satisfies :class:`shootdown.guest.launcher.Launcher`, so
+:class:`shootdown.guest.machine.Guest` takes it in place of the local one and
+changes nothing else: same argv, same console records, same timeouts and
+exceptions.  What it does on top:
+
+- connects lazily, once per launcher, and reuses the connection for every
+  guest it spawns (one handshake per host, not per boot);
+- uploads the files QEMU loads (``-kernel``, ``-bios``, ``-dtb``,
+  ``-initrd``) into the per-user cache on the host and rewrites those argv
+  elements to the remote paths (skipped when the remote copy has the same
+  SHA-256);
+- checks that the QEMU binary exists there, so a missing QEMU is a
+  LaunchError naming the host, as it is locally;
+- refuses options that would write files on the remote host that we never
+  fetch back (``-D``/``-d``: TCG logging, used by ``--trace``).
+
+:func:`launcher_for` picks the launcher for a guest definition: the SSH one
+when it names a ``host``, the local one otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shootdown.errors import ConfigError, FirmwareError, LaunchError
+from shootdown.remote.config import SshHost, resolve_host
+from shootdown.remote.connection import Connection
+from shootdown.remote.process import DEFAULT_MAX_LIFETIME, RemoteProcess
+
+if TYPE_CHECKING:
+    from shootdown.guest.definition import GuestDefinition
+    from shootdown.guest.launcher import Launcher
+
+log = logging.getLogger(__name__)
+
+#: QEMU options whose value is a local file QEMU reads: uploaded first.
+FILE_OPTIONS = frozenset({"-kernel", "-bios", "-dtb", "-initrd"})
+#: QEMU options that write logs on the host running QEMU (``--trace``).
+TRACE_OPTIONS = frozenset({"-d", "-D"})
+
+
+def check_trace_supported(definition: GuestDefinition) -> None:
+    """Refuse ``--trace`` for a guest it cannot work on, with the reason.
+
+    Under KVM the guest runs on the real CPU: QEMU's TCG logging (``-d``),
+    which ``--trace`` reads, does not exist there.  On any remote host the
+    log file would also stay on that host; fetching it back is not built yet.
+    """
+    if definition.accel == "kvm":
+        raise ConfigError(
+            f"{definition.source or definition.name}: --trace needs TCG (QEMU's -d logging); "
+            f"this guest runs under accel = 'kvm' on the real CPU, where there is no TCG log. "
+            "The console protocol and the probes still work: run without --trace")
+    if definition.host:
+        raise ConfigError(
+            f"{definition.source or definition.name}: --trace is not supported on remote "
+            f"hosts yet (host = '{definition.host}'): the TCG log would stay on that host")
+
+
+class SshLauncher:
+    """Starts QEMU on ``host`` over SSH (see the module docstring)."""
+
+    def __init__(self, host: str | SshHost, *, accept_new_host_key: bool | None = None,
+                 max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
+                 config_path: Path | None = None) -> None:
+        self.host = host if isinstance(host, SshHost) else resolve_host(
+            host, config_path=config_path)
+        self.accept_new_host_key = accept_new_host_key
+        self.max_lifetime = max_lifetime
+        self._conn: Connection | None = None
+        self._versions: dict[str, str] = {}
+        self._binaries: set[str] = set()
+
+    @property
+    def connection(self) -> Connection:
+        """The connection to the host, opened (again) on demand."""
+        if self._conn is None or not self._conn.is_active():
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = Connection(self.host, accept_new_host_key=self.accept_new_host_key)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (guests still running on it are hung up)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SshLauncher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return f"ssh://{self.host.alias}"
+
+    def remote_argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` with the files QEMU loads uploaded and their paths rewritten."""
+        out = list(argv)
+        for i, arg in enumerate(out[:-1]):
+            if arg in TRACE_OPTIONS:
+                raise ConfigError(f"QEMU option {arg}: TCG logging (--trace) is not "
+                                  f"supported on remote host {self.host.alias} yet")
+            if arg in FILE_OPTIONS:
+                local = Path(out[i + 1])
+                if not local.is_file():
+                    raise FirmwareError(f"{local}: no such file (QEMU {arg})")
+                out[i + 1] = self.connection.upload_cached(local)
+        return out
+
+    def _check_binary(self, binary: str) -> None:
+        if binary in self._binaries:
+            return
+        found = self.connection.run(["sh", "-c", 'command -v -- "$1"', "sh", binary],
+                                    check=False)
+        if found.exit_status != 0:
+            raise LaunchError(f"{binary}: QEMU binary not found on {self.host.describe()} "
+                              "(install qemu-system-arm there, or set --qemu)")
+        self._binaries.add(binary)
+
+    def spawn(self, argv: Sequence[str], log_path: Path) -> RemoteProcess:
+        """Start ``argv`` on the host; every console byte goes to ``log_path``."""
+        if not argv:
+            raise LaunchError("empty QEMU command line")
+        self._check_binary(argv[0])
+        remote = self.remote_argv(argv)
+        log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
+        try:
+            return RemoteProcess.start(self.connection, remote, log_file,
+                                       max_lifetime=self.max_lifetime)
+        except BaseException:
+            log_file.close()
+            raise
+
+    def qemu_version(self, binary: str) -> str:
+        """First line of ``binary --version`` on the host (cached per launcher)."""
+        if binary not in self._versions:
+            self._check_binary(binary)
+            result = self.connection.run([binary, "--version"], check=False)
+            lines = (result.stdout or result.stderr).decode(errors="replace").strip()
+            first = lines.splitlines()[0] if lines else \
+                f"unknown (exit status {result.exit_status})"
+            self._versions[binary] = first
+        return self._versions[binary]
+
+
+def launcher_for(definition: GuestDefinition, *,
+                 accept_new_host_key: bool | None = None) -> Launcher:
+    """The launcher that runs ``definition``: SSH when it names a host, else local.
+
+    The remote QEMU's lifetime is capped at twice the guest's total budget
+    (at least a minute), the watchdog of last resort for a link that dies
+    without either side noticing.
+    """
+    if not definition.host:
+        from shootdown.guest.launcher import LocalLauncher
+
+        return LocalLauncher()
+    lifetime = max(60.0, 2 * definition.timeouts.total)
+    return SshLauncher(definition.host, accept_new_host_key=accept_new_host_key,
+                       max_lifetime=lifetime)

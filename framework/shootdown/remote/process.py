@@ -1,0 +1,267 @@
+"""A QEMU running on a remote host, with its console streamed over SSH.
+
+:class:`RemoteProcess` satisfies :class:`shootdown.guest.launcher.ConsoleProcess`
+(the console, ``wait``, ``kill``, ``exitstatus``), so the running guest drives
+it exactly like a local QEMU.
+
+How the remote process is started
+---------------------------------
+One session channel with a pseudo-terminal runs::
+
+    exec /bin/sh -c 'stty -echo; echo "<marker><pid>"; exec "$@"' shootdown-qemu ARGV...
+
+with every word quoted (:func:`~shootdown.remote.connection.shell_join`).
+The script is a constant; the QEMU argv reaches ``sh`` as positional
+parameters and is never parsed as shell code.  Because sshd gives a pty
+session its own ``setsid()`` and every step ``exec``\\ s, QEMU ends up with
+the pid ``sh`` printed, leading its own session and process group, with the
+pty as its controlling terminal.  That gives us:
+
+- **kill**: ``kill -KILL -- -<pid>`` on a second exec channel ends QEMU and
+  anything it started (the whole process group);
+- **a dropped connection**: sshd closes the pty master when the connection
+  (or the sshd session process) dies, the kernel sends SIGHUP to the session
+  leader (QEMU), and QEMU quits on SIGHUP.  Nothing stays behind without a
+  watchdog process of our own; ``tests/remote`` kills the sshd session in
+  the middle of a run and checks it.  As a last resort against a link that
+  dies silently (no FIN, so sshd never notices), QEMU runs under
+  ``timeout --kill-after`` with a lifetime cap.
+
+The pty makes QEMU's stdio behave as it does locally (pexpect uses a pty
+too): same line endings (``\\r\\n``), stderr merged into the console.
+
+The console
+-----------
+:class:`ChannelSpawn` is a small :class:`pexpect.spawnbase.SpawnBase`
+subclass over the paramiko channel.  ``pexpect.fdpexpect`` cannot be used on
+``channel.fileno()``: that descriptor only *signals* that data arrived, the
+data itself is in paramiko's buffer.  End of file is a normal QEMU exit when
+the server sent an exit status; when the connection itself is gone it is a
+:class:`~shootdown.errors.RemoteError` (an infrastructure failure), raised
+from ``read_nonblocking`` so it passes through ``expect`` unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import select
+import signal
+import time
+from typing import TYPE_CHECKING, BinaryIO
+
+import pexpect
+import pexpect.spawnbase
+
+from shootdown.errors import RemoteError
+from shootdown.remote.connection import shell_join
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from shootdown.remote.connection import Connection
+
+log = logging.getLogger(__name__)
+
+#: Printed by the start script before ``exec``; never part of the console log.
+PID_MARKER = b"@@shootdown-remote-pid="
+_PID_RE = re.compile(re.escape(PID_MARKER) + rb"(\d+)@@\r?\n")
+#: The start script; ``$@`` is the QEMU argv.  A constant: nothing is pasted in.
+START_SCRIPT = ('stty -echo 2>/dev/null; '
+                f'echo "{PID_MARKER.decode()}$$@@"; exec "$@"')
+#: Seconds to wait for the start script to report the pid.
+START_TIMEOUT = 30.0
+#: Seconds after which a remote QEMU is killed whatever happens (watchdog of
+#: last resort, for links that die without sshd noticing).
+DEFAULT_MAX_LIFETIME = 6 * 3600
+#: Seconds to wait for an exit status after end of file before calling it lost.
+_EOF_GRACE = 2.0
+
+
+def start_command(argv: list[str], max_lifetime: float | None) -> str:
+    """The remote command line that starts ``argv`` (all of it quoted)."""
+    words = ["/bin/sh", "-c", START_SCRIPT, "shootdown-qemu"]
+    if max_lifetime:
+        words += ["timeout", "--kill-after=10", f"{int(max_lifetime)}"]
+    return "exec " + shell_join([*words, *argv])
+
+
+class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
+    """A pexpect console (bytes mode) over a paramiko session channel."""
+
+    def __init__(self, channel: paramiko.Channel, where: str) -> None:
+        super().__init__(timeout=None, encoding=None)
+        self.channel = channel
+        self.where = where
+        self.child_fd = channel.fileno()  # readable when data or EOF arrives
+        self.name = f"<ssh {where}>"
+        self.closed = False
+        self._pending = b""  # bytes read ahead while waiting for the start marker
+
+    def push_back(self, data: bytes) -> None:
+        """Return ``data`` to the front of the stream (read ahead by ``expect``)."""
+        self._pending = data + self._pending
+
+    def _lost(self) -> bool:
+        """True when the connection died rather than QEMU exiting."""
+        transport = self.channel.get_transport()
+        return transport is None or not transport.is_active()
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> bytes:
+        """Up to ``size`` bytes; pexpect.TIMEOUT if none come within ``timeout``.
+
+        ``timeout`` -1 means ``self.timeout``; None waits for ever.
+        """
+        if timeout == -1:
+            timeout = self.timeout
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+            self._log(data, "read")
+            return data
+        chan = self.channel
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not chan.recv_ready() and not chan.closed and not chan.eof_received:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise pexpect.TIMEOUT(f"no console output from {self.where} within "
+                                      f"{timeout} s")
+            # Wake up now and then to notice a transport that died silently.
+            select.select([chan], [], [], 0.5 if remaining is None else min(remaining, 0.5))
+            if self._lost() and not chan.recv_ready():
+                break
+        data = chan.recv(size) if chan.recv_ready() else b""
+        if data:
+            self._log(data, "read")
+            return bytes(data)
+        # End of file: QEMU exited (an exit status follows) or the link died.
+        grace = time.monotonic() + _EOF_GRACE
+        while chan.exit_status == -1 and not self._lost() and time.monotonic() < grace:
+            chan.status_event.wait(0.05)
+        if chan.exit_status == -1 and self._lost():
+            raise RemoteError(f"{self.where}: connection lost while the guest was running")
+        self.flag_eof = True
+        raise pexpect.EOF(f"console of {self.where} closed")
+
+    def send(self, s: bytes | str) -> int:
+        """Write to QEMU's stdin (the guest's serial input)."""
+        b = self._coerce_send_string(s)
+        if isinstance(b, str):
+            b = b.encode()
+        self._log(b, "send")
+        try:
+            self.channel.sendall(b)
+        except OSError as exc:  # paramiko raises socket.error on a closed channel
+            raise RemoteError(f"{self.where}: cannot write to the console: {exc}") from exc
+        return len(b)
+
+    def sendline(self, s: bytes | str = b"") -> int:
+        b = s.encode() if isinstance(s, str) else s
+        return self.send(b + b"\n")
+
+    def write(self, s: bytes | str) -> None:
+        self.send(s)
+
+    def isalive(self) -> bool:
+        return not self.channel.exit_status_ready()
+
+    def close(self, force: bool = True) -> None:
+        self.channel.close()
+        self.closed = True
+
+
+class RemoteProcess:
+    """A QEMU started on a remote host; see the module docstring for how."""
+
+    def __init__(self, conn: Connection, channel: paramiko.Channel, pid: int,
+                 console: ChannelSpawn, log_file: BinaryIO) -> None:
+        self._conn = conn
+        self._channel = channel
+        self._pid = pid
+        self._console = console
+        self._log = log_file
+        self._killed_with: int | None = None
+        self._closed = False
+
+    @classmethod
+    def start(cls, conn: Connection, argv: list[str], log_file: BinaryIO, *,
+              max_lifetime: float | None = DEFAULT_MAX_LIFETIME) -> RemoteProcess:
+        """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``."""
+        command = start_command(argv, max_lifetime)
+        log.debug("%s: start %s", conn.host.alias, command)
+        channel = conn.open_session()
+        where = conn.host.alias
+        try:
+            channel.get_pty(term="dumb", width=200, height=50)
+            channel.exec_command(command)
+            console = ChannelSpawn(channel, where)
+            try:
+                console.expect(_PID_RE, timeout=START_TIMEOUT)
+            except pexpect.EOF as exc:
+                out = (console.before or b"").decode(errors="replace").strip()
+                raise RemoteError(f"{where}: the start script exited before QEMU "
+                                  f"started: {out[-300:]}") from exc
+            except pexpect.TIMEOUT as exc:
+                raise RemoteError(f"{where}: QEMU did not start within "
+                                  f"{START_TIMEOUT:g} s") from exc
+        except BaseException:
+            channel.close()
+            raise
+        assert console.match is not None
+        pid = int(console.match.group(1))
+        log.debug("%s: QEMU started, remote pid %d", where, pid)
+        # Whatever followed the marker is already QEMU's output: hand it back
+        # to the stream so the running guest (and the log) see every byte.
+        console.push_back(bytes(console.buffer))
+        console.buffer = b""
+        console.logfile_read = log_file
+        return cls(conn, channel, pid, console, log_file)
+
+    @property
+    def pid(self) -> int:
+        """QEMU's pid on the remote host, also its process group id."""
+        return self._pid
+
+    @property
+    def console(self) -> ChannelSpawn:
+        return self._console
+
+    @property
+    def exitstatus(self) -> int | None:
+        chan = self._channel
+        if not chan.exit_status_ready():
+            return None
+        if chan.exit_status != -1:
+            return int(chan.exit_status)
+        # No exit-status message: killed by a signal (paramiko does not read
+        # OpenSSH's exit-signal message) or the connection died.
+        return -(self._killed_with or signal.SIGKILL)
+
+    def is_alive(self) -> bool:
+        return not self._channel.exit_status_ready()
+
+    def wait(self, timeout: float) -> int | None:
+        self._channel.status_event.wait(timeout)
+        return self.exitstatus
+
+    def kill(self) -> None:
+        """SIGKILL QEMU's process group over a separate channel; close the console."""
+        if self._closed:
+            return
+        try:
+            if self.is_alive() and self._conn.is_active():
+                self._killed_with = signal.SIGKILL
+                try:
+                    self._conn.run(["kill", "-KILL", "--", f"-{self._pid}"],
+                                   check=False, timeout=15)
+                except RemoteError as exc:
+                    # Closing the channel below still hangs up QEMU's pty.
+                    log.warning("%s: could not kill remote pid %d: %s",
+                                self._conn.host.alias, self._pid, exc)
+                self.wait(5.0)
+        finally:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._console.close()
+            with contextlib.suppress(OSError):
+                self._log.close()
