@@ -1,0 +1,143 @@
+"""Shared fixtures: real firmware, real QEMU, short-timeout guests, process checks.
+
+Guests really boot in the default test run.  What the tests need from the
+machine (QEMU, the cross compiler, the built firmware) is checked once; when
+it is missing the test is skipped with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE_DIR = ROOT / "firmware"
+QEMU = "qemu-system-aarch64"
+CROSS_GCC = "aarch64-linux-gnu-gcc"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too so the markers exist even without pyproject's list.
+    config.addinivalue_line("markers", "guest: boots a real QEMU guest")
+    config.addinivalue_line("markers", "slow: long runs, excluded by default (-m slow)")
+
+
+def require(binary: str, fix: str) -> str:
+    """The path of ``binary``, or skip the test saying how to get it."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} not found: {fix}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qemu() -> str:
+    """The QEMU binary (skip if missing)."""
+    return require(QEMU, "run scripts/setup (apt-get install qemu-system-arm)")
+
+
+@pytest.fixture(scope="session")
+def firmware_elf() -> Path:
+    """The 4k firmware ELF, built (or brought up to date) once per session."""
+    require(CROSS_GCC, "run scripts/setup (apt-get install gcc-aarch64-linux-gnu)")
+    result = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR)], capture_output=True,
+                            text=True, check=False)
+    elf = FIRMWARE_DIR / "build" / "shootdown-4k.elf"
+    if result.returncode != 0 or not elf.is_file():
+        pytest.fail(f"make -C firmware failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return elf
+
+
+@pytest.fixture(scope="session")
+def minimal_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """benchmarks/minimal.S assembled: an AArch64 ELF that prints a line and powers off."""
+    gcc = require(CROSS_GCC, "run scripts/setup (apt-get install gcc-aarch64-linux-gnu)")
+    out = tmp_path_factory.mktemp("minimal") / "minimal.elf"
+    subprocess.run([gcc, "-nostdlib", "-static", "-Wl,--build-id", "-Wl,-Ttext=0x40080000",
+                    "-o", str(out), str(ROOT / "benchmarks" / "minimal.S")], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_guest() -> Callable[..., Path]:
+    """:func:`write_guest`, for tests (conftest is not importable as a module)."""
+    return write_guest
+
+
+def write_guest(directory: Path, name: str, firmware: Path | str, *, cpu: str = "cortex-a57",
+                boot: float = 10, idle: float = 2, total: float = 30,
+                extra: str = "") -> Path:
+    """Write a guest definition with short timeouts; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\nmachine = "virt"\ncpu = "{cpu}"\nsmp = 2\n'
+        f'firmware = "{firmware}"\n{extra}\n'
+        f"[timeouts]\nboot = {boot}\nidle = {idle}\ntotal = {total}\n")
+    return path
+
+
+@pytest.fixture
+def guests_dir(tmp_path: Path, firmware_elf: Path, qemu: str) -> Path:
+    """A guests directory with ``quick``: the real firmware, a 2 s idle timeout."""
+    where = tmp_path / "guests"
+    write_guest(where, "quick", str(FIRMWARE_DIR / "build" / "shootdown-{granule}.elf"))
+    return where
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in process group ``pgid``, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) close with ')'.
+        fields = stat[stat.rindex(")") + 2:].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+def assert_gone(pid: int) -> None:
+    """QEMU ``pid`` and its whole process group are gone (reaped, not zombies)."""
+    assert not Path(f"/proc/{pid}").exists(), f"process {pid} still exists"
+    assert process_group_members(pid) == [], f"process group {pid} still has members"
+
+
+@pytest.fixture(scope="session")
+def check_gone() -> Callable[[int], None]:
+    """:func:`assert_gone`, for tests."""
+    return assert_gone
+
+
+@pytest.fixture
+def no_leftover_qemu() -> Iterator[None]:
+    """Fail the test if it leaves a QEMU it started running."""
+    before = set(_qemu_pids())
+    yield
+    left = set(_qemu_pids()) - before
+    assert not left, f"QEMU processes left behind: {sorted(left)}"
+
+
+def _qemu_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if comm.startswith("qemu-system") and state != "Z":
+                pids.append(int(entry))
+    return pids
