@@ -132,6 +132,11 @@ class Guest:
         return self.parser.records
 
     @property
+    def process(self) -> ConsoleProcess | None:
+        """The QEMU process once launched (kept after shutdown, for its exit status)."""
+        return self._proc
+
+    @property
     def exit_status(self) -> int | None:
         """QEMU's exit status once it has ended."""
         return self._exit_status

@@ -1,0 +1,125 @@
+"""Hangs, crashes and launch failures are reported as such, in time, with nothing left running.
+
+These boot the real firmware under QEMU and ask it to misbehave
+(``DEBUG hang``, ``DEBUG crash``), or start QEMU so that it cannot work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shootdown.errors import GuestCrash, GuestTimeout, InfraError, LaunchError
+from shootdown.guest.definition import find_guest
+from shootdown.guest.launcher import LocalProcess
+from shootdown.guest.machine import Guest
+
+pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
+
+
+def pid_of(guest: Guest) -> int:
+    process = guest.process
+    assert isinstance(process, LocalProcess)
+    return process.pid
+
+
+def test_hang_is_a_timeout_within_the_idle_limit(
+        guests_dir: Path, tmp_path: Path, check_gone: Callable[[int], None]) -> None:
+    definition = find_guest("quick", guests_dir)
+    idle = definition.timeouts.idle
+    guest = Guest(definition, log_path=tmp_path / "hang.log")
+    guest.launch()
+    start = time.monotonic()
+    with pytest.raises(GuestTimeout) as info:
+        guest.command("DEBUG hang")
+    elapsed = time.monotonic() - start
+    assert idle <= elapsed < idle + 1.5
+    assert f"no console output for {idle:g} s" in str(info.value)
+    assert info.value.log_path == str(tmp_path / "hang.log")
+    assert any("READY" in line for line in info.value.tail)
+    assert "BEGIN" in (tmp_path / "hang.log").read_text()
+    check_gone(pid_of(guest))
+    # A guest that failed stays failed, with the first cause.
+    with pytest.raises(GuestTimeout) as again:
+        guest.command("PING")
+    assert again.value is info.value
+    guest.shutdown()
+    guest.shutdown()
+
+
+def test_crash_reports_esr_elr_far(guests_dir: Path, tmp_path: Path,
+                                   check_gone: Callable[[int], None]) -> None:
+    guest = Guest(find_guest("quick", guests_dir), log_path=tmp_path / "crash.log")
+    start = time.monotonic()
+    with pytest.raises(GuestCrash) as info, guest:
+        guest.command("DEBUG crash")
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    for key in ("esr=0x", "elr=0x", "far=0x", "EC 0x"):
+        assert key in message
+    assert info.value.log_path == str(tmp_path / "crash.log")
+    assert any("FAULT" in line for line in info.value.tail)
+    check_gone(pid_of(guest))
+
+
+def test_silent_guest_times_out_at_boot(make_guest: Callable[..., Path], firmware_elf: Path,
+                                        tmp_path: Path, qemu: str,
+                                        check_gone: Callable[[int], None]) -> None:
+    # -S: QEMU starts with its CPUs stopped, so the guest never says a word.
+    path = make_guest(tmp_path / "g", "silent", firmware_elf, boot=1, idle=5, total=10,
+                      extra='extra_args = ["-S"]')
+    guest = Guest(find_guest(str(path)), log_path=tmp_path / "silent.log")
+    start = time.monotonic()
+    with pytest.raises(GuestTimeout, match="did not answer within 1 s"):
+        guest.launch()
+    assert time.monotonic() - start < 2.5
+    check_gone(pid_of(guest))
+
+
+def test_total_budget(make_guest: Callable[..., Path], firmware_elf: Path, tmp_path: Path,
+                      qemu: str) -> None:
+    path = make_guest(tmp_path / "g", "budget", firmware_elf, boot=1, idle=5, total=1.5)
+    guest = Guest(find_guest(str(path)), log_path=tmp_path / "budget.log")
+    guest.launch()
+    with pytest.raises(GuestTimeout, match=r"total budget of 1\.5 s"):
+        guest.command("DEBUG hang")
+
+
+def test_missing_qemu_binary(guests_dir: Path, tmp_path: Path) -> None:
+    guest = Guest(find_guest("quick", guests_dir), log_path=tmp_path / "x.log",
+                  qemu=str(tmp_path / "no-such-qemu"))
+    with pytest.raises(LaunchError) as info:
+        guest.launch()
+    assert "no-such-qemu: QEMU binary not found" in str(info.value)
+    assert "\n" not in str(info.value)
+    guest.shutdown()  # safe after a failed launch, and twice
+    guest.shutdown()
+
+
+def test_qemu_refusing_its_command_line(make_guest: Callable[..., Path], firmware_elf: Path,
+                                        tmp_path: Path, qemu: str) -> None:
+    path = make_guest(tmp_path / "g", "badcpu", firmware_elf, cpu="no-such-cpu")
+    guest = Guest(find_guest(str(path)), log_path=tmp_path / "bad.log")
+    with pytest.raises(LaunchError) as info:
+        guest.launch()
+    message = str(info.value)
+    assert "exited with status 1 before the guest started" in message
+    assert "no-such-cpu" in message  # QEMU's own first line names the cause
+    assert "\n" not in message
+
+
+def test_payload_that_is_not_shootdown(make_guest: Callable[..., Path], minimal_elf: Path,
+                                       tmp_path: Path, qemu: str) -> None:
+    # Prints a line and powers off without a single record.
+    path = make_guest(tmp_path / "g", "minimal", minimal_elf)
+    guest = Guest(find_guest(str(path)), log_path=tmp_path / "min.log")
+    with pytest.raises(LaunchError, match="before the guest started: minimal payload: up"):
+        guest.launch()
+
+
+def test_errors_are_infra_errors() -> None:
+    for cls in (GuestCrash, GuestTimeout, LaunchError):
+        assert issubclass(cls, InfraError)

@@ -1,0 +1,125 @@
+"""Real boots: the smoke scenario passes, results are complete, the CLI's exit codes hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shootdown.errors import FirmwareError
+from shootdown.firmware import FirmwareInfo, quick_check
+from shootdown.guest.definition import find_guest
+from shootdown.guest.launcher import LocalProcess
+from shootdown.guest.machine import Guest
+
+pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
+
+#: MIDR_EL1 values QEMU gives its named CPU models.
+MIDR = {"virt-a57": 0x411FD070, "virt-a72": 0x410FD083}
+
+
+@pytest.mark.parametrize("name", ["virt-a57", "virt-a72", "virt-max"])
+def test_boot_smoke_poweroff(name: str, firmware_elf: Path, qemu: str, tmp_path: Path,
+                             check_gone: Callable[[int], None]) -> None:
+    guest = Guest(find_guest(name), log_path=tmp_path / "console.log")
+    with guest:
+        assert guest.begin is not None and guest.cpu is not None
+        assert guest.begin.text("build_id") == quick_check(firmware_elf).build_id
+        assert guest.begin.text("granule") == "4k"
+        assert guest.cpu.number("smp") == 2
+        if name in MIDR:
+            assert guest.cpu.number("midr") == MIDR[name]
+        assert [r.tag for r in guest.command("PING")] == ["PONG"]
+        smoke = guest.command("SMOKE")
+        assert [r.text("status") for r in smoke if r.tag == "SMOKE"] == ["pass"]
+    assert guest.records[-1].tag == "END"
+    assert guest.records[-1].text("status") == "ok"
+    assert guest.exit_status == 0  # PSCI SYSTEM_OFF, not a kill
+    process = guest.process
+    assert isinstance(process, LocalProcess)
+    check_gone(process.pid)
+    log = (tmp_path / "console.log").read_text()
+    assert "BEGIN" in log and "END" in log
+
+
+def test_stale_firmware_is_caught(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
+    real = quick_check(firmware_elf)
+    stale = FirmwareInfo(path=real.path, entry=real.entry, build_id="0" * len(real.build_id))
+    guest = Guest(find_guest("virt-a57"), log_path=tmp_path / "c.log", firmware=stale)
+    with pytest.raises(FirmwareError, match="stale or mismatched firmware"):
+        guest.launch()
+
+
+def shootdown(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``shootdown`` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "shootdown.cli", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})},
+                          check=False)
+
+
+def test_cli_run_passes(firmware_elf: Path, qemu: str) -> None:
+    out = shootdown("run")
+    assert out.returncode == 0, out.stderr
+    assert "virt-a57" in out.stdout and "cortex-a57" in out.stdout
+    assert quick_check(firmware_elf).build_id[:16] in out.stdout
+    assert out.stdout.rstrip().endswith("PASS")
+
+
+def test_cli_json(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
+    out = shootdown("run", "--guest", "virt-a72", "--json", "--logdir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    g = result["guest"]
+    assert g["qemu_argv"][0] == "qemu-system-aarch64" and "-kernel" in g["qemu_argv"]
+    assert g["qemu_argv"][g["qemu_argv"].index("-cpu") + 1] == "cortex-a72"
+    assert g["build_id"] == quick_check(firmware_elf).build_id
+    assert g["qemu_version"].startswith("QEMU emulator version")
+    assert g["exit_status"] == 0
+    assert result["verdict"] == "pass"
+    assert result["checks"][0]["name"] == "smoke"
+    t = result["timings"]
+    assert 0 < t["boot_s"] <= t["total_s"] and 0 < t["scenario_s"] <= t["total_s"]
+    assert [r["tag"] for r in result["records"]][:1] == ["BEGIN"]
+    assert result["records"][-1]["tag"] == "END"
+    assert Path(g["log_path"]).parent == tmp_path and Path(g["log_path"]).is_file()
+
+
+def test_cli_unknown_guest_is_bad_input() -> None:
+    out = shootdown("run", "--guest", "no-such-guest")
+    assert out.returncode == 2
+    assert "unknown guest 'no-such-guest'" in out.stderr
+
+
+def test_cli_bad_definition_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text('name = "broken"\nsmp = "two"\n')
+    out = shootdown("run", "--guests-dir", str(tmp_path), "--guest", "broken")
+    assert out.returncode == 2
+    assert "broken.toml: key 'smp': expected an integer" in out.stderr
+
+
+def test_cli_hang_is_infra(guests_dir: Path) -> None:
+    out = shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
+                    "--debug-command", "hang")
+    assert out.returncode == 3
+    assert "(hang)" in out.stderr
+    log = out.stderr.split("log: ")[-1].strip()
+    assert Path(log).is_file(), out.stderr
+
+
+def test_cli_crash_is_infra(guests_dir: Path) -> None:
+    out = shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
+                    "--debug-command", "crash")
+    assert out.returncode == 3
+    assert "esr=0x" in out.stderr and "log: " in out.stderr
+
+
+def test_cli_missing_qemu_is_infra(firmware_elf: Path) -> None:
+    out = shootdown("run", env={"SHOOTDOWN_QEMU": "/nonexistent/qemu-system-aarch64"})
+    assert out.returncode == 3
+    assert "QEMU binary not found" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
