@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from shootdown.errors import ConfigError, FirmwareError, LaunchError
 from shootdown.remote.config import SshHost, resolve_host
-from shootdown.remote.connection import Connection
+from shootdown.remote.connection import REMOTE_CACHE_DIR, Connection
 from shootdown.remote.process import DEFAULT_MAX_LIFETIME, RemoteProcess
 
 if TYPE_CHECKING:
@@ -67,11 +67,14 @@ class SshLauncher:
 
     def __init__(self, host: str | SshHost, *, accept_new_host_key: bool | None = None,
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-                 config_path: Path | None = None) -> None:
+                 config_path: Path | None = None,
+                 remote_cache_dir: str = REMOTE_CACHE_DIR) -> None:
         self.host = host if isinstance(host, SshHost) else resolve_host(
             host, config_path=config_path)
         self.accept_new_host_key = accept_new_host_key
         self.max_lifetime = max_lifetime
+        #: Where uploads go on the host; relative to the login directory.
+        self.remote_cache_dir = remote_cache_dir
         self._conn: Connection | None = None
         self._versions: dict[str, str] = {}
         self._binaries: set[str] = set()
@@ -111,7 +114,8 @@ class SshLauncher:
                 local = Path(out[i + 1])
                 if not local.is_file():
                     raise FirmwareError(f"{local}: no such file (QEMU {arg})")
-                out[i + 1] = self.connection.upload_cached(local)
+                out[i + 1] = self.connection.upload_cached(
+                    local, cache_dir=self.remote_cache_dir)
         return out
 
     def _check_binary(self, binary: str) -> None:
