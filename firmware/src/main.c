@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+/*
+ * main.c - CPU0 after the MMU is on: the boot records, then the command
+ * loop of docs/protocol.md (one checked line in, records out, READY).
+ */
+#include "core.h"
+#include "asm/barrier.h"
+#include "asm/sysreg.h"
+
+#define LINE_MAX	512
+/* Below the firmware's top 1 GiB and above the scenario half: never mapped. */
+#define DEBUG_CRASH_VA	0xffffffff8badf000UL
+
+/* Weak default: the teardown engine (scenario.c) replaces it. */
+__attribute__((weak)) int scenario_handle_line(const char *line)
+{
+	if (line)
+		report("ERR", "cmd=%s why=unsupported", current_command());
+	return SCN_DONE;
+}
+
+/*
+ * Read one line (without its end) into buf. Returns its length, or -1 if it
+ * was longer than size-1 bytes (the rest up to the line end is dropped).
+ * "\r", "\n" and "\r\n" all end a line; empty lines are skipped.
+ */
+static int read_line(char *buf, int size)
+{
+	int n = 0;
+	bool overflow = false;
+
+	for (;;) {
+		int c = uart_getc();
+
+		if (c < 0) {
+			cpu_relax();
+			continue;
+		}
+		if (c == '\r' || c == '\n') {
+			if (overflow)
+				return -1;
+			if (n == 0)
+				continue;
+			buf[n] = '\0';
+			return n;
+		}
+		if (n < size - 1)
+			buf[n++] = (char)c;
+		else
+			overflow = true;
+	}
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Strip and check " *<8 hex>"; 0 if it matches the CRC-32 of the rest. */
+static int check_crc(char *line, int len)
+{
+	uint32_t want = 0;
+
+	if (len < 11 || line[len - 10] != ' ' || line[len - 9] != '*')
+		return -1;
+	for (int i = len - 8; i < len; i++) {
+		int v = hexval(line[i]);
+
+		if (v < 0)
+			return -1;
+		want = want << 4 | (uint32_t)v;
+	}
+	line[len - 10] = '\0';
+	return crc32_update(0, line, (size_t)(len - 10)) == want ? 0 : -1;
+}
+
+/* The command word as an ERR value: [A-Za-z0-9_] only, "?" if none. */
+static void set_word(const char *line)
+{
+	char w[16];
+	int n = 0;
+
+	for (; n < 15 && line[n] && line[n] != ' '; n++) {
+		char c = line[n];
+
+		w[n] = ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '_') ? c : '_';
+	}
+	if (!n)
+		w[n++] = '?';
+	w[n] = '\0';
+	report_set_command(w);
+}
+
+static bool is_word(const char *line, const char *word)
+{
+	size_t n = strlen(word);
+
+	return !strncmp(line, word, n) && (line[n] == ' ' || line[n] == '\0');
+}
+
+static bool is_scenario_line(const char *line)
+{
+	return is_word(line, "SCN") || is_word(line, "MAP") || is_word(line, "KMAP") ||
+	       is_word(line, "STEP") || is_word(line, "OP") || is_word(line, "GO");
+}
+
+static void debug_command(const char *line)
+{
+	if (!strcmp(line, "DEBUG hang")) {
+		for (;;)	/* silent on purpose; nothing can wake us */
+			wfi();
+	}
+	if (!strcmp(line, "DEBUG crash")) {
+		volatile uint64_t *bad = (volatile uint64_t *)DEBUG_CRASH_VA;
+
+		(void)*bad;	/* translation fault: FAULT, END status=crash */
+	}
+	report("ERR", "cmd=DEBUG why=arg");
+}
+
+/* Where main is in a multi-line scenario command (SCN .. GO). */
+enum scn_state {
+	SCN_NONE,	/* between commands */
+	SCN_BUFFERING,	/* scenario_handle_line() is collecting lines */
+	SCN_DISCARDING,	/* a line was rejected: ignore lines up to GO */
+};
+
+void fw_main(void);
+
+void fw_main(void)
+{
+	static char line[LINE_MAX];
+	const struct cpu_features *f = cpu_features();
+	enum scn_state scn = SCN_NONE;
+	unsigned commands = 0;
+
+	uart_use_va();
+	mmu_init_late();
+	report_banner();
+	smp_boot_secondaries();
+	report("CPU", "midr=0x%lx mmfr0=0x%lx mmfr2=0x%lx isar0=0x%lx smp=%d",
+	       f->midr, f->mmfr0, f->mmfr2, f->isar0, smp_nr_cpus());
+	report("MMU", "sctlr=0x%lx tcr=0x%lx ttbr1=0x%lx", read_sysreg(sctlr_el1),
+	       read_sysreg(tcr_el1), read_sysreg(ttbr1_el1));
+
+	for (;;) {
+		int len;
+
+		if (scn == SCN_NONE)
+			report("READY", "n=%u", commands);
+		len = read_line(line, sizeof(line));
+		if (len < 0) {
+			report_set_command("?");
+			report("ERR", "cmd=? why=toolong");
+		} else {
+			set_word(line);
+		}
+		if (len < 0 || check_crc(line, len)) {
+			if (len >= 0)
+				report("ERR", "cmd=%s why=crc", current_command());
+			if (scn == SCN_BUFFERING)
+				scenario_handle_line(NULL);	/* drop what it has */
+			/* A damaged scenario line (but GO) starts or continues discarding. */
+			if (len >= 0 && ((scn != SCN_NONE && !is_word(line, "GO")) ||
+					 (scn == SCN_NONE && is_scenario_line(line) &&
+					  !is_word(line, "GO")))) {
+				scn = SCN_DISCARDING;
+				continue;
+			}
+			scn = SCN_NONE;
+			commands++;
+			continue;
+		}
+		if (scn == SCN_DISCARDING) {
+			if (is_word(line, "GO")) {
+				scn = SCN_NONE;
+				commands++;
+			}
+			continue;
+		}
+		if (is_scenario_line(line)) {
+			if (scenario_handle_line(line) == SCN_MORE) {
+				scn = SCN_BUFFERING;
+				continue;
+			}
+			scn = SCN_NONE;
+		} else if (scn == SCN_BUFFERING) {
+			/* Another command inside a scenario: drop the scenario. */
+			report("ERR", "cmd=%s why=inscenario", current_command());
+			scenario_handle_line(NULL);
+			scn = SCN_NONE;
+		} else if (!strcmp(line, "PING")) {
+			report("PONG", NULL);
+		} else if (!strcmp(line, "SMOKE")) {
+			smoke_run();
+		} else if (is_word(line, "DEBUG")) {
+			debug_command(line);
+		} else if (!strcmp(line, "BYE")) {
+			report_end("ok");
+		} else if (is_word(line, "PING") || is_word(line, "SMOKE") ||
+			   is_word(line, "BYE")) {
+			report("ERR", "cmd=%s why=arg", current_command());
+		} else {
+			report("ERR", "cmd=%s why=unknown", current_command());
+		}
+		commands++;
+	}
+}

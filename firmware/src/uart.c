@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uart.c - polled PL011 (ARM DDI 0183) at QEMU virt's 0x09000000: physical
+ * address while the MMU is off, its device mapping at KVA_DEV_BASE + PA
+ * after. No interrupts, no DMA.
+ */
+#include "core.h"
+#include "asm/barrier.h"
+
+#define UART_DR		0x00
+#define UART_FR		0x18
+#define UART_LCR_H	0x2c
+#define UART_CR		0x30
+#define UART_IMSC	0x38
+#define FR_RXFE		(1u << 4)	/* receive FIFO empty */
+#define FR_TXFF		(1u << 5)	/* transmit FIFO full */
+#define LCR_H_FEN	(1u << 4)	/* FIFOs on */
+#define LCR_H_WLEN8	(3u << 5)
+#define CR_UARTEN	(1u << 0)
+#define CR_TXE		(1u << 8)
+#define CR_RXE		(1u << 9)
+
+static volatile uint32_t *uart_base = (volatile uint32_t *)UART_PA;
+
+static inline uint32_t uart_read(unsigned off)
+{
+	return uart_base[off / 4];
+}
+
+static inline void uart_write(unsigned off, uint32_t v)
+{
+	uart_base[off / 4] = v;
+}
+
+void uart_init(void)
+{
+	uart_write(UART_IMSC, 0);			/* polled: no interrupts */
+	uart_write(UART_LCR_H, LCR_H_FEN | LCR_H_WLEN8);	/* 8N1, FIFOs */
+	uart_write(UART_CR, CR_UARTEN | CR_TXE | CR_RXE);
+}
+
+void uart_use_va(void)
+{
+	uart_base = (volatile uint32_t *)(KVA_DEV_BASE + UART_PA);
+}
+
+void uart_putc(char c)
+{
+	while (uart_read(UART_FR) & FR_TXFF)
+		cpu_relax();
+	uart_write(UART_DR, (unsigned char)c);
+}
+
+int uart_getc(void)
+{
+	if (uart_read(UART_FR) & FR_RXFE)
+		return -1;
+	return (int)(uart_read(UART_DR) & 0xff);
+}
