@@ -213,3 +213,32 @@ def ssh_env(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> Sshd:
     monkeypatch.setenv("SHOOTDOWN_SSH_CONFIG", str(sshd.ssh_config))
     monkeypatch.delenv("SHOOTDOWN_SSH_ACCEPT_NEW_HOST_KEY", raising=False)
     return sshd
+
+
+def remote_qemus(server: Sshd) -> list[int]:
+    """QEMU processes started through ``server`` (live, not zombies)."""
+    out = []
+    for pid in server.descendants():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if _comm(pid).startswith("qemu-system") and state != "Z":
+            out.append(pid)
+    return out
+
+
+@pytest.fixture
+def no_remote_qemu_left(sshd: Sshd) -> Iterator[None]:
+    """Fail the test if a QEMU started through the test sshd is still running after it.
+
+    Only the sshd's descendants are looked at: other QEMUs on the machine
+    (other test runs) are none of this test's business.  A QEMU gets a few
+    seconds to finish exiting after the hang-up.
+    """
+    yield
+    deadline = time.monotonic() + 5
+    while remote_qemus(sshd) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = remote_qemus(sshd)
+    assert not left, f"remote QEMU processes left behind: {left}"

@@ -53,7 +53,7 @@ def test_alias_resolution(ssh_env: Sshd) -> None:
     assert host.user_known_hosts == (str(ssh_env.known_hosts),)
     via = resolve_host(JUMP_ALIAS)
     assert [j.alias for j in via.jumps] == [ALIAS]
-    with pytest.raises(ConfigError, match="invalid host name"):
+    with pytest.raises(ConfigError, match="not a valid ssh destination"):
         resolve_host("a host; touch x")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ SSH_CONFIG_ENV = "SHOOTDOWN_SSH_CONFIG"
 #: Where OpenSSH keeps the known host keys when the configuration says nothing.
 DEFAULT_USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
+#: What a DNS name, an IPv4 or an IPv6 address (with a %zone) may contain.
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.:%-]+")
 
 #: OpenSSH refuses ProxyJump chains longer than this; so do we, to stop loops.
 MAX_JUMPS = 8
@@ -140,7 +144,8 @@ def _resolve(name: str, config: paramiko.SSHConfig, path: str, depth: int) -> Ss
     if depth > MAX_JUMPS:
         raise ConfigError(f"{path}: ProxyJump: more than {MAX_JUMPS} hops (a loop?)")
     if not name or any(c.isspace() for c in name) or name.startswith("-"):
-        raise ConfigError(f"{path}: host: invalid host name {name!r}")
+        raise ConfigError(f"host {name!r}: not a valid ssh destination "
+                          f"([user@]host[:port], or a Host alias in {path})")
     try:
         user, alias, port = _split_destination(name)
     except ValueError as exc:
@@ -152,6 +157,11 @@ def _resolve(name: str, config: paramiko.SSHConfig, path: str, depth: int) -> Ss
         port = port or int(entry.get("port", 22))
     except ValueError as exc:
         raise ConfigError(f"{path}: {alias}: Port: not a number: {entry.get('port')!r}") from exc
+    hostname = entry.get("hostname", alias)
+    if not _HOSTNAME_RE.fullmatch(hostname):
+        # OpenSSH refuses these too; they can only be a mistake or an attack.
+        raise ConfigError(f"host {name!r}: host name {hostname!r} contains characters no "
+                          f"host name has (see {path})")
     jumps: tuple[SshHost, ...] = ()
     jump_spec = entry.get("proxyjump")
     if jump_spec and jump_spec.lower() != "none":
@@ -164,7 +174,7 @@ def _resolve(name: str, config: paramiko.SSHConfig, path: str, depth: int) -> Ss
         jumps = tuple(hops)
     host = SshHost(
         alias=alias,
-        hostname=entry.get("hostname", alias),
+        hostname=hostname,
         port=port,
         user=user or entry.get("user"),
         identity_files=_paths(entry.get("identityfile"), ()),

@@ -182,7 +182,7 @@ class Connection:
             client.close()
             raise RemoteError(f"{hop.describe()}: authentication failed ({exc}); "
                               "check IdentityFile in the ssh config or the ssh agent") from exc
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except (paramiko.SSHException, OSError, EOFError, ValueError) as exc:
             client.close()
             raise RemoteError(f"{hop.describe()}: cannot connect: "
                               f"{exc or type(exc).__name__}") from exc

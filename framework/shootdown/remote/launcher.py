@@ -23,6 +23,7 @@ when it names a ``host``, the local one otherwise.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Environment variable overriding the remote upload directory.
+REMOTE_CACHE_ENV = "SHOOTDOWN_REMOTE_CACHE_DIR"
 #: QEMU options whose value is a local file QEMU reads: uploaded first.
 FILE_OPTIONS = frozenset({"-kernel", "-bios", "-dtb", "-initrd"})
 #: QEMU options that write logs on the host running QEMU (``--trace``).
@@ -68,13 +71,14 @@ class SshLauncher:
     def __init__(self, host: str | SshHost, *, accept_new_host_key: bool | None = None,
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
                  config_path: Path | None = None,
-                 remote_cache_dir: str = REMOTE_CACHE_DIR) -> None:
+                 remote_cache_dir: str | None = None) -> None:
         self.host = host if isinstance(host, SshHost) else resolve_host(
             host, config_path=config_path)
         self.accept_new_host_key = accept_new_host_key
         self.max_lifetime = max_lifetime
         #: Where uploads go on the host; relative to the login directory.
-        self.remote_cache_dir = remote_cache_dir
+        self.remote_cache_dir = (remote_cache_dir or os.environ.get(REMOTE_CACHE_ENV)
+                                 or REMOTE_CACHE_DIR)
         self._conn: Connection | None = None
         self._versions: dict[str, str] = {}
         self._binaries: set[str] = set()
@@ -154,18 +158,21 @@ class SshLauncher:
         return self._versions[binary]
 
 
-def launcher_for(definition: GuestDefinition, *,
+def launcher_for(target: str | GuestDefinition, *,
                  accept_new_host_key: bool | None = None) -> Launcher:
-    """The launcher that runs ``definition``: SSH when it names a host, else local.
+    """The launcher for a guest definition (or a bare host name).
 
-    The remote QEMU's lifetime is capped at twice the guest's total budget
-    (at least a minute), the watchdog of last resort for a link that dies
-    without either side noticing.
+    A definition without ``host`` runs locally.  For a definition, the remote
+    QEMU's lifetime is capped at twice the guest's total budget (at least a
+    minute): the watchdog of last resort for a link that dies without either
+    side noticing.  A bare host name gets :data:`DEFAULT_MAX_LIFETIME`.
     """
-    if not definition.host:
+    if isinstance(target, str):
+        return SshLauncher(target, accept_new_host_key=accept_new_host_key)
+    if not target.host:
         from shootdown.guest.launcher import LocalLauncher
 
         return LocalLauncher()
-    lifetime = max(60.0, 2 * definition.timeouts.total)
-    return SshLauncher(definition.host, accept_new_host_key=accept_new_host_key,
+    lifetime = max(60.0, 2 * target.timeouts.total)
+    return SshLauncher(target.host, accept_new_host_key=accept_new_host_key,
                        max_lifetime=lifetime)

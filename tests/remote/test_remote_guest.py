@@ -1,0 +1,158 @@
+"""Real guests run "remotely" through the loopback sshd: the runner cannot tell.
+
+The guest definitions name ``host = "sd-loop"`` (an alias in the throwaway
+ssh_config); the firmware is uploaded over SFTP into a temporary cache
+directory and QEMU is started by sshd.  Everything above the launcher is the
+unchanged local runner (:class:`shootdown.guest.machine.Guest`, ``shootdown
+run``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shootdown.cli import main as cli_main
+from shootdown.errors import ConfigError, GuestTimeout, RemoteError
+from shootdown.guest.definition import load_definition
+from shootdown.guest.machine import Guest
+from shootdown.remote import SshLauncher, check_trace_supported, launcher_for
+
+from .conftest import ALIAS, JUMP_ALIAS, Sshd
+from .test_process import wait_gone
+
+pytestmark = pytest.mark.guest
+
+
+@pytest.fixture
+def remote_guest(ssh_env: Sshd, tmp_path: Path, firmware_elf: Path, qemu: str,
+                 make_guest: Callable[..., Path],
+                 monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a guest definition that runs on the loopback sshd; its path."""
+    monkeypatch.setenv("SHOOTDOWN_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
+
+    def write(name: str = "remote-quick", host: str = ALIAS, **kw: object) -> Path:
+        return make_guest(tmp_path / "guests", name, str(firmware_elf),
+                          extra=f'host = "{host}"', **kw)
+    return write
+
+
+def test_definition_with_host_gets_the_ssh_launcher(remote_guest: Callable[..., Path]) -> None:
+    definition = load_definition(remote_guest())
+    launcher = launcher_for(definition)
+    assert isinstance(launcher, SshLauncher)
+    assert launcher.describe() == f"ssh://{ALIAS}"
+    assert launcher.max_lifetime == 60.0  # 2 x total (30 s), at least a minute
+
+
+def test_smoke_passes_remotely(remote_guest: Callable[..., Path], no_remote_qemu_left: None,
+                               capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = cli_main(["run", "--guest", str(remote_guest()), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["verdict"] == "pass"
+    assert out["guest"]["launcher"] == f"ssh://{ALIAS}"
+    assert out["guest"]["qemu_version"].startswith("QEMU emulator version")
+    # The argv recorded is the local one; QEMU ran the uploaded copy.
+    assert next(iter((tmp_path / "remote-cache").iterdir())).name == "shootdown-4k.elf"
+
+
+def test_smoke_through_a_jump_host(remote_guest: Callable[..., Path],
+                                   no_remote_qemu_left: None) -> None:
+    assert cli_main(["run", "--guest", str(remote_guest(host=JUMP_ALIAS))]) == 0
+
+
+def test_hang_is_killed(remote_guest: Callable[..., Path], no_remote_qemu_left: None,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    t0 = time.monotonic()
+    code = cli_main(["run", "--guest", str(remote_guest()), "--debug-command", "hang"])
+    assert code == 3
+    assert "no console output" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 15  # idle timeout is 2 s
+
+
+def test_crash_is_reported(remote_guest: Callable[..., Path], no_remote_qemu_left: None,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["run", "--guest", str(remote_guest()), "--debug-command", "crash"]) == 3
+    assert "unexpected exception" in capsys.readouterr().err
+
+
+def test_unknown_host_key_is_exit_3(remote_guest: Callable[..., Path], ssh_env: Sshd,
+                                    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(ssh_env.ssh_config.read_text().replace(
+        str(ssh_env.known_hosts), str(tmp_path / "empty_known_hosts")))
+    monkeypatch.setenv("SHOOTDOWN_SSH_CONFIG", str(config))
+    assert cli_main(["run", "--guest", str(remote_guest())]) == 3
+    assert "unknown host key" in capsys.readouterr().err
+
+
+def test_connection_dropped_mid_run(remote_guest: Callable[..., Path], ssh_env: Sshd,
+                                    tmp_path: Path, no_remote_qemu_left: None) -> None:
+    definition = load_definition(remote_guest())
+    with SshLauncher(ALIAS) as launcher:
+        guest = Guest(definition, log_path=tmp_path / "console.log", launcher=launcher)
+        guest.launch()
+        proc = guest._proc
+        assert proc is not None
+        pid = proc.pid  # type: ignore[attr-defined]
+        guest.command("PING")
+        assert ssh_env.kill_sessions()
+        with pytest.raises(RemoteError, match=r"connection lost|cannot write"):
+            guest.command("DEBUG hang")
+        guest.shutdown()
+        assert wait_gone(pid), "the remote QEMU survived the dropped connection"
+
+
+def test_hostile_extra_args_fail_cleanly(remote_guest: Callable[..., Path],
+                                         tmp_path: Path, no_remote_qemu_left: None,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "pwned"
+    path = remote_guest()
+    hostile = [f"; touch {marker}", f"$(touch {marker})", f"`touch {marker}`",
+               f"' ; touch {marker} '"]
+    path.write_text(path.read_text().replace(
+        "[timeouts]", f"extra_args = {json.dumps(hostile)}\n[timeouts]"))
+    assert cli_main(["run", "--guest", str(path)]) == 3  # QEMU refuses: LaunchError
+    assert "exited with status" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_hostile_host_name_is_config_error(remote_guest: Callable[..., Path],
+                                           tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    assert cli_main(["run", "--guest",
+                     str(remote_guest(host=f"x; touch {marker}"))]) == 2
+    no_space = f"$(touch${{IFS}}{marker})`touch${{IFS}}{marker}`"
+    assert cli_main(["run", "--guest", str(remote_guest(host=no_space))]) == 2
+    # A plausible name that does not resolve is a connection failure.
+    assert cli_main(["run", "--guest", str(remote_guest(host="no-such-host.invalid"))]) == 3
+    assert not marker.exists()
+
+
+def test_trace_refused_under_kvm_and_remote(remote_guest: Callable[..., Path]) -> None:
+    definition = load_definition(remote_guest())
+    with pytest.raises(ConfigError, match="not supported on remote hosts"):
+        check_trace_supported(definition)
+    kvm = load_definition(remote_guest(name="kvm-guest", cpu="host"))
+    kvm = type(kvm)(**{**kvm.__dict__, "accel": "kvm"})
+    with pytest.raises(ConfigError, match=r"accel = 'kvm'.*no TCG log"):
+        check_trace_supported(kvm)
+
+
+def test_hang_times_out_with_guest_timeout(remote_guest: Callable[..., Path],
+                                           tmp_path: Path, no_remote_qemu_left: None) -> None:
+    definition = load_definition(remote_guest())
+    with SshLauncher(ALIAS) as launcher:
+        guest = Guest(definition, log_path=tmp_path / "console.log", launcher=launcher)
+        guest.launch()
+        pid = guest._proc.pid  # type: ignore[union-attr]
+        with pytest.raises(GuestTimeout):
+            guest.command("DEBUG hang")
+        guest.shutdown()
+        assert wait_gone(pid)
