@@ -67,6 +67,15 @@ void report_set_command(const char *word);
 void report_fault(int cpu, const char *vector, const struct exc_frame *f);
 void report_end(const char *status) __attribute__((noreturn));
 
+/* gic.c: GICv2 used only to wake CPUs from WFI (no interrupt is taken). */
+bool gic_ready(void);
+void gic_init(void);
+uint32_t gic_secondary_init(void);
+void gic_send_sgi0(uint32_t target_mask);
+void gic_wait(void);
+void gic_quiesce(void);
+void uart_enable_rx_irq(void);
+
 /* smp.c */
 void smp_boot_secondaries(void);
 void secondary_main(uint64_t cpu) __attribute__((noreturn));

@@ -13,7 +13,8 @@
  *          (normal write-back) and the device window [DEV_PA_START,
  *          DEV_PA_END) at KVA_DEV_BASE + PA (Device-nGnRnE), level-2
  *          blocks (2 MiB / 32 MiB / 512 MiB) rounded out to the block size.
- *   TTBR0: an identity map of the same RAM, only while the MMU goes on.
+ *   TTBR0: an identity map of the same RAM and device window, only while
+ *          the MMU goes on.
  */
 #include "core.h"
 #include "asm/barrier.h"
@@ -38,11 +39,6 @@ static uint64_t *boot_table_alloc(void)
 	return boot_tables[boot_tables_used++];	/* zeroed with .bss */
 }
 
-static unsigned idx(uint64_t va, int level)
-{
-	return (unsigned)((va >> LEVEL_SHIFT(level)) & (PTRS_PER_TABLE - 1));
-}
-
 /* Map [va, va+size) -> pa with level-2 blocks; va, pa, size block aligned. */
 static void map_blocks(uint64_t *root, uint64_t va, uint64_t pa, uint64_t size,
 		       uint64_t prot)
@@ -51,13 +47,13 @@ static void map_blocks(uint64_t *root, uint64_t va, uint64_t pa, uint64_t size,
 		uint64_t *t = root;
 
 		for (int level = ROOT_LEVEL; level < 2; level++) {
-			uint64_t *e = &t[idx(va + off, level)];
+			uint64_t *e = &t[PT_INDEX(va + off, level)];
 
 			if (!(*e & PTE_VALID))
 				*e = (uint64_t)(uintptr_t)boot_table_alloc() | PTE_TYPE_TABLE;
 			t = (uint64_t *)(uintptr_t)(*e & PTE_ADDR_MASK);	/* PA = VA now */
 		}
-		t[idx(va + off, 2)] = ((pa + off) & PTE_ADDR_MASK) | prot | PTE_TYPE_BLOCK;
+		t[PT_INDEX(va + off, 2)] = ((pa + off) & PTE_ADDR_MASK) | prot | PTE_TYPE_BLOCK;
 	}
 }
 
@@ -113,6 +109,8 @@ void head_init(void)
 	map_blocks(kroot, KVA_DEV_BASE + dev_start, dev_start, dev_end - dev_start,
 		   PROT_DEVICE);
 	map_blocks(idroot, RAM_PA_BASE, RAM_PA_BASE, RAM_MAP_SIZE, PROT_KTEXT | PTE_NG);
+	/* The UART too, so a fault between SCTLR.M=1 and the jump still reports. */
+	map_blocks(idroot, dev_start, dev_start, dev_end - dev_start, PROT_DEVICE | PTE_NG);
 
 	tcr = TCR_T0SZ(48) | TCR_IRGN0_WBWA | TCR_ORGN0_WBWA | TCR_SH0_INNER |
 	      TCR_T1SZ(48) | TCR_IRGN1_WBWA | TCR_ORGN1_WBWA | TCR_SH1_INNER |

@@ -33,7 +33,17 @@ static int read_line(char *buf, int size)
 		int c = uart_getc();
 
 		if (c < 0) {
-			cpu_relax();
+			/*
+			 * Sleep until the UART's RX interrupt is pending. Without
+			 * a GICv2, poll, but not flat out: every MMIO access
+			 * takes QEMU's global lock, which the thread feeding the
+			 * UART needs too.
+			 */
+			if (gic_ready())
+				gic_wait();
+			else
+				for (int i = 0; i < 256; i++)
+					cpu_relax();
 			continue;
 		}
 		if (c == '\r' || c == '\n') {
@@ -114,7 +124,8 @@ static bool is_scenario_line(const char *line)
 static void debug_command(const char *line)
 {
 	if (!strcmp(line, "DEBUG hang")) {
-		for (;;)	/* silent on purpose; nothing can wake us */
+		gic_quiesce();	/* nothing can wake us: no host CPU burnt */
+		for (;;)
 			wfi();
 	}
 	if (!strcmp(line, "DEBUG crash")) {
@@ -144,6 +155,8 @@ void fw_main(void)
 	uart_use_va();
 	mmu_init_late();
 	report_banner();
+	gic_init();
+	uart_enable_rx_irq();
 	smp_boot_secondaries();
 	report("CPU", "midr=0x%lx mmfr0=0x%lx mmfr2=0x%lx isar0=0x%lx smp=%d",
 	       f->midr, f->mmfr0, f->mmfr2, f->isar0, smp_nr_cpus());

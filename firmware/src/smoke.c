@@ -48,7 +48,7 @@ static uint64_t *smoke_pte(struct smoke *s, uint64_t *root, uint64_t va)
 	uint64_t *t = root;
 
 	for (int level = pt_start_level(SMOKE_VA_BITS); level < 3; level++) {
-		uint64_t *e = &t[(va >> LEVEL_SHIFT(level)) & (PTRS_PER_TABLE - 1)];
+		uint64_t *e = &t[PT_INDEX(va, level)];
 
 		if (!(*e & PTE_VALID)) {
 			void *n = page_alloc();
@@ -60,7 +60,7 @@ static uint64_t *smoke_pte(struct smoke *s, uint64_t *root, uint64_t va)
 		}
 		t = phys_to_virt(*e & PTE_ADDR_MASK);
 	}
-	return &t[(va >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)];
+	return &t[PT_INDEX(va, 3)];
 }
 
 /* On each CPU: switch to the smoke address space and read every page. */

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * smp.c - secondary CPUs: started with PSCI CPU_ON at boot, then parked in a
- * mailbox loop (WFE/SEV) until smp_call() gives them work. Each keeps its
+ * mailbox loop until smp_call() gives them work: asleep in WFI, woken by
+ * SGI 0 (gic.c); without a GICv2, spinning on WFE/SEV. Each keeps its
  * TLB and TTBR0 between calls, which the probes rely on: a secondary that
  * touched a mapping keeps the translation cached until a TLBI removes it.
  */
@@ -17,6 +18,7 @@ struct mailbox {
 	void *arg;
 	uint64_t req;		/* bumped by CPU0 for each call */
 	uint64_t done;		/* set to req by the secondary when fn returned */
+	uint32_t sgi_mask;	/* its GIC CPU interface bit, 0 without a GICv2 */
 } __attribute__((aligned(64)));
 
 static struct mailbox mailbox[MAX_CPUS];
@@ -71,12 +73,17 @@ void secondary_main(uint64_t cpu)
 	struct mailbox *m = &mailbox[cpu];
 	uint64_t seen = 0;
 
-	store_release(&cpu_online[cpu], 1);
+	m->sgi_mask = gic_secondary_init();
+	store_release(&cpu_online[cpu], 1);	/* sgi_mask visible with it */
 	for (;;) {
 		uint64_t req;
 
-		while ((req = load_acquire(&m->req)) == seen)
-			wfe();
+		while ((req = load_acquire(&m->req)) == seen) {
+			if (m->sgi_mask)
+				gic_wait();	/* an SGI 0 after req is written */
+			else
+				wfe();
+		}
 		m->fn(m->arg);
 		seen = req;
 		store_release(&m->done, req);
@@ -101,8 +108,12 @@ int smp_call(int cpu, void (*fn)(void *), void *arg)
 	m->arg = arg;
 	req = m->req + 1;
 	store_release(&m->req, req);	/* fn/arg visible before req */
-	dsb(ishst);	/* req visible before the event wakes the secondary */
-	sev();
+	if (m->sgi_mask) {
+		gic_send_sgi0(m->sgi_mask);
+	} else {
+		dsb(ishst);	/* req visible before the event wakes the secondary */
+		sev();
+	}
 	while (load_acquire(&m->done) != req)
 		wfe();
 	return 0;

@@ -34,19 +34,20 @@
 	.global	_start
 _start:
 	msr	daifset, #0xf			// no interrupts while booting
-	adr_l	x0, cpu_stacks
-	mov	x1, #STACK_SIZE
-	add	sp, x0, x1			// CPU0 thread stack, physical
-	mrs	x0, CurrentEL
-	cmp	x0, #(1 << 2)
-	b.ne	wrong_el			// only EL1 is supported
-	adr_l	x0, __bss_start
+	adr_l	x0, __bss_start			// .bss holds the stacks: zero it first
 	adr_l	x1, __bss_end
 1:	cmp	x0, x1
 	b.hs	2f
 	stp	xzr, xzr, [x0], #16
 	b	1b
-2:	adr_l	x0, vectors
+2:	mov	x0, #0
+	adr_l	x1, cpu_stacks
+	adr_l	x2, exc_stacks
+	bl	set_stacks			// physical stacks, C on SP_EL0
+	mrs	x0, CurrentEL
+	cmp	x0, #(1 << 2)
+	b.ne	wrong_el			// only EL1 is supported
+	adr_l	x0, vectors
 	msr	vbar_el1, x0			// physical vectors until the MMU is on
 	msr	tpidr_el1, xzr			// logical CPU 0
 	isb					// VBAR in force before any C code faults
@@ -71,6 +72,9 @@ secondary_entry:
 	msr	daifset, #0xf			// no interrupts
 	mov	x19, x0
 	msr	tpidr_el1, x0			// smp_cpu_id()
+	adr_l	x1, cpu_stacks
+	adr_l	x2, exc_stacks
+	bl	set_stacks			// physical stacks, so faults report
 	adr_l	x1, vectors
 	msr	vbar_el1, x1
 	isb					// vectors before anything can fault
@@ -105,10 +109,14 @@ enable_mmu:
 	ret
 
 /*
- * drop_idmap: at the high VA; TTBR0 walks off (EPD0=1), TTBR0 = 0, and the
- * identity map's TLB entries thrown away on this CPU. Clobbers x0, x1.
+ * drop_idmap: at the high VA; vectors moved to the high VA, TTBR0 walks off
+ * (EPD0=1), TTBR0 = 0, and the identity map's TLB entries thrown away on
+ * this CPU. Clobbers x0, x1.
  */
 drop_idmap:
+	ldr_va	x0, vectors
+	msr	vbar_el1, x0
+	isb					// high vectors before the idmap goes
 	ldr_va	x0, boot_params
 	ldr	x1, [x0, #BP_TCR]
 	msr	tcr_el1, x1
@@ -120,26 +128,35 @@ drop_idmap:
 	ret
 
 /*
- * enter_c: In: x0 = logical CPU number, running at the high VA. Sets VBAR,
- * SP_EL1 = exception stack top, SP_EL0 = thread stack top, switches to
- * SP_EL0 and calls fw_main (CPU0) or secondary_main (others). Never returns.
+ * set_stacks: In: x0 = logical CPU, x1 = cpu_stacks, x2 = exc_stacks (both
+ * physical or both virtual). Out: SP_EL1 = top of this CPU's exception
+ * stack, SP_EL0 = top of its thread stack, SPSel = 0 (C code on SP_EL0).
+ * Clobbers x3, x4. Leaf.
+ */
+set_stacks:
+	msr	spsel, #1
+	mov	x3, #EXC_STACK_SIZE
+	madd	x4, x0, x3, x2
+	add	sp, x4, x3			// SP_EL1: exception stack
+	mov	x3, #STACK_SIZE
+	madd	x4, x0, x3, x1
+	add	x4, x4, x3
+	msr	sp_el0, x4			// SP_EL0: thread stack
+	msr	spsel, #0
+	ret
+
+/*
+ * enter_c: In: x0 = logical CPU number, running at the high VA. Moves the
+ * stacks to the high VA and calls fw_main (CPU0) or secondary_main
+ * (others). Never returns.
  */
 enter_c:
 	mov	x19, x0
-	ldr_va	x1, vectors
-	msr	vbar_el1, x1
-	ldr_va	x1, exc_stacks
-	mov	x2, #EXC_STACK_SIZE
-	madd	x1, x0, x2, x1
-	add	sp, x1, x2			// SP_EL1: this CPU's exception stack
 	ldr_va	x1, cpu_stacks
-	mov	x2, #STACK_SIZE
-	madd	x1, x0, x2, x1
-	add	x1, x1, x2
-	msr	sp_el0, x1
-	msr	spsel, #0			// C code runs on SP_EL0
+	ldr_va	x2, exc_stacks
+	bl	set_stacks
 	msr	daifclr, #4			// SError reported (as a FAULT)
-	isb					// VBAR/SPSel in force before C code
+	isb					// SPSel/DAIF in force before C code
 	mov	x29, #0
 	mov	x0, x19
 	cbnz	x19, 1f

@@ -12,6 +12,8 @@
 #define UART_LCR_H	0x2c
 #define UART_CR		0x30
 #define UART_IMSC	0x38
+#define IMSC_RXIM	(1u << 4)	/* receive interrupt */
+#define IMSC_RTIM	(1u << 6)	/* receive timeout interrupt */
 #define FR_RXFE		(1u << 4)	/* receive FIFO empty */
 #define FR_TXFF		(1u << 5)	/* transmit FIFO full */
 #define LCR_H_FEN	(1u << 4)	/* FIFOs on */
@@ -37,6 +39,12 @@ void uart_init(void)
 	uart_write(UART_IMSC, 0);			/* polled: no interrupts */
 	uart_write(UART_LCR_H, LCR_H_FEN | LCR_H_WLEN8);	/* 8N1, FIFOs */
 	uart_write(UART_CR, CR_UARTEN | CR_TXE | CR_RXE);
+}
+
+/* Raise the RX line when a byte arrives (gic.c turns it into a WFI wake-up). */
+void uart_enable_rx_irq(void)
+{
+	uart_write(UART_IMSC, IMSC_RXIM | IMSC_RTIM);
 }
 
 void uart_use_va(void)

@@ -16,6 +16,14 @@
 #define PMD_SIZE		(1UL << PMD_SHIFT)
 #define PUD_SIZE		(1UL << PUD_SHIFT)
 
+/*
+ * Index of va in a level-n table. VA bits above 47 are dropped first: a
+ * TTBR1 address (0xffff...) indexes its root table with bits [47:shift]
+ * only, e.g. 64 entries at level 1 with 64K pages (Arm ARM D8.2.5).
+ */
+#define PT_INDEX(va, n)	\
+	((unsigned)((((va) & ((1UL << 48) - 1)) >> LEVEL_SHIFT(n)) & (PTRS_PER_TABLE - 1)))
+
 /* Descriptor type, bits [1:0]. */
 #define PTE_VALID		(1UL << 0)
 #define PTE_TYPE_MASK		(3UL << 0)
