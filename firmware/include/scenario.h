@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scenario.h - a buffered scenario (docs/protocol.md, "Scenarios") and the
+ * probes that check its result.
+ */
+#ifndef SCENARIO_H
+#define SCENARIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "uspace.h"
+
+#define SCN_MAX_MAPS	64
+#define SCN_MAX_STEPS	64
+#define SCN_MAX_OPS	1024
+#define SCN_MAX_POINTS	16384
+
+enum step_kind {
+	STEP_GATHER, STEP_FLUSH_TLB_MM, STEP_FLUSH_TLB_PAGE, STEP_FLUSH_TLB_RANGE,
+	STEP_FLUSH_TLB_KERNEL_RANGE, STEP_FLUSH_TLB_KERNEL_PGTABLE,
+};
+
+enum op_kind_scn {
+	OP_REMOVE_PTE, OP_REMOVE_PMD, OP_REMOVE_PUD,
+	OP_FREE_PTE_TABLE, OP_FREE_PMD_TABLE, OP_FREE_PUD_TABLE, OP_FLUSH,
+};
+
+struct scn_map {
+	bool kernel;
+	int level;
+	uint64_t addr, count;
+};
+
+struct scn_op {
+	enum op_kind_scn kind;
+	uint64_t addr, count;
+};
+
+struct scn_step {
+	unsigned n;
+	enum step_kind kind;
+	bool fullmm, last_level;
+	uint64_t addr, start, end, stride;
+	unsigned first_op, nr_ops;
+};
+
+/*
+ * Probe every point from CPU0 and CPU1 after step `step`: a point mapped
+ * before the step and unmapped now must fault, a point mapped now must read
+ * its value. check_unmapped false: the step's unmapped points are not
+ * probed (fullmm: the ASID is dead, Linux leaves leaf entries to the ASID
+ * allocator). Prints PROBE and PROBEFAIL records; returns the failures.
+ */
+unsigned probe_step(unsigned step, struct probe_point *pts, unsigned n,
+		    const bool *now_mapped, bool check_unmapped);
+
+#endif /* SCENARIO_H */

@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * policy.c - the arm64 side of Linux's TLB invalidation, one function per
+ * variant a release shipped, and the table of releases.
+ *
+ * The template every invalidation follows (arch/arm64/include/asm/tlbflush.h):
+ *
+ *   DSB ISHST   page-table stores visible to every walker before the TLBI,
+ *               or a walker could refill the TLB from the old entry after it
+ *   TLBI ...    broadcast (inner shareable) invalidation
+ *   DSB ISH     the invalidation has completed on every CPU: only now may a
+ *               freed table be reused or the unmap be reported done
+ *   ISB         kernel mappings only: discard instructions fetched through
+ *               the old mapping (user mappings get it from the ERET)
+ *
+ * Under KPTI every ASID-tagged TLBI is issued twice, the second time for
+ * the user ASID (operand | 1 << 48). Every instruction goes through oplog.c.
+ * Bug injections are tested at the line they change (inject.h).
+ */
+#include "shootdown.h"
+#include "asm/pgtable-hwdef.h"
+#include "gather.h"
+#include "inject.h"
+#include "oplog.h"
+#include "policy.h"
+
+struct tlb_env tlb_env;
+const struct policy *policy_current;
+
+/* Per-op limit before the whole ASID is cheaper (PTRS_PER_PTE from v5.0). */
+#define MAX_TLBI_OPS_V4		1024UL
+#define PTRS_PER_PTE		PTRS_PER_TABLE
+
+/* ---- building blocks ---------------------------------------------------- */
+
+static uint16_t mm_asid(void)
+{
+	if (injected(BUG_WRONG_ASID))
+		return tlb_env.asid ^ 0x80;
+	return tlb_env.asid;
+}
+
+/* __tlbi_user: the KPTI copy for the user ASID. */
+static void tlbi_user(enum tlbi_op op, uint64_t xt)
+{
+	if (!tlb_env.kpti)
+		return;
+	if (injected(BUG_KPTI_COPY_MISSING))
+		return;
+	op_tlbi(op, xt | TLBI_USER_ASID_FLAG);
+}
+
+/* __tlbi_level: a by-VA op with the TTL hint when the CPU has FEAT_TTL. */
+static void tlbi_level(enum tlbi_op op, uint64_t xt, int level, bool user)
+{
+	if (tlb_env.ttl)
+		xt = tlbi_with_ttl(xt, level, PAGE_SHIFT);
+	op_tlbi(op, xt);
+	if (user)
+		tlbi_user(op, xt);
+}
+
+static void dsb_ishst_before_tlbi(void)
+{
+	if (injected(BUG_SKIP_DSB_ISHST))
+		return;
+	op_dsb(DSB_ISHST);	/* page-table stores reach the walkers before the TLBI */
+}
+
+static void dsb_ish_after_tlbi(void)
+{
+	if (injected(BUG_SKIP_DSB_ISH))
+		return;
+	op_dsb(DSB_ISH);	/* the invalidation has completed everywhere */
+}
+
+static uint64_t round_down(uint64_t x, uint64_t a) { return x & ~(a - 1); }
+static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+/* The full-ASID cut-off in bytes: limit ops of stride each. */
+static uint64_t cutoff_bytes(uint64_t limit, uint64_t stride)
+{
+	if (injected(BUG_CUTOFF_4K_UNITS))
+		return limit * stride >> (PAGE_SHIFT - 12);
+	return limit * stride;
+}
+
+void pt_clear_barrier(enum pt_clear_barrier b)
+{
+	if (b == PTC_NONE)
+		return;
+	op_dsb(DSB_ISHST);	/* set_p?d: the cleared entry reaches the walkers */
+	if (b == PTC_DSB_ISB)
+		op_isb();	/* set_pgd/set_p4d (v5.4+): no stale "invalid" marker in the pipeline */
+}
+
+/* ---- whole-space operations (unchanged v4.19 .. v6.19) ------------------- */
+
+/*
+ * flush_tlb_mm - every entry of the ASID, all levels, all CPUs.
+ * DSB ISHST; TLBI ASIDE1IS (+ KPTI copy); DSB ISH. No ISB: user mappings.
+ */
+static void flush_tlb_mm_all(void)
+{
+	uint64_t xt = tlbi_vaddr(0, mm_asid());
+
+	dsb_ishst_before_tlbi();
+	op_tlbi(TLBI_ASIDE1IS, xt);
+	tlbi_user(TLBI_ASIDE1IS, xt);
+	dsb_ish_after_tlbi();
+}
+
+/*
+ * flush_tlb_page - the last-level entry of one user page, all CPUs.
+ * DSB ISHST; TLBI VALE1IS (+ copy), no level hint; DSB ISH.
+ */
+static void flush_tlb_page_all(uint64_t uaddr)
+{
+	uint64_t xt = tlbi_vaddr(uaddr, mm_asid());
+
+	dsb_ishst_before_tlbi();
+	op_tlbi(TLBI_VALE1IS, xt);
+	tlbi_user(TLBI_VALE1IS, xt);
+	dsb_ish_after_tlbi();
+}
+
+/* flush_tlb_all - everything, every ASID; DSB ISHST; VMALLE1IS; DSB ISH; ISB. */
+static void flush_tlb_all(void)
+{
+	dsb_ishst_before_tlbi();
+	op_tlbi(TLBI_VMALLE1IS, 0);
+	dsb_ish_after_tlbi();
+	op_isb();		/* kernel mappings may have gone: refetch */
+}
+
+/* ---- __flush_tlb_range ---------------------------------------------------- */
+
+/* The per-stride loop of v4.19 .. v5.4: [start, end) in TLBI (4K) units. */
+static void range_loop_simple(uint64_t start, uint64_t end, uint64_t stride, bool last_level)
+{
+	uint64_t asid = mm_asid();
+	uint64_t s = tlbi_vaddr(start, asid), e = tlbi_vaddr(end, asid);
+	enum tlbi_op op = last_level ? TLBI_VALE1IS : TLBI_VAE1IS;
+
+	stride >>= 12;		/* in 4K units, as the operand */
+	dsb_ishst_before_tlbi();
+	for (uint64_t a = s; a < e; a += stride) {
+		op_tlbi(op, a);
+		tlbi_user(op, a);
+	}
+	dsb_ish_after_tlbi();
+}
+
+/*
+ * v4.19 __flush_tlb_range(vma, start, end, last_level): [start, end) at
+ * PAGE_SIZE steps (no stride yet), no rounding; over 1024 pages (strictly
+ * more) the whole ASID instead. The stride argument is ignored.
+ */
+static void flush_range_v4_19(uint64_t start, uint64_t end, uint64_t stride,
+			      bool last_level, int tlb_level)
+{
+	(void)stride; (void)tlb_level;
+	if (end - start > cutoff_bytes(MAX_TLBI_OPS_V4, PAGE_SIZE)) {
+		flush_tlb_mm_all();
+		return;
+	}
+	if (injected(BUG_END_OFF_BY_ONE))
+		end -= PAGE_SIZE;
+	range_loop_simple(start, end, PAGE_SIZE, last_level);
+}
+
+/*
+ * v4.20 __flush_tlb_range(vma, start, end, stride, last_level): one TLBI per
+ * stride over [start, end), unrounded; above 1024 * stride (strictly) the
+ * whole ASID. Leaf-only (VALE1IS) when last_level, else VAE1IS (walk caches).
+ */
+static void flush_range_v4_20(uint64_t start, uint64_t end, uint64_t stride,
+			      bool last_level, int tlb_level)
+{
+	(void)tlb_level;
+	if (end - start > cutoff_bytes(MAX_TLBI_OPS_V4, stride)) {
+		flush_tlb_mm_all();
+		return;
+	}
+	if (injected(BUG_END_OFF_BY_ONE))
+		end -= stride;
+	range_loop_simple(start, end, stride, last_level);
+}
+
+/*
+ * v5.0 (3d65b6bbc01e): as v4.20 but the cut-off is PTRS_PER_PTE * stride
+ * and compared with >= (a full last-level table's worth).
+ */
+static void flush_range_v5_0(uint64_t start, uint64_t end, uint64_t stride,
+			     bool last_level, int tlb_level)
+{
+	(void)tlb_level;
+	if (end - start >= cutoff_bytes(PTRS_PER_PTE, stride)) {
+		flush_tlb_mm_all();
+		return;
+	}
+	if (injected(BUG_END_OFF_BY_ONE))
+		end -= stride;
+	range_loop_simple(start, end, stride, last_level);
+}
+
+/*
+ * v5.2 .. v5.8 (01d57485fcdb): start rounded down and end up to the stride
+ * before the cut-off (>= PTRS_PER_PTE * stride) and the loop.
+ */
+static void flush_range_v5_2(uint64_t start, uint64_t end, uint64_t stride,
+			     bool last_level, int tlb_level)
+{
+	(void)tlb_level;
+	if (!injected(BUG_NO_STRIDE_ROUND)) {
+		start = round_down(start, stride);
+		end = round_up(end, stride);
+	}
+	if (end - start >= cutoff_bytes(PTRS_PER_PTE, stride)) {
+		flush_tlb_mm_all();
+		return;
+	}
+	if (injected(BUG_END_OFF_BY_ONE))
+		end -= stride;
+	range_loop_simple(start, end, stride, last_level);
+}
+
+/* One by-VA TLBI (+ copy) with the level hint: the non-range step. */
+static void range_single(enum tlbi_op op, uint64_t start, uint16_t asid, int level, bool user)
+{
+	tlbi_level(op, tlbi_vaddr(start, asid), level, user);
+}
+
+/* One range TLBI (+ copy) of (num + 1) << (5 * scale + 1) pages from start. */
+static void range_op(enum tlbi_op op, uint64_t start, uint16_t asid, unsigned scale,
+		     unsigned num, int level, bool user)
+{
+	uint64_t xt = tlbi_vaddr_range(start >> PAGE_SHIFT, asid, scale, num, level, PAGE_SHIFT);
+
+	op_tlbi(tlbi_range_form(op), xt);
+	if (user)
+		tlbi_user(tlbi_range_form(op), xt);
+}
+
+/*
+ * v5.9 .. v6.7 loop: odd page counts take one non-range op first, then
+ * range ops with scale counted UP from 0, NUM = ((pages >> (5*scale+1)) & 31) - 1
+ * (at most 30). Without FEAT_TLBIRANGE, one op per stride.
+ */
+static void range_loop_scale_up(enum tlbi_op op, uint64_t start, uint64_t pages,
+				uint64_t stride, uint16_t asid, int level, bool user)
+{
+	unsigned scale = 0;
+
+	while (pages > 0 && scale <= 3) {
+		int num;
+
+		if (!tlb_env.range || pages % 2 == 1) {
+			range_single(op, start, asid, level, user);
+			start += stride;
+			pages -= stride >> PAGE_SHIFT;
+			continue;
+		}
+		num = (int)((pages >> (5 * scale + 1)) & 31) - 1;
+		if (num >= 0) {
+			range_op(op, start, asid, scale, num, level, user);
+			start += tlbi_range_pages(num, scale) << PAGE_SHIFT;
+			pages -= tlbi_range_pages(num, scale);
+		}
+		scale++;
+	}
+}
+
+/*
+ * v6.8 .. v6.19 loop (__flush_tlb_range_op): scale counted DOWN from 3 so
+ * the biggest chunks go first; a single remaining page takes a non-range
+ * op. v6.8 still masks NUM to 5 bits; v6.9 (e3ba51ab24fd) clamps the page
+ * count instead so NUM reaches 31. No LPA2 here (va_bits <= 48).
+ */
+static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t pages,
+				  uint64_t stride, uint16_t asid, int level, bool user,
+				  bool clamp_num)
+{
+	int scale = 3;
+
+	while (pages > 0 && scale >= 0) {
+		int num;
+
+		if (!tlb_env.range || pages == 1) {
+			range_single(op, start, asid, level, user);
+			start += stride;
+			pages -= stride >> PAGE_SHIFT;
+			continue;
+		}
+		if (clamp_num && !injected(BUG_RANGE_NUM_OVERFLOW)) {
+			uint64_t p = pages < tlbi_range_pages(31, scale) ? pages
+								       : tlbi_range_pages(31, scale);
+			num = (int)(p >> (5 * scale + 1)) - 1;
+		} else {
+			num = (int)((pages >> (5 * scale + 1)) & 31) - 1;
+		}
+		if (num >= 0) {
+			range_op(op, start, asid, scale, num, level, user);
+			start += tlbi_range_pages(num, scale) << PAGE_SHIFT;
+			pages -= tlbi_range_pages(num, scale);
+		}
+		scale--;
+	}
+}
+
+enum range_kind { RK_UP, RK_DOWN_MASK, RK_DOWN_CLAMP };
+
+/*
+ * v5.9+ __flush_tlb_range(vma, start, end, stride, last_level, tlb_level):
+ * rounded to the stride; the whole ASID when, without range ops, the range
+ * needs >= PTRS_PER_PTE strides, or when it exceeds the range-op limit
+ * (pages >= MAX_TLBI_RANGE_PAGES until v6.8, > from v6.9); else DSB ISHST,
+ * the loop of the release, DSB ISH.
+ */
+static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
+			       bool last_level, int tlb_level, enum range_kind kind)
+{
+	enum tlbi_op op = last_level ? TLBI_VALE1IS : TLBI_VAE1IS;
+	uint64_t pages;
+	bool excess;
+
+	if (!injected(BUG_NO_STRIDE_ROUND)) {
+		start = round_down(start, stride);
+		end = round_up(end, stride);
+	}
+	pages = (end - start) >> PAGE_SHIFT;
+	excess = !tlb_env.range && end - start >= cutoff_bytes(PTRS_PER_PTE, stride);
+	if (kind == RK_DOWN_CLAMP)
+		excess = excess || pages > TLBI_RANGE_MAX_PAGES;
+	else
+		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
+	if (excess) {
+		flush_tlb_mm_all();
+		return;
+	}
+	if (injected(BUG_END_OFF_BY_ONE)) {
+		end -= stride;
+		pages = (end - start) >> PAGE_SHIFT;
+	}
+	dsb_ishst_before_tlbi();
+	if (kind == RK_UP)
+		range_loop_scale_up(op, start, pages, stride, mm_asid(), tlb_level, true);
+	else
+		range_loop_scale_down(op, start, pages, stride, mm_asid(), tlb_level, true,
+				      kind == RK_DOWN_CLAMP);
+	dsb_ish_after_tlbi();
+}
+
+static void flush_range_v5_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
+{
+	flush_range_ranged(s, e, st, ll, lvl, RK_UP);
+}
+
+static void flush_range_v6_8(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
+{
+	flush_range_ranged(s, e, st, ll, lvl, RK_DOWN_MASK);
+}
+
+static void flush_range_v6_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
+{
+	flush_range_ranged(s, e, st, ll, lvl, RK_DOWN_CLAMP);
+}
+
+/* ---- flush_tlb_kernel_range ------------------------------------------------ */
+
+static enum tlbi_op kernel_leaf_op(void)
+{
+	if (injected(BUG_KERNEL_RANGE_VAAE))
+		return TLBI_VAAE1IS;
+	return TLBI_VAALE1IS;
+}
+
+/* The per-page loop of v4.19 .. v6.12, with ASID 0 (global entries). */
+static void kernel_range_loop(uint64_t start, uint64_t end, enum tlbi_op op)
+{
+	uint64_t s = tlbi_vaddr(start, 0), e = tlbi_vaddr(end, 0);
+
+	dsb_ishst_before_tlbi();
+	for (uint64_t a = s; a < e; a += 1UL << (PAGE_SHIFT - 12))
+		op_tlbi(op, a);
+	dsb_ish_after_tlbi();
+	op_isb();		/* kernel mappings changed: refetch through the new ones */
+}
+
+/*
+ * v4.19 flush_tlb_kernel_range: [start, end) of global kernel pages, every
+ * CPU, all levels (VAAE1IS); over 1024 pages flush_tlb_all. Ends with ISB.
+ */
+static void kernel_range_v4_19(uint64_t start, uint64_t end)
+{
+	if (end - start > MAX_TLBI_OPS_V4 * PAGE_SIZE) {
+		flush_tlb_all();
+		return;
+	}
+	kernel_range_loop(start, end, TLBI_VAAE1IS);
+}
+
+/* v4.20 (6899a4c82faf): last level only, VAALE1IS; cut-off still 1024 pages. */
+static void kernel_range_v4_20(uint64_t start, uint64_t end)
+{
+	if (end - start > MAX_TLBI_OPS_V4 * PAGE_SIZE) {
+		flush_tlb_all();
+		return;
+	}
+	kernel_range_loop(start, end, kernel_leaf_op());
+}
+
+/* v5.0 .. v6.12: the cut-off becomes PTRS_PER_PTE pages (still strictly more). */
+static void kernel_range_v5_0(uint64_t start, uint64_t end)
+{
+	if (end - start > PTRS_PER_PTE * PAGE_SIZE) {
+		flush_tlb_all();
+		return;
+	}
+	kernel_range_loop(start, end, kernel_leaf_op());
+}
+
+/*
+ * v6.13+: rounded to pages, the same limit as user ranges
+ * (__flush_tlb_range_limit_excess), and the range-op loop with ASID 0, no
+ * level hint and no KPTI copy (global entries).
+ */
+static void kernel_range_v6_13(uint64_t start, uint64_t end)
+{
+	uint64_t pages;
+
+	start = round_down(start, PAGE_SIZE);
+	end = round_up(end, PAGE_SIZE);
+	pages = (end - start) >> PAGE_SHIFT;
+	if ((!tlb_env.range && end - start >= PTRS_PER_PTE * PAGE_SIZE) ||
+	    pages > TLBI_RANGE_MAX_PAGES) {
+		flush_tlb_all();
+		return;
+	}
+	dsb_ishst_before_tlbi();
+	range_loop_scale_down(kernel_leaf_op(), start, pages, PAGE_SIZE, 0,
+			      TLB_LEVEL_UNKNOWN, false, true);
+	dsb_ish_after_tlbi();
+	op_isb();		/* kernel mappings changed: refetch through the new ones */
+}
+
+/* ---- __flush_tlb_kernel_pgtable -------------------------------------------- */
+
+/*
+ * v4.19: TLBI VAAE1IS (all levels, walk caches of the freed kernel table);
+ * DSB ISH. No DSB ISHST of its own: pmd_clear's set_pmd issued one.
+ */
+static void kernel_pgtable_v4_19(uint64_t kaddr)
+{
+	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	dsb_ish_after_tlbi();
+}
+
+/* v4.20: set_pmd no longer orders a cleared entry, so DSB ISHST first. */
+static void kernel_pgtable_v4_20(uint64_t kaddr)
+{
+	dsb_ishst_before_tlbi();
+	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	dsb_ish_after_tlbi();
+}
+
+/* v5.4 (51696d346c49): and an ISB, so no walk uses the freed table afterwards. */
+static void kernel_pgtable_v5_4(uint64_t kaddr)
+{
+	dsb_ishst_before_tlbi();
+	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	dsb_ish_after_tlbi();
+	if (injected(BUG_NO_ISB_KERNEL_PGTABLE))
+		return;
+	op_isb();		/* the freed table may no longer be walked */
+}
+
+/* ---- freed user tables (__p?d_free_tlb) ------------------------------------ */
+
+/*
+ * v4.19 __flush_tlb_pgtable: each freed table invalidated at once, walk
+ * caches included: TLBI VAE1IS of addr (+ copy); DSB ISH. No DSB ISHST:
+ * the pmd_clear/pud_clear before it issued one (set_p?d in v4.19).
+ */
+static void flush_pgtable_sync(uint64_t addr)
+{
+	uint64_t xt = tlbi_vaddr(addr, mm_asid());
+
+	op_tlbi(TLBI_VAE1IS, xt);
+	tlbi_user(TLBI_VAE1IS, xt);
+	dsb_ish_after_tlbi();
+}
+
+static void free_table_v4_19(struct mmu_gather *tlb, uint64_t addr)
+{
+	(void)tlb;
+	if (injected(BUG_TABLE_FREE_NO_TLBI))
+		return;
+	flush_pgtable_sync(addr);
+}
+
+/* v4.20+: nothing now; the gather's flush covers the table (freed_tables). */
+static void free_table_v4_20(struct mmu_gather *tlb, uint64_t addr)
+{
+	(void)tlb;
+	if (injected(BUG_SYNC_PER_TABLE))
+		flush_pgtable_sync(addr);
+}
+
+/* ---- tlb_get_level ---------------------------------------------------------- */
+
+static int level_of_only_flag(const struct mmu_gather *tlb, bool p4d_level0)
+{
+	int n = tlb->cleared_ptes + tlb->cleared_pmds + tlb->cleared_puds + tlb->cleared_p4ds;
+
+	if (n != 1)
+		return TLB_LEVEL_UNKNOWN;
+	if (tlb->cleared_ptes)
+		return 3;
+	if (tlb->cleared_pmds)
+		return 2;
+	if (tlb->cleared_puds)
+		return 1;
+	return p4d_level0 ? 0 : TLB_LEVEL_UNKNOWN;
+}
+
+/* Before v5.9: no hints. */
+static int level_none(const struct mmu_gather *tlb)
+{
+	(void)tlb;
+	return TLB_LEVEL_UNKNOWN;
+}
+
+/* v5.9: the level of the only cleared_* flag (0 = none), freed tables or not. */
+static int level_v5_9(const struct mmu_gather *tlb)
+{
+	return level_of_only_flag(tlb, false);
+}
+
+/* v5.14 (52218fcd61cb): no hint when tables were freed (TTL is leaf-only). */
+static int level_v5_14(const struct mmu_gather *tlb)
+{
+	if (tlb->freed_tables && !injected(BUG_TTL_WITH_FREED_TABLES))
+		return TLB_LEVEL_UNKNOWN;
+	return level_of_only_flag(tlb, false);
+}
+
+/* v6.8+: TLBI_TTL_UNKNOWN for "no hint", so level 0 (p4ds only) is a hint. */
+static int level_v6_8(const struct mmu_gather *tlb)
+{
+	if (tlb->freed_tables && !injected(BUG_TTL_WITH_FREED_TABLES))
+		return TLB_LEVEL_UNKNOWN;
+	return level_of_only_flag(tlb, true);
+}
+
+/* ---- tlb_flush ---------------------------------------------------------------- */
+
+/*
+ * v4.19 tlb_flush: nothing for fullmm (the ASID allocator invalidates before
+ * reuse); else a last-level range flush of [start, end) at PAGE_SIZE steps
+ * (tables were already invalidated one by one when freed).
+ */
+static void tlb_flush_v4_19(struct mmu_gather *tlb)
+{
+	if (tlb->fullmm)
+		return;
+	policy_current->flush_tlb_range(tlb->start, tlb->end, PAGE_SIZE, true,
+					TLB_LEVEL_UNKNOWN);
+}
+
+/*
+ * v4.20+ tlb_flush: leaf-only unless tables were freed; stride from the
+ * lowest cleared level. fullmm: only the walk caches matter, so the whole
+ * ASID when tables were freed, else nothing.
+ */
+static void tlb_flush_v4_20(struct mmu_gather *tlb)
+{
+	bool last_level = !tlb->freed_tables;
+	uint64_t stride = tlb_get_unmap_size(tlb);
+	int level = policy_current->tlb_get_level(tlb);
+
+	if (injected(BUG_LAST_LEVEL_WITH_FREED_TABLES))
+		last_level = true;
+	if (tlb->fullmm) {
+		if (!last_level && !injected(BUG_FULLMM_NO_WALK_FLUSH))
+			flush_tlb_mm_all();
+		return;
+	}
+	policy_current->flush_tlb_range(tlb->start, tlb->end, stride, last_level, level);
+}
+
+/* ---- the releases -------------------------------------------------------------- */
+
+#define GENERIC_V4_20	.has_flags = true, .tlb_flush = tlb_flush_v4_20, \
+			.free_table_flush = free_table_v4_20, \
+			.flush_tlb_mm = flush_tlb_mm_all, .flush_tlb_page = flush_tlb_page_all
+
+static const struct policy policies[] = {
+	{ .name = "v4.19", .has_flags = false, .skip_by_flags = false,
+	  .tlb_flush = tlb_flush_v4_19, .free_table_flush = free_table_v4_19,
+	  .tlb_get_level = level_none, .flush_tlb_mm = flush_tlb_mm_all,
+	  .flush_tlb_page = flush_tlb_page_all, .flush_tlb_range = flush_range_v4_19,
+	  .flush_tlb_kernel_range = kernel_range_v4_19,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_19,
+	  .clear_pmd = PTC_DSB, .clear_pud = PTC_DSB, .clear_top = PTC_DSB },
+	{ .name = "v4.20", GENERIC_V4_20, .tlb_get_level = level_none,
+	  .flush_tlb_range = flush_range_v4_20, .flush_tlb_kernel_range = kernel_range_v4_20,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	{ .name = "v5.0", GENERIC_V4_20, .tlb_get_level = level_none,
+	  .flush_tlb_range = flush_range_v5_0, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	{ .name = "v5.2", GENERIC_V4_20, .tlb_get_level = level_none,
+	  .flush_tlb_range = flush_range_v5_2, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	{ .name = "v5.4", GENERIC_V4_20, .tlb_get_level = level_none,
+	  .flush_tlb_range = flush_range_v5_2, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v5.10", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_9,
+	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v5.15", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_14,
+	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v6.1", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_14,
+	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v6.8", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_8, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v6.11", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v5_0,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v6.13", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v6_13,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	{ .name = "v6.19", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v6_13,
+	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
+	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+};
+
+const struct policy *policy_lookup(const char *name)
+{
+	for (unsigned i = 0; i < sizeof(policies) / sizeof(policies[0]); i++)
+		if (!strcmp(policies[i].name, name))
+			return &policies[i];
+	return NULL;
+}
