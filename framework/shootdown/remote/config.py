@@ -165,7 +165,7 @@ def _resolve(name: str, config: paramiko.SSHConfig, path: str, depth: int) -> Ss
     jumps: tuple[SshHost, ...] = ()
     jump_spec = entry.get("proxyjump")
     if jump_spec and jump_spec.lower() != "none":
-        hops = []
+        hops: list[SshHost] = []
         for hop in jump_spec.split(","):
             resolved = _resolve(hop.strip(), config, path, depth + 1)
             # A hop's own hops come first: ssh does the same for nested jumps.

@@ -168,7 +168,8 @@ class Connection:
         try:
             client.connect(
                 hop.hostname, port=hop.port, username=hop.user,
-                key_filename=list(hop.identity_files) or None,
+                # paramiko takes a list here; its stubs only say str.
+                key_filename=list(hop.identity_files) or None,  # type: ignore[arg-type]
                 look_for_keys=not hop.identity_files, allow_agent=not hop.identities_only,
                 sock=sock, timeout=self.timeout, banner_timeout=self.timeout,
                 auth_timeout=self.timeout, passphrase=None, password=None)

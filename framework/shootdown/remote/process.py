@@ -87,7 +87,13 @@ def start_command(argv: list[str], max_lifetime: float | None) -> str:
     return "exec " + shell_join([*words, *argv])
 
 
-class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
+if TYPE_CHECKING:  # generic in the stubs only
+    _SpawnBytes = pexpect.spawnbase.SpawnBase[bytes]
+else:
+    _SpawnBytes = pexpect.spawnbase.SpawnBase
+
+
+class ChannelSpawn(_SpawnBytes):
     """A pexpect console (bytes mode) over a paramiko session channel."""
 
     def __init__(self, channel: paramiko.Channel, where: str) -> None:
@@ -98,6 +104,13 @@ class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
         self.name = f"<ssh {where}>"
         self.closed = False
         self._pending = b""  # bytes read ahead while waiting for the start marker
+
+    def _to_logs(self, data: bytes, *, sent: bool) -> None:
+        """What SpawnBase does with its log files: ``logfile`` gets both ways."""
+        for f in (self.logfile, self.logfile_send if sent else self.logfile_read):
+            if f is not None:
+                f.write(data)
+                f.flush()
 
     def push_back(self, data: bytes) -> None:
         """Return ``data`` to the front of the stream (read ahead by ``expect``)."""
@@ -117,7 +130,7 @@ class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
             timeout = self.timeout
         if self._pending:
             data, self._pending = self._pending[:size], self._pending[size:]
-            self._log(data, "read")
+            self._to_logs(data, sent=False)
             return data
         chan = self.channel
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -132,7 +145,7 @@ class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
                 break
         data = chan.recv(size) if chan.recv_ready() else b""
         if data:
-            self._log(data, "read")
+            self._to_logs(data, sent=False)
             return bytes(data)
         # End of file: QEMU exited (an exit status follows) or the link died.
         grace = time.monotonic() + _EOF_GRACE
@@ -145,10 +158,8 @@ class ChannelSpawn(pexpect.spawnbase.SpawnBase):  # type: ignore[misc]
 
     def send(self, s: bytes | str) -> int:
         """Write to QEMU's stdin (the guest's serial input)."""
-        b = self._coerce_send_string(s)
-        if isinstance(b, str):
-            b = b.encode()
-        self._log(b, "send")
+        b = s.encode() if isinstance(s, str) else bytes(s)
+        self._to_logs(b, sent=True)
         try:
             self.channel.sendall(b)
         except OSError as exc:  # paramiko raises socket.error on a closed channel
@@ -207,7 +218,7 @@ class RemoteProcess:
         except BaseException:
             channel.close()
             raise
-        assert console.match is not None
+        assert isinstance(console.match, re.Match)
         pid = int(console.match.group(1))
         log.debug("%s: QEMU started, remote pid %d", where, pid)
         # Whatever followed the marker is already QEMU's output: hand it back
