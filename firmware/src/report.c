@@ -11,6 +11,13 @@
 #include "asm/sysreg.h"
 
 static unsigned seq;
+static void banner_if_first(void);
+
+static const char *granule_name(void)
+{
+	return PAGE_SHIFT == 12 ? "4k" : PAGE_SHIFT == 14 ? "16k" : "64k";
+}
+
 static int lock_owner = -1;		/* CPU holding the record lock, or -1 */
 static char command[16] = "boot";
 
@@ -127,6 +134,7 @@ void report_end(const char *status)
 void fatal(const char *why)
 {
 	lock(true);
+	banner_if_first();
 	emit_locked("ERR", "cmd=%s why=%s", command, why);
 	emit_locked("END", "records=%u status=fail", seq);
 	psci_system_off();
@@ -135,19 +143,15 @@ void fatal(const char *why)
 void report_fault(int cpu, const char *vector, const struct exc_frame *f)
 {
 	lock(true);
+	banner_if_first();
 	emit_locked("FAULT", "cpu=%d vector=%s esr=0x%lx elr=0x%lx far=0x%lx spsr=0x%lx",
 		    cpu, vector, f->esr, f->elr, f->far, f->spsr);
 	emit_locked("END", "records=%u status=crash", seq);
 	psci_system_off();
 }
 
-static const char *granule_name(void)
-{
-	return PAGE_SHIFT == 12 ? "4k" : PAGE_SHIFT == 14 ? "16k" : "64k";
-}
-
-/* BEGIN: proto, the build-id read from the note kept in the image. */
-void report_banner(void)
+/* BEGIN's payload: proto, the build-id read from the note kept in the image. */
+static void banner_payload(char *buf, size_t size)
 {
 	const uint32_t *note = (const uint32_t *)__build_id_note_start;
 	char hex[2 * 64 + 1] = "none";
@@ -163,6 +167,25 @@ void report_banner(void)
 		for (uint32_t i = 0; i < descsz; i++)
 			snprintf(hex + 2 * i, 3, "%02x", desc[i]);
 	}
-	report("BEGIN", "proto=1 fw=shootdown build_id=%s granule=%s version=%s",
-	       hex, granule_name(), FW_VERSION);
+	snprintf(buf, size, "proto=1 fw=shootdown build_id=%s granule=%s version=%s",
+		 hex, granule_name(), FW_VERSION);
+}
+
+void report_banner(void)
+{
+	char payload[256];
+
+	banner_payload(payload, sizeof(payload));
+	report("BEGIN", "%s", payload);
+}
+
+/* Lock held: a failure before BEGIN still starts with BEGIN (protocol). */
+static void banner_if_first(void)
+{
+	char payload[256];
+
+	if (seq)
+		return;
+	banner_payload(payload, sizeof(payload));
+	emit_locked("BEGIN", "%s", payload);
 }
