@@ -1,0 +1,108 @@
+"""Policies: the behaviour of one kernel release, as a set of named rules.
+
+Each field is one rule that changed at some release, with the release in its
+comment; :data:`POLICIES` builds every named release from the previous one by
+changing only what that release changed.  ``docs/policies.md`` is the same
+table for people (and for the firmware's C policies, which use the same names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The arm64 mmu_gather / TLBI rules of one release."""
+
+    #: release name, "vX.Y"
+    name: str
+    #: v4.19: each freed table is invalidated synchronously (TLBI VAE1IS; DSB ISH)
+    sync_table_flush: bool = True
+    #: v4.20: the gather tracks freed_tables / cleared_* and flushes by them
+    gather_flags: bool = False
+    #: v4.20: filling the table batch flushes the gathered range (RCU_TABLE_INVALIDATE)
+    table_batch_invalidate: bool = False
+    #: v4.20: set_pmd/set_pud barrier only for valid entries (clears issue none)
+    pmd_barrier_valid_only: bool = False
+    #: v5.4: an ISB follows the DSB ISHST of set_pmd/set_pud/set_pgd/set_p4d
+    pgtable_isb: bool = False
+    #: v4.20: __flush_tlb_kernel_pgtable starts with DSB ISHST
+    kernel_pgtable_ishst: bool = False
+    #: v5.4: __flush_tlb_kernel_pgtable ends with ISB
+    kernel_pgtable_isb: bool = False
+    #: kernel range op: VAAE1IS (v4.19) or VAALE1IS (v4.20)
+    kernel_range_op: str = "vaae1is"
+    #: user range cut-off: "1024_gt" (v4.19, v4.20: > 1024 * stride),
+    #: "ptrs_ge" (v5.0: >= PTRS_PER_PTE * stride)
+    range_cutoff: Literal["1024_gt", "ptrs_ge"] = "1024_gt"
+    #: kernel range cut-off in pages: 1024 (v4.19) or PTRS_PER_PTE (v5.0), compared with >
+    kernel_cutoff_ptrs: bool = False
+    #: v5.2: __flush_tlb_range rounds start down and end up to the stride
+    round_to_stride: bool = False
+    #: up to v5.4 (5level-fixup.h): p4d_clear/pgd_clear are set_pgd and p4d_free_tlb is empty
+    p4d_hack: bool = True
+    #: flush skipped when end == 0 (up to v5.4) or when no flag is set (v5.9)
+    skip_without_flags: bool = False
+    #: v5.9: TTL hints (FEAT_TTL) and range TLBIs (FEAT_TLBIRANGE) exist
+    ttl_and_range: bool = False
+    #: v5.14: no TTL hint when tables were freed
+    no_ttl_when_freed: bool = False
+    #: range loop: "up" (v5.9: odd page first, scale 0 upwards) or "down" (v6.8)
+    range_loop: Literal["up", "down"] = "up"
+    #: v6.8: "unknown" level is TLBI_TTL_UNKNOWN, and level 0 is a valid hint
+    ttl_unknown_constant: bool = False
+    #: v6.9: __TLBI_RANGE_NUM clamps (NUM up to 31) instead of masking
+    range_num_clamp: bool = False
+    #: v6.10: range cut-off is pages > MAX_TLBI_RANGE_PAGES (was >=)
+    range_max_inclusive: bool = False
+    #: v6.13: flush_tlb_kernel_range uses the range loop and the shared cut-off
+    kernel_range_loop: bool = False
+
+    @property
+    def version(self) -> tuple[int, int]:
+        major, minor = self.name[1:].split(".")
+        return int(major), int(minor)
+
+
+def _build() -> dict[str, Policy]:
+    p = Policy("v4.19")
+    out = {p.name: p}
+
+    def step(name: str, **changes: object) -> None:
+        nonlocal p
+        p = replace(p, name=name, **changes)  # type: ignore[arg-type]
+        out[name] = p
+
+    step("v4.20", sync_table_flush=False, gather_flags=True, table_batch_invalidate=True,
+         pmd_barrier_valid_only=True, kernel_pgtable_ishst=True, kernel_range_op="vaale1is")
+    step("v5.0", range_cutoff="ptrs_ge", kernel_cutoff_ptrs=True)
+    step("v5.2", round_to_stride=True)
+    step("v5.4", pgtable_isb=True, kernel_pgtable_isb=True)
+    step("v5.9", p4d_hack=False, skip_without_flags=True, ttl_and_range=True)
+    step("v5.14", no_ttl_when_freed=True)
+    step("v6.8", range_loop="down", ttl_unknown_constant=True)
+    step("v6.9", range_num_clamp=True)
+    step("v6.10", range_max_inclusive=True)
+    step("v6.13", kernel_range_loop=True)
+    step("v6.19")
+    return out
+
+
+#: release name -> Policy, oldest first
+POLICIES: dict[str, Policy] = _build()
+
+#: the policy used when neither the CLI nor the scenario names one
+DEFAULT_POLICY = "v6.19"
+
+
+def get_policy(name: str) -> Policy:
+    """The named policy; ConfigError (exit 2) for an unknown name."""
+    from shootdown.errors import ConfigError
+
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise ConfigError(f"--policy: unknown policy {name!r} "
+                          f"(known: {', '.join(POLICIES)})") from None
