@@ -136,20 +136,13 @@ static void debug_command(const char *line)
 	report("ERR", "cmd=DEBUG why=arg");
 }
 
-/* Where main is in a multi-line scenario command (SCN .. GO). */
-enum scn_state {
-	SCN_NONE,	/* between commands */
-	SCN_BUFFERING,	/* scenario_handle_line() is collecting lines */
-	SCN_DISCARDING,	/* a line was rejected: ignore lines up to GO */
-};
-
 void fw_main(void);
 
 void fw_main(void)
 {
 	static char line[LINE_MAX];
 	const struct cpu_features *f = cpu_features();
-	enum scn_state scn = SCN_NONE;
+	bool in_scn = false;	/* inside a multi-line scenario (SCN .. GO) */
 	unsigned commands = 0;
 
 	uart_use_va();
@@ -164,9 +157,10 @@ void fw_main(void)
 	       read_sysreg(tcr_el1), read_sysreg(ttbr1_el1));
 
 	for (;;) {
+		bool ok = false;
 		int len;
 
-		if (scn == SCN_NONE)
+		if (!in_scn)
 			report("READY", "n=%u", commands);
 		len = read_line(line, sizeof(line));
 		if (len < 0) {
@@ -174,41 +168,37 @@ void fw_main(void)
 			report("ERR", "cmd=? why=toolong");
 		} else {
 			set_word(line);
-		}
-		if (len < 0 || check_crc(line, len)) {
-			if (len >= 0)
+			ok = !check_crc(line, len);
+			if (!ok)
 				report("ERR", "cmd=%s why=crc", current_command());
-			if (scn == SCN_BUFFERING)
-				scenario_handle_line(NULL);	/* drop what it has */
-			/* A damaged scenario line (but GO) starts or continues discarding. */
-			if (len >= 0 && ((scn != SCN_NONE && !is_word(line, "GO")) ||
-					 (scn == SCN_NONE && is_scenario_line(line) &&
-					  !is_word(line, "GO")))) {
-				scn = SCN_DISCARDING;
-				continue;
+		}
+		if (!ok) {
+			/*
+			 * A rejected line. Inside a scenario, or at the start of
+			 * one, it drops the scenario: scenario.c discards lines up
+			 * to GO. A damaged GO still ends it, so READY comes.
+			 */
+			bool scn_line = len >= 0 && is_scenario_line(line);
+			bool go = len >= 0 && is_word(line, "GO");
+
+			if (in_scn || (scn_line && !go)) {
+				scenario_handle_line(NULL);
+				in_scn = !go;
+				if (in_scn)
+					continue;
 			}
-			scn = SCN_NONE;
 			commands++;
 			continue;
 		}
-		if (scn == SCN_DISCARDING) {
-			if (is_word(line, "GO")) {
-				scn = SCN_NONE;
-				commands++;
-			}
-			continue;
-		}
 		if (is_scenario_line(line)) {
-			if (scenario_handle_line(line) == SCN_MORE) {
-				scn = SCN_BUFFERING;
+			in_scn = scenario_handle_line(line) == SCN_MORE;
+			if (in_scn)
 				continue;
-			}
-			scn = SCN_NONE;
-		} else if (scn == SCN_BUFFERING) {
+		} else if (in_scn) {
 			/* Another command inside a scenario: drop the scenario. */
 			report("ERR", "cmd=%s why=inscenario", current_command());
 			scenario_handle_line(NULL);
-			scn = SCN_NONE;
+			in_scn = false;
 		} else if (!strcmp(line, "PING")) {
 			report("PONG", NULL);
 		} else if (!strcmp(line, "SMOKE")) {

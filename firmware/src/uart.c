@@ -23,6 +23,9 @@
 #define CR_RXE		(1u << 9)
 
 static volatile uint32_t *uart_base = (volatile uint32_t *)UART_PA;
+/* Bytes that arrived before uart_init turned the FIFOs on. */
+static unsigned char early[4096];
+static unsigned early_len, early_pos;
 
 static inline uint32_t uart_read(unsigned off)
 {
@@ -34,9 +37,18 @@ static inline void uart_write(unsigned off, uint32_t v)
 	uart_base[off / 4] = v;
 }
 
+/*
+ * QEMU's PL011 starts with its FIFOs off (one byte of buffer, refilled from
+ * the host as soon as it is read) and empties them whenever LCR_H.FEN
+ * changes: first drain whatever the host already sent. The host should send
+ * nothing before READY (docs/protocol.md); this only makes an early sender's
+ * first 4 KiB survive.
+ */
 void uart_init(void)
 {
 	uart_write(UART_IMSC, 0);			/* polled: no interrupts */
+	while (early_len < sizeof(early) && !(uart_read(UART_FR) & FR_RXFE))
+		early[early_len++] = (unsigned char)uart_read(UART_DR);
 	uart_write(UART_LCR_H, LCR_H_FEN | LCR_H_WLEN8);	/* 8N1, FIFOs */
 	uart_write(UART_CR, CR_UARTEN | CR_TXE | CR_RXE);
 }
@@ -61,6 +73,8 @@ void uart_putc(char c)
 
 int uart_getc(void)
 {
+	if (early_pos < early_len)
+		return early[early_pos++];
 	if (uart_read(UART_FR) & FR_RXFE)
 		return -1;
 	return (int)(uart_read(UART_DR) & 0xff);
