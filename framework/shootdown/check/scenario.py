@@ -1,0 +1,112 @@
+"""The verdict on one scenario: the only place that sees both sides.
+
+Expected (the golden model's per-step sequences) and observed (the guest's
+report, or later a trace) come in; a frozen :class:`ScenarioResult` goes out.
+With a bug injected, a failing check is the *wanted* outcome (CAUGHT); a
+scenario the injection does not affect passes, and a run in which no
+scenario caught the injection is MISSED: the checkers were blind to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shootdown.check.probes import ProbeCheck, check_probes
+from shootdown.check.sequence import SequenceCheck, check_sequence, counts
+from shootdown.model.instructions import Instruction
+from shootdown.result import Verdict
+from shootdown.trace.scenario import ObservedScenario
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """What happened to one scenario on one guest."""
+
+    #: scenario file
+    scenario: str
+    #: policy (kernel release), granule and injected bug ("none")
+    policy: str
+    granule: str
+    inject: str
+    verdict: Verdict
+    #: one line saying why (the first problem found), empty on PASS
+    reason: str
+    #: the sequence check (None when skipped or rejected)
+    sequence: SequenceCheck | None
+    #: the probe check (None when skipped or rejected)
+    probes: ProbeCheck | None
+    #: TLBI / DSB ISHST / DSB ISH / ISB counts, expected and issued
+    expected_counts: dict[str, int] = field(default_factory=dict)
+    observed_counts: dict[str, int] = field(default_factory=dict)
+    #: seconds from sending the scenario to its last record
+    seconds: float = 0.0
+
+    @property
+    def detail(self) -> list[str]:
+        """Lines for a failure report: the first divergence, its diff, probe problems."""
+        lines: list[str] = []
+        if self.sequence is not None and self.sequence.divergence is not None:
+            lines += self.sequence.divergence.describe().splitlines()
+            lines += list(self.sequence.diff)
+        if self.probes is not None:
+            lines += [f"probe: {p}" for p in self.probes.problems]
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {
+            "scenario": self.scenario, "policy": self.policy, "granule": self.granule,
+            "inject": self.inject, "verdict": str(self.verdict), "reason": self.reason,
+            "expected_counts": self.expected_counts, "observed_counts": self.observed_counts,
+            "detail": self.detail, "seconds": round(self.seconds, 4),
+        }
+
+
+def judge(*, scenario: str, policy: str, granule: str, inject: str,
+          expected: Mapping[int, Sequence[Instruction]], observed: ObservedScenario,
+          cpus: int, seconds: float = 0.0) -> ScenarioResult:
+    """Compare one scenario's expected and observed behaviour."""
+    base = {"scenario": scenario, "policy": policy, "granule": granule, "inject": inject,
+            "seconds": seconds}
+    if observed.skipped is not None:
+        return ScenarioResult(**base, verdict=Verdict.SKIP,
+                              reason=f"skipped by the guest: {observed.skipped}",
+                              sequence=None, probes=None)
+    if observed.errors:
+        return ScenarioResult(**base, verdict=Verdict.FAIL,
+                              reason="guest rejected the scenario: " + "; ".join(observed.errors),
+                              sequence=None, probes=None)
+    seq = check_sequence(expected, observed.steps)
+    probes = check_probes(observed, steps=[n for n in expected if n > 0], cpus=cpus)
+    ok = seq.ok and probes.ok
+    reason = ""
+    if not seq.ok and seq.divergence is not None:
+        d = seq.divergence
+        reason = f"sequence differs from the model at step {d.step}, instruction {d.index}"
+    elif not probes.ok:
+        reason = probes.problems[0]
+    if inject == "none":
+        verdict = Verdict.PASS if ok else Verdict.FAIL
+    else:
+        verdict = Verdict.PASS if ok else Verdict.CAUGHT
+        if ok:
+            reason = f"injection {inject} had no visible effect on this scenario"
+    exp_all = [i for n in sorted(expected) for i in expected[n]]
+    return ScenarioResult(**base, verdict=verdict, reason=reason, sequence=seq, probes=probes,
+                          expected_counts=counts(exp_all),
+                          observed_counts=counts(observed.instructions))
+
+
+def run_verdict(results: Sequence[ScenarioResult], inject: str) -> Verdict:
+    """The verdict of a run: with an injection, CAUGHT if any scenario caught it,
+    else MISSED; without, FAIL if any scenario failed, else PASS (SKIP if all skipped)."""
+    if any(r.verdict is Verdict.FAIL for r in results):
+        return Verdict.FAIL
+    if inject != "none":
+        return Verdict.CAUGHT if any(r.verdict is Verdict.CAUGHT for r in results) \
+            else Verdict.MISSED
+    if results and all(r.verdict is Verdict.SKIP for r in results):
+        return Verdict.SKIP
+    return Verdict.PASS
