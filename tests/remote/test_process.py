@@ -107,7 +107,7 @@ def test_kill_ends_the_remote_qemu(launcher: SshLauncher, tmp_path: Path) -> Non
 
 @needs_qemu
 def test_dropped_connection_is_remote_error_and_leaves_nothing(
-        launcher: SshLauncher, ssh_env: Sshd, tmp_path: Path) -> None:
+        launcher: SshLauncher, ssh_env: Sshd, tmp_path: Path, no_remote_qemu_left: None) -> None:
     proc = launcher.spawn(hung_qemu_argv(f"sd-drop-{uuid.uuid4().hex[:8]}"), tmp_path / "log")
     assert pid_alive(proc.pid)
     time.sleep(0.5)  # let QEMU set its terminal up: the hang-up must reach a running QEMU

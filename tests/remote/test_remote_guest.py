@@ -140,7 +140,7 @@ def test_trace_refused_under_kvm_and_remote(remote_guest: Callable[..., Path]) -
     with pytest.raises(ConfigError, match="not supported on remote hosts"):
         check_trace_supported(definition)
     kvm = load_definition(remote_guest(name="kvm-guest", cpu="host"))
-    kvm = type(kvm)(**{**kvm.__dict__, "accel": "kvm"})
+    kvm = kvm._replace(accel="kvm")
     with pytest.raises(ConfigError, match=r"accel = 'kvm'.*no TCG log"):
         check_trace_supported(kvm)
 

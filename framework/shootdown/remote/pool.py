@@ -29,7 +29,6 @@ host do not see each other's seats.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import logging
@@ -112,8 +111,7 @@ class Seat:
         """``definition`` moved onto this seat's host (unchanged if it names one)."""
         if definition.host or self.host.is_local:
             return definition
-        # mypy does not see GuestDefinition as a dataclass instance here (false positive).
-        return dataclasses.replace(definition, host=self.host.name)  # type: ignore[type-var]
+        return definition._replace(host=self.host.name)
 
     def launcher(self) -> Launcher:
         """A launcher for this seat's host."""
