@@ -76,6 +76,9 @@ void gic_wait(void);
 void gic_quiesce(void);
 void uart_enable_rx_irq(void);
 
+/* fdt.c */
+uint64_t fdt_ram_size(const void *fdt, uint64_t base);
+
 /* smp.c */
 void smp_boot_secondaries(void);
 void secondary_main(uint64_t cpu) __attribute__((noreturn));

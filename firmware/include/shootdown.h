@@ -46,7 +46,7 @@
 #define KVA_RAM_BASE		KVA_FW_BASE		/* RAM linear map */
 #define KVA_DEV_BASE		0xffffffffe0000000UL	/* + PA of a device */
 #define RAM_PA_BASE		0x40000000UL		/* QEMU virt */
-#define RAM_MAP_SIZE		0x20000000UL		/* 512 MiB mapped: -m >= 512M */
+#define RAM_MAP_SIZE		0x20000000UL		/* 512 MiB mapped, pool within RAM */
 
 /* 1 if [start, end) touches the reserved part of the kernel VA space. */
 static inline int kva_reserved(uint64_t start, uint64_t end)
@@ -121,7 +121,8 @@ uint32_t crc32_update(uint32_t crc, const void *buf, size_t len);
 
 /*
  * page_alloc - one zeroed, PAGE_SIZE-aligned page of normal write-back RAM
- * from the pool after the image (inside the 512 MiB linear map), returned as
+ * from the pool after the image (up to the end of RAM, at most the 512 MiB
+ * linear map: about 125 MiB with QEMU's -m 128M), returned as
  * a kernel VA; NULL when the pool is exhausted. For page tables and for the
  * data pages that user/kernel test mappings point at. CPU0 only.
  * page_free - give it back (any page from page_alloc, once). CPU0 only.
@@ -130,6 +131,10 @@ uint32_t crc32_update(uint32_t crc, const void *buf, size_t len);
 void *page_alloc(void);
 void page_free(void *page);
 unsigned long page_pool_free(void);
+
+/* Bytes of RAM at RAM_PA_BASE (from the DTB; the pool ends at the smaller
+ * of this and RAM_MAP_SIZE). */
+uint64_t mmu_ram_size(void);
 
 /* Linear-map conversions, valid for RAM in [RAM_PA_BASE, +RAM_MAP_SIZE). */
 uint64_t virt_to_phys(const void *va);

@@ -55,17 +55,32 @@ void *phys_to_virt(uint64_t pa)
 }
 
 /*
- * The pool: every page from the end of the image to the end of the linear
- * map. Bump allocation, plus a free list threaded through freed pages.
+ * The pool: every page from the end of the image to the end of RAM or of
+ * the linear map, whichever comes first. RAM size from the DTB that QEMU
+ * leaves at the bottom of RAM; without one, QEMU virt's default 128 MiB.
+ * Bump allocation, plus a free list threaded through freed pages.
  */
+#define RAM_SIZE_DEFAULT	0x8000000UL
+
 static uintptr_t pool_next, pool_end;
 static void *free_list;
 static unsigned long free_count;
+static uint64_t ram_size;
 
 void mmu_init_late(void)
 {
+	ram_size = fdt_ram_size(phys_to_virt(RAM_PA_BASE), RAM_PA_BASE);
+	if (!ram_size)
+		ram_size = RAM_SIZE_DEFAULT;
 	pool_next = ((uintptr_t)__image_end + PAGE_SIZE - 1) & PAGE_MASK;
-	pool_end = KVA_RAM_BASE + RAM_MAP_SIZE;
+	pool_end = KVA_RAM_BASE + (ram_size < RAM_MAP_SIZE ? ram_size : RAM_MAP_SIZE);
+	if (pool_end < pool_next)
+		pool_end = pool_next;	/* no pool: page_alloc returns NULL */
+}
+
+uint64_t mmu_ram_size(void)
+{
+	return ram_size;
 }
 
 void *page_alloc(void)

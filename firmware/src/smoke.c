@@ -12,6 +12,7 @@
  *   faulted=<probes of the cleared page that faulted after it, of cpus>
  *   intact=<neighbour reads with the right value, of cpus*(pages-1)>
  *   why=<first failure, or none>
+ *   ram=<RAM bytes, from the DTB> pool=<free pages before this run's are freed>
  * pass needs faulted == cpus and intact == cpus*(pages-1). stale is a
  * figure, not a condition: hardware may evict a TLB entry at any time; under
  * QEMU TCG stale == cpus is expected, and 0 would mean probes are blind.
@@ -162,8 +163,9 @@ out_clear:
 		smp_call(cpu, (void (*)(void *))mmu_clear_user, NULL);
 out:
 	report("SMOKE", "status=%s cpus=%d pages=%d asid=0x%x va=0x%lx stale=%d faulted=%d "
-	       "intact=%d why=%s", strcmp(why, "none") ? "fail" : "pass", cpus, SMOKE_PAGES,
-	       SMOKE_ASID, SMOKE_VA, s.stale, s.faulted, s.intact, why);
+	       "intact=%d why=%s ram=0x%lx pool=%lu", strcmp(why, "none") ? "fail" : "pass", cpus,
+	       SMOKE_PAGES, SMOKE_ASID, SMOKE_VA, s.stale, s.faulted, s.intact, why,
+	       mmu_ram_size(), page_pool_free());
 	for (unsigned i = 0; i < SMOKE_PAGES; i++)
 		page_free(s.data[i]);
 	for (unsigned i = 0; i < s.ntables; i++)
