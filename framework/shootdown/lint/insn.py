@@ -1,0 +1,247 @@
+"""One function's instructions, classified for the barrier analysis.
+
+capstone decodes; this module reduces each instruction to what the
+analysis needs: is it a store (and through which base register), a TLBI,
+DSB or ISB (decoded by :mod:`shootdown.trace.decode`, the same decoder the
+trace uses), a branch (and where to), a call, a return; and the few data
+effects the analysis follows to prune impossible paths and to tell a
+page-table store from a bookkeeping one: ``adrp``/``mov``/``add``/``sub``
+with constants, loads from a known address, ``cmp`` with an immediate.
+Everything else that writes a register makes that register unknown.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from shootdown.errors import FirmwareError
+from shootdown.trace.decode import Maintenance, decode
+
+#: Register index of SP / WSP (distinct from every general register).
+SP = 31
+#: Register index used for XZR / WZR: reads as zero, writes vanish.
+ZR = 32
+
+_REG_RE = re.compile(r"^([xw])(\d+)$")
+_ALIASES = {"fp": 29, "lr": 30, "x29": 29, "x30": 30, "sp": SP, "wsp": SP,
+            "xzr": ZR, "wzr": ZR}
+_TARGET_RE = re.compile(r"#(-?0x[0-9a-f]+|-?\d+)$")
+
+#: Mnemonic prefixes of the atomic read-modify-write instructions (they store).
+_ATOMIC_PREFIXES = ("ldadd", "ldclr", "ldeor", "ldset", "ldsmax", "ldsmin", "ldumax",
+                    "ldumin", "swp", "cas")
+#: Flag-setting instructions other than ``cmp`` with an immediate.
+_FLAG_SETTERS = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fccmp", "adds", "subs", "ands",
+                 "bics", "negs", "ngcs", "adcs", "sbcs", "setf", "rmif", "cfinv", "msr")
+#: Calls clobber the argument and temporary registers (AAPCS64: x0..x18, x30).
+CALL_CLOBBERED = frozenset([*range(19), 30])
+
+
+class Kind(enum.Enum):
+    """What an instruction does to control flow and to the barrier state."""
+
+    OTHER = "other"
+    STORE = "store"
+    LOAD = "load"
+    MAINT = "maint"       #: TLBI, DSB or ISB (``maint`` says which)
+    BRANCH = "b"          #: unconditional direct branch (inside: jump; outside: tail call)
+    COND = "cond"         #: b.cond, cbz/cbnz, tbz/tbnz
+    CALL = "call"         #: bl
+    ICALL = "icall"       #: blr (callee unknown)
+    IJUMP = "ijump"       #: br (jump table or tail call through a register)
+    RET = "ret"           #: ret, eret and friends
+    STOP = "stop"         #: brk, hlt, udf, undecodable: the path ends
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One decoded instruction of a function."""
+
+    #: Byte offset from the start of the function.
+    offset: int
+    #: Address (section offset for relocatable objects).
+    address: int
+    #: The instruction word.
+    word: int
+    #: ``mnemonic operands`` as capstone prints it.
+    text: str
+    #: Control-flow / barrier class.
+    kind: Kind
+    #: TLBI/DSB/ISB for MAINT.
+    maint: Maintenance | None = None
+    #: Branch or call target address (direct forms).
+    target: int | None = None
+    #: The condition: ``("b", cond)``, ``("cbz"|"cbnz", reg)``, ``("tbz"|"tbnz", reg, bit)``.
+    cond: tuple[str | int, ...] | None = None
+    #: Base register and displacement of a store's or load's address.
+    mem: tuple[int, int] | None = None
+    #: Data effect the analysis follows (see :func:`_effect`), or None.
+    effect: tuple[str | int, ...] | None = None
+    #: General registers written (unknown afterwards unless ``effect`` says more).
+    writes: frozenset[int] = frozenset()
+    #: Whether it sets the flags (NZCV) in a way the analysis does not follow.
+    sets_flags: bool = False
+    #: Access width in bytes of a 32-bit ("w") destination (4) or 64-bit (8).
+    width: int = 8
+
+
+def reg_index(name: str) -> int | None:
+    """x0..x30/w0..w30 -> 0..30, sp -> SP, xzr -> ZR, anything else None."""
+    if name in _ALIASES:
+        return _ALIASES[name]
+    m = _REG_RE.match(name)
+    return int(m.group(2)) if m else None
+
+
+def _imm_operand(op: object) -> int:
+    """An immediate operand with its optional ``lsl #n``."""
+    value = int(op.imm)  # type: ignore[attr-defined]
+    shift = op.shift  # type: ignore[attr-defined]
+    if shift.type == 1 and shift.value:  # ARM64_SFT_LSL
+        value <<= shift.value
+    return value
+
+
+def _effect(cs_insn: object, mnemonic: str) -> tuple[str | int, ...] | None:
+    """The data effect of an instruction the analysis follows, or None."""
+    from capstone import arm64
+
+    ops = list(cs_insn.operands)  # type: ignore[attr-defined]
+    regs = [reg_index(cs_insn.reg_name(o.reg)) if o.type == arm64.ARM64_OP_REG else None  # type: ignore[attr-defined]
+            for o in ops]
+    kinds = [o.type for o in ops]
+    if mnemonic == "adrp" and kinds == [arm64.ARM64_OP_REG, arm64.ARM64_OP_IMM]:
+        return ("set", regs[0], _imm_operand(ops[1]))
+    if mnemonic in ("mov", "movz") and len(ops) == 2 and regs[0] is not None:
+        if kinds[1] == arm64.ARM64_OP_IMM:
+            return ("set", regs[0], _imm_operand(ops[1]))
+        if kinds[1] == arm64.ARM64_OP_REG and regs[1] is not None:
+            return ("copy", regs[0], regs[1])
+    if mnemonic in ("add", "sub") and len(ops) == 3 and regs[0] is not None \
+            and regs[1] is not None:
+        if kinds[2] == arm64.ARM64_OP_IMM:
+            imm = _imm_operand(ops[2])
+            return ("addi", regs[0], regs[1], imm if mnemonic == "add" else -imm)
+        if kinds[2] == arm64.ARM64_OP_REG and mnemonic == "add":
+            return ("derive", regs[0], regs[1], regs[2] if regs[2] is not None else -1)
+    if mnemonic == "cmp" and len(ops) == 2 and regs[0] is not None \
+            and kinds[1] == arm64.ARM64_OP_IMM:
+        return ("cmpi", regs[0], _imm_operand(ops[1]))
+    return None
+
+
+def classify(cs_insn: object, offset: int) -> Insn:
+    """Reduce one capstone instruction (detail on) to an :class:`Insn`."""
+    from capstone import arm64
+
+    mnemonic: str = cs_insn.mnemonic  # type: ignore[attr-defined]
+    op_str: str = cs_insn.op_str  # type: ignore[attr-defined]
+    address: int = cs_insn.address  # type: ignore[attr-defined]
+    word = int.from_bytes(cs_insn.bytes, "little")  # type: ignore[attr-defined]
+    text = f"{mnemonic} {op_str}".strip()
+    ops = list(cs_insn.operands)  # type: ignore[attr-defined]
+    first = op_str.split(",")[0].strip()
+    width = 4 if first.startswith("w") else 8
+    base = dict(offset=offset, address=address, word=word, text=text, width=width)
+
+    maint = decode(word)
+    if maint is not None:
+        return Insn(kind=Kind.MAINT, maint=maint, **base)  # type: ignore[arg-type]
+
+    def target() -> int | None:
+        m = _TARGET_RE.search(op_str)
+        return int(m.group(1), 0) if m else None
+
+    if mnemonic == "b":
+        return Insn(kind=Kind.BRANCH, target=target(), **base)  # type: ignore[arg-type]
+    if mnemonic.startswith(("b.", "bc.")):
+        cond = mnemonic.split(".", 1)[1]
+        return Insn(kind=Kind.COND, target=target(), cond=("b", cond), **base)  # type: ignore[arg-type]
+    if mnemonic in ("cbz", "cbnz"):
+        reg = reg_index(first)
+        return Insn(kind=Kind.COND, target=target(), cond=(mnemonic, -1 if reg is None else reg),
+                    **base)  # type: ignore[arg-type]
+    if mnemonic in ("tbz", "tbnz"):
+        reg = reg_index(first)
+        bit = int(ops[1].imm) if len(ops) > 1 else 0
+        return Insn(kind=Kind.COND, target=target(),
+                    cond=(mnemonic, -1 if reg is None else reg, bit), **base)  # type: ignore[arg-type]
+    if mnemonic == "bl":
+        return Insn(kind=Kind.CALL, target=target(), writes=CALL_CLOBBERED, **base)  # type: ignore[arg-type]
+    if mnemonic.startswith("blr"):
+        return Insn(kind=Kind.ICALL, writes=CALL_CLOBBERED, **base)  # type: ignore[arg-type]
+    if mnemonic in ("brk", "hlt", "udf") or mnemonic.startswith("udf"):
+        return Insn(kind=Kind.STOP, **base)  # type: ignore[arg-type]
+    if mnemonic.startswith("br"):
+        return Insn(kind=Kind.IJUMP, **base)  # type: ignore[arg-type]
+    if mnemonic.startswith(("ret", "eret")):
+        return Insn(kind=Kind.RET, **base)  # type: ignore[arg-type]
+
+    mem: tuple[int, int] | None = None
+    for op in ops:
+        if op.type == arm64.ARM64_OP_MEM:
+            reg = reg_index(cs_insn.reg_name(op.mem.base)) if op.mem.base else None  # type: ignore[attr-defined]
+            mem = (-1 if reg is None else reg, int(op.mem.disp))
+    is_store = ((mnemonic.startswith("st") and not mnemonic.startswith("stg"))
+                or mnemonic.startswith(_ATOMIC_PREFIXES)
+                or (mnemonic == "dc" and op_str.startswith("zva")))
+    _read, written = cs_insn.regs_access()  # type: ignore[attr-defined]
+    writes = frozenset(i for i in (reg_index(cs_insn.reg_name(r)) for r in written)  # type: ignore[attr-defined]
+                       if i is not None and i != ZR)
+    sets_flags = mnemonic.startswith(_FLAG_SETTERS) or bool(getattr(cs_insn, "update_flags", False))
+    effect = _effect(cs_insn, mnemonic)
+    if mnemonic in ("cmp", "cmn", "tst", "ccmp", "ccmn"):
+        writes = frozenset()  # capstone lists the compared register as written
+    if is_store:
+        # A store writes only its base register, and only with writeback
+        # (stxr-style status registers are the first operand).
+        writes = frozenset(w for w in writes if mem is not None and w == mem[0]) | (
+            frozenset([reg_index(first)]) - {None, ZR}  # type: ignore[operator]
+            if mnemonic.startswith(("stxr", "stlxr", "stxp", "stlxp", *_ATOMIC_PREFIXES))
+            else frozenset())
+        return Insn(kind=Kind.STORE, mem=mem, writes=writes, **base)  # type: ignore[arg-type]
+    if mem is not None and mnemonic.startswith("ld"):
+        return Insn(kind=Kind.LOAD, mem=mem, writes=writes, sets_flags=sets_flags,
+                    **base)  # type: ignore[arg-type]
+    return Insn(kind=Kind.OTHER, effect=effect, writes=writes,
+                sets_flags=sets_flags and (effect is None or effect[0] != "cmpi"),
+                **base)  # type: ignore[arg-type]
+
+
+def disassemble(code: bytes, address: int, data_ranges: tuple[tuple[int, int], ...] = (),
+                where: str = "") -> list[Insn]:
+    """Every 4-byte word of ``code`` (loaded at ``address``) as an :class:`Insn`.
+
+    Words inside ``data_ranges`` (offsets of literal pools) and words capstone
+    cannot decode become STOP instructions: a path that reaches data ends.
+    """
+    try:
+        import capstone
+    except ImportError as exc:  # a dependency of the package: say how to fix it
+        raise FirmwareError(f"{where}: capstone is not installed (pip install capstone)") \
+            from exc
+    md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+    md.detail = True
+    out: list[Insn] = []
+    offset = 0
+    size = len(code) & ~3
+    while offset < size:
+        if any(a <= offset < b for a, b in data_ranges):
+            out.append(Insn(offset=offset, address=address + offset,
+                            word=int.from_bytes(code[offset:offset + 4], "little"),
+                            text=".word (data)", kind=Kind.STOP))
+            offset += 4
+            continue
+        decoded = False
+        for cs_insn in md.disasm(code[offset:offset + 4], address + offset):
+            out.append(classify(cs_insn, offset))
+            decoded = True
+        if not decoded:
+            out.append(Insn(offset=offset, address=address + offset,
+                            word=int.from_bytes(code[offset:offset + 4], "little"),
+                            text=f".inst {int.from_bytes(code[offset:offset + 4], 'little'):#010x}",
+                            kind=Kind.STOP))
+        offset += 4
+    return out
