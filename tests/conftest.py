@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -121,23 +122,38 @@ def check_gone() -> Callable[[int], None]:
 
 
 @pytest.fixture
-def no_leftover_qemu() -> Iterator[None]:
-    """Fail the test if it leaves a QEMU it started running."""
-    before = set(_qemu_pids())
+def no_leftover_qemu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if a QEMU it started (directly or through a subprocess) still runs.
+
+    Other QEMUs may run on the machine at the same time, so the test's own
+    are recognised by a unique environment variable they inherit.
+    """
+    mark = f"{os.getpid()}-{uuid.uuid4().hex}"
+    monkeypatch.setenv(MARK_VARIABLE, mark)
     yield
-    left = set(_qemu_pids()) - before
-    assert not left, f"QEMU processes left behind: {sorted(left)}"
+    left = marked_qemu_pids(mark)
+    assert not left, f"QEMU processes left behind: {left}"
 
 
-def _qemu_pids() -> list[int]:
+#: Environment variable that tags the QEMU processes a test started.
+MARK_VARIABLE = "SHOOTDOWN_TEST_MARK"
+
+
+def marked_qemu_pids(mark: str) -> list[int]:
+    """Live QEMU processes whose environment carries ``MARK_VARIABLE=mark``."""
+    needle = f"{MARK_VARIABLE}={mark}".encode()
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                comm = Path(f"/proc/{entry}/comm").read_text().strip()
-                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
+        if not entry.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            if not comm.startswith("qemu-system"):
                 continue
-            if comm.startswith("qemu-system") and state != "Z":
-                pids.append(int(entry))
-    return pids
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and needle in environ:
+            pids.append(int(entry))
+    return sorted(pids)

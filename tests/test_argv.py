@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from shootdown.guest.argv import DEFAULT_QEMU, build_argv, default_qemu
@@ -25,8 +23,8 @@ def test_golden_argv(guest: str, cpu: str) -> None:
 
 
 def test_extra_args_come_last_and_qemu_is_overridable() -> None:
-    d = dataclasses.replace(find_guest("virt-a57"), smp=4, memory="1G",
-                            extra_args=("-d", "int,guest_errors"))
+    d = find_guest("virt-a57")._replace(smp=4, memory="1G",
+                                       extra_args=("-d", "int,guest_errors"))
     assert build_argv(d, FW, qemu="/opt/qemu/bin/qemu-system-aarch64") == [
         "/opt/qemu/bin/qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "4",
         "-m", "1G", "-accel", "tcg", *FIXED, "-d", "int,guest_errors",

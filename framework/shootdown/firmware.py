@@ -18,10 +18,9 @@ has no GNU build-id note; the guest reports the same build-id in its
 
 from __future__ import annotations
 
+import os
 import struct
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from shootdown.errors import FirmwareError
 
@@ -36,9 +35,12 @@ PT_NOTE = 4
 SHT_NOTE = 7
 
 
-@dataclass(frozen=True)
-class FirmwareInfo:
-    """What the host knows about a firmware ELF before it boots it."""
+class FirmwareInfo(NamedTuple):
+    """What the host knows about a firmware ELF before it boots it.
+
+    A :class:`~typing.NamedTuple`, not a dataclass: it is built before QEMU
+    starts, where the :mod:`dataclasses` import would cost more than the check.
+    """
 
     #: The ELF file.
     path: str
@@ -48,13 +50,13 @@ class FirmwareInfo:
     build_id: str
 
 
-def _fail(path: Path, why: str) -> FirmwareError:
+def _fail(path: str, why: str) -> FirmwareError:
     return FirmwareError(f"{path}: {why}")
 
 
-def quick_check(path: str | Path) -> FirmwareInfo:
+def quick_check(path: str | os.PathLike[str]) -> FirmwareInfo:
     """Check ``path`` is an AArch64 ELF executable and read its build-id, cheaply."""
-    path = Path(path)
+    path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             data = f.read(64)
@@ -79,7 +81,7 @@ def quick_check(path: str | Path) -> FirmwareInfo:
         raise _fail(path, f"cannot read: {exc}") from exc
     if build_id is None:
         raise _fail(path, "no GNU build-id note (link with --build-id)")
-    return FirmwareInfo(path=str(path), entry=e_entry, build_id=build_id)
+    return FirmwareInfo(path=path, entry=e_entry, build_id=build_id)
 
 
 def _find_build_id(f: BinaryIO, table: int, entsize: int, count: int, want: int,
@@ -122,8 +124,7 @@ def _scan_notes(notes: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class ElfDetails:
+class ElfDetails(NamedTuple):
     """The full inspection of a firmware ELF, by pyelftools."""
 
     #: The ELF file.
@@ -154,12 +155,12 @@ def _wanted_symbol(sym: Any) -> bool:
             and sym["st_shndx"] != "SHN_UNDEF")
 
 
-def inspect(path: str | Path) -> ElfDetails:
+def inspect(path: str | os.PathLike[str]) -> ElfDetails:
     """Read ``path`` with pyelftools: machine, entry, build-id, sections, symbols.
 
     pyelftools' own exceptions become :class:`FirmwareError`.
     """
-    path = Path(path)
+    path = os.fspath(path)
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import NoteSection, SymbolTableSection
@@ -192,5 +193,5 @@ def inspect(path: str | Path) -> ElfDetails:
         raise _fail(path, f"not a readable ELF file: {exc}") from exc
     if build_id is None:
         raise _fail(path, "no GNU build-id note (link with --build-id)")
-    return ElfDetails(path=str(path), machine=machine, entry=entry, build_id=build_id,
+    return ElfDetails(path=path, machine=machine, entry=entry, build_id=build_id,
                       sections=tuple(sections), symbols=symbols)

@@ -17,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print one line per guest (or JSON); a broken definition is an error (exit 2)."""
-    import dataclasses
     import json
 
     from shootdown.guest.definition import (
@@ -32,7 +31,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         out = []
         for d in definitions:
-            entry = dataclasses.asdict(d)
+            entry = d._asdict()
+            entry["timeouts"] = d.timeouts._asdict()
             entry["firmware_built"] = d.firmware_path(args.granule).is_file()
             out.append(entry)
         print(json.dumps(out, indent=2))

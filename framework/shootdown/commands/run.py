@@ -20,8 +20,6 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from shootdown.guest.definition import GuestDefinition
     from shootdown.guest.launcher import Launcher
     from shootdown.guest.machine import Guest
@@ -56,30 +54,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run and report; exceptions go up to the CLI, which maps them to exit codes."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from shootdown.guest.definition import DEFAULT_GUEST, find_guest
 
     definition = find_guest(args.guest or os.environ.get("SHOOTDOWN_GUEST") or DEFAULT_GUEST,
                             args.guests_dir)
     launcher = launcher_for(definition)
     if args.logdir:
-        logdir, temporary = Path(args.logdir), False
-        logdir.mkdir(parents=True, exist_ok=True)
+        logdir, temporary = args.logdir, False
+        os.makedirs(logdir, exist_ok=True)
     else:
-        logdir, temporary = Path(tempfile.mkdtemp(prefix="shootdown-")), True
-    log_path = logdir / f"{definition.name}-{args.granule}.console.log"
+        logdir, temporary = new_logdir(), True
+    log_path = os.path.join(logdir, f"{definition.name}-{args.granule}.console.log")
 
     from shootdown.guest.machine import Guest
 
     guest = Guest(definition, log_path=log_path, granule=args.granule, qemu=args.qemu,
                   launcher=launcher)
+    guest.while_booting = lambda: _while_booting(guest)
     try:
         result = run_smoke(guest, debug_command=args.debug_command)
     except BaseException:
-        if temporary and not log_path.exists():  # nothing to keep: QEMU never started
+        import shutil
+
+        if temporary and not os.path.exists(log_path):  # nothing to keep: QEMU never started
             shutil.rmtree(logdir, ignore_errors=True)
         raise
 
@@ -90,12 +87,47 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(format_result(result))
     if result.verdict.ok and temporary and not args.keep:
+        import shutil
+
         shutil.rmtree(logdir, ignore_errors=True)
     elif not args.json:
         print(f"log: {log_path}")
     else:
         print(f"log: {log_path}", file=sys.stderr)
     return 0 if result.verdict.ok else 1
+
+
+def _while_booting(guest: Guest) -> None:
+    """What the verdict needs, done while QEMU boots instead of after it exits.
+
+    The imports, and the QEMU version (the launcher caches it; on a cache
+    miss this runs ``qemu --version`` alongside the guest).
+    """
+    import json  # noqa: F401
+    import shutil  # noqa: F401
+
+    import shootdown.result
+    import shootdown.trace.console  # noqa: F401
+
+    guest.qemu_version()
+
+
+def new_logdir() -> str:
+    """A new private directory ``$TMPDIR/shootdown-<time>-<pid>[-n]`` for the logs.
+
+    Made with ``os.mkdir`` (mode 0700, failing if the name exists) rather
+    than :mod:`tempfile`, whose import costs more than creating the directory.
+    """
+    base = os.environ.get("TMPDIR") or "/tmp"
+    stem = os.path.join(base, f"shootdown-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    for n in range(100):
+        path = stem if n == 0 else f"{stem}-{n}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(stem)
 
 
 def launcher_for(definition: GuestDefinition) -> Launcher:
@@ -150,25 +182,20 @@ def check_smoke(records: list[Record]) -> CheckResult:
 
 def make_result(guest: Guest, checks: list[CheckResult], scenario_s: float) -> RunResult:
     """Assemble the frozen result of a finished guest."""
-    from shootdown.errors import ShootdownError
     from shootdown.result import GuestRun, RunResult, Timings, overall
 
     assert guest.begin is not None and guest.firmware is not None
     assert guest.t_launch is not None and guest.t_ready is not None
-    try:
-        qemu_version = guest.launcher.qemu_version(guest.argv[0])
-    except ShootdownError as exc:
-        qemu_version = f"unknown ({exc})"
     d = guest.definition
     t_exit = guest.t_exit if guest.t_exit is not None else time.monotonic()
     run = GuestRun(
         guest=d.name, machine=d.machine, cpu=d.cpu, smp=d.smp,
         launcher=guest.launcher.describe(), qemu_argv=tuple(guest.argv),
-        qemu_version=qemu_version, firmware=guest.firmware.path,
+        qemu_version=guest.qemu_version(), firmware=guest.firmware.path,
         build_id=guest.firmware.build_id, granule=guest.granule,
         firmware_version=guest.begin.text("version"),
         midr=guest.cpu.get("midr") if guest.cpu is not None else None,
-        log_path=str(guest.log_path), exit_status=guest.exit_status,
+        log_path=guest.log_path, exit_status=guest.exit_status,
     )
     timings = Timings(boot_s=round(guest.t_ready - guest.t_launch, 4),
                       scenario_s=round(scenario_s, 4),
@@ -196,7 +223,7 @@ def format_result(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def _short(path: str | Path) -> str:
+def _short(path: str) -> str:
     """``path`` relative to the working directory when it is inside it."""
     p = os.path.abspath(path)
     cwd = os.getcwd()

@@ -8,7 +8,6 @@ the JSON result records verbatim.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from shootdown.guest.definition import GuestDefinition
 
@@ -21,7 +20,7 @@ def default_qemu() -> str:
     return os.environ.get("SHOOTDOWN_QEMU") or DEFAULT_QEMU
 
 
-def build_argv(guest: GuestDefinition, firmware: str | Path,
+def build_argv(guest: GuestDefinition, firmware: str | os.PathLike[str],
                qemu: str = DEFAULT_QEMU) -> list[str]:
     """The full QEMU argv that boots ``firmware`` on ``guest``.
 
@@ -48,6 +47,6 @@ def build_argv(guest: GuestDefinition, firmware: str | Path,
         "-no-user-config",
         "-no-reboot",
         "-serial", "stdio",
-        "-kernel", str(firmware),
+        "-kernel", os.fspath(firmware),
         *guest.extra_args,
     ]

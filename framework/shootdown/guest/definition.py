@@ -11,15 +11,16 @@ Guest names resolve to ``<guests dir>/<name>.toml``.  The guests directory is,
 in order: the ``guests_dir`` argument (``--guests-dir``), the
 ``SHOOTDOWN_GUESTS`` environment variable, the ``guests/`` directory of the
 source tree this package runs from.
+
+Paths are plain strings here: this module is on the path to QEMU's start,
+where even importing :mod:`pathlib` shows in the boot-to-verdict time.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shootdown.errors import ConfigError
 
@@ -35,8 +36,7 @@ _MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]?")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,=-]*")
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(NamedTuple):
     """How long a guest may take, in seconds; exceeding one is a hang."""
 
     #: From starting QEMU to the guest's first ``READY``.
@@ -47,9 +47,15 @@ class Timeouts:
     total: float = 60.0
 
 
-@dataclass(frozen=True)
-class GuestDefinition:
-    """One guest: a QEMU machine and the firmware to boot on it."""
+class GuestDefinition(NamedTuple):
+    """One guest: a QEMU machine and the firmware to boot on it.
+
+    Immutable.  A :class:`~typing.NamedTuple` rather than a frozen dataclass
+    because it is built on the path to QEMU's start, and importing
+    :mod:`dataclasses` (which imports :mod:`inspect`) costs more than the
+    rest of that path; ``_replace`` and ``_asdict`` do what
+    ``dataclasses.replace`` and ``asdict`` would.
+    """
 
     #: Name, equal to the TOML file's stem (``virt-a57``).
     name: str
@@ -74,13 +80,13 @@ class GuestDefinition:
     #: Remote host that runs QEMU (``user@host``); ``None`` runs it here.
     host: str | None
     #: The TOML file it was read from (``None`` for one built in code).
-    source: str | None = field(default=None, compare=False)
+    source: str | None = None
 
-    def firmware_path(self, granule: str = DEFAULT_GRANULE) -> Path:
+    def firmware_path(self, granule: str = DEFAULT_GRANULE) -> str:
         """The firmware ELF for ``granule``, ``{granule}`` filled in."""
         if granule not in GRANULES:
             raise ConfigError(f"granule '{granule}': expected one of {', '.join(GRANULES)}")
-        return Path(self.firmware.replace("{granule}", granule))
+        return self.firmware.replace("{granule}", granule)
 
 
 _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -100,11 +106,11 @@ _REQUIRED = ("name", "machine", "cpu", "firmware")
 _TIMEOUT_KEYS = ("boot", "idle", "total")
 
 
-def load_definition(path: str | Path) -> GuestDefinition:
+def load_definition(path: str | os.PathLike[str]) -> GuestDefinition:
     """Read and check one guest definition file."""
     import tomllib
 
-    path = Path(path)
+    path = os.fspath(path)
     where = _display(path)
     try:
         with open(path, "rb") as f:
@@ -118,7 +124,7 @@ def load_definition(path: str | Path) -> GuestDefinition:
     return definition_from_dict(data, source=path)
 
 
-def definition_from_dict(data: dict[str, Any], source: Path) -> GuestDefinition:
+def definition_from_dict(data: dict[str, Any], source: str) -> GuestDefinition:
     """Check a parsed definition; ``source`` names it in errors and anchors paths."""
     where = _display(source)
 
@@ -138,8 +144,9 @@ def definition_from_dict(data: dict[str, Any], source: Path) -> GuestDefinition:
     name = data["name"]
     if not _NAME_RE.fullmatch(name):
         raise bad("name", f"'{name}' is not a valid guest name (lower case, digits, -._)")
-    if name != source.stem:
-        raise bad("name", f"'{name}' differs from the file name '{source.name}'")
+    filename = os.path.basename(source)
+    if name != os.path.splitext(filename)[0]:
+        raise bad("name", f"'{name}' differs from the file name '{filename}'")
     for key in ("machine", "cpu", "accel"):
         if key in data and not _WORD_RE.fullmatch(data[key]):
             raise bad(key, f"'{data[key]}' is not a single QEMU option value")
@@ -160,7 +167,7 @@ def definition_from_dict(data: dict[str, Any], source: Path) -> GuestDefinition:
     if unknown:
         raise bad("firmware", f"unknown placeholder {{{sorted(unknown)[0]}}} (only {{granule}})")
     firmware_path = firmware if os.path.isabs(firmware) else \
-        os.path.normpath(os.path.join(source.resolve().parent, firmware))
+        os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), firmware))
     host = data.get("host")
     if host is not None and not host.strip():
         raise bad("host", "empty host name")
@@ -176,7 +183,7 @@ def definition_from_dict(data: dict[str, Any], source: Path) -> GuestDefinition:
         extra_args=tuple(extra),
         timeouts=_timeouts(data.get("timeouts", {}), bad),
         host=host,
-        source=str(source),
+        source=source,
     )
 
 
@@ -203,41 +210,43 @@ def _toml_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _display(path: Path) -> str:
+def _display(path: str) -> str:
     """``path`` as the user would write it: relative to the working directory if inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    full = os.path.abspath(path)
+    cwd = os.getcwd()
+    return os.path.relpath(full, cwd) if full.startswith(cwd + os.sep) else path
 
 
-def guests_dir(override: str | Path | None = None) -> Path:
+def guests_dir(override: str | os.PathLike[str] | None = None) -> str:
     """The directory guest names resolve in (see the module docstring)."""
     if override:
-        return Path(override)
+        return os.fspath(override)
     env = os.environ.get("SHOOTDOWN_GUESTS")
     if env:
-        return Path(env)
+        return env
     # framework/shootdown/guest/definition.py -> the source tree's guests/
-    return Path(__file__).resolve().parents[3] / "guests"
+    here = os.path.dirname(os.path.realpath(__file__))
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "guests")
 
 
-def find_guest(name: str, directory: str | Path | None = None) -> GuestDefinition:
+def find_guest(name: str, directory: str | os.PathLike[str] | None = None) -> GuestDefinition:
     """Load the guest called ``name`` (or a path to a ``.toml`` file)."""
     if name.endswith(".toml") or os.sep in name:
         return load_definition(name)
     where = guests_dir(directory)
-    path = where / f"{name}.toml"
-    if not _NAME_RE.fullmatch(name) or not path.is_file():
+    path = os.path.join(where, f"{name}.toml")
+    if not _NAME_RE.fullmatch(name) or not os.path.isfile(path):
         known = ", ".join(list_guest_names(where)) or "none"
         raise ConfigError(f"unknown guest '{name}' (known in {_display(where)}: {known})")
     return load_definition(path)
 
 
-def list_guest_names(directory: str | Path | None = None) -> list[str]:
+def list_guest_names(directory: str | os.PathLike[str] | None = None) -> list[str]:
     """Names of the guest definitions in the guests directory, sorted."""
     where = guests_dir(directory)
     try:
-        return sorted(p.stem for p in where.glob("*.toml") if p.is_file())
+        entries = os.listdir(where)
     except OSError:
         return []
+    return sorted(e[:-5] for e in entries
+                  if e.endswith(".toml") and os.path.isfile(os.path.join(where, e)))

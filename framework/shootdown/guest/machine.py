@@ -34,11 +34,10 @@ rather than cascading into confusing follow-ups.
 
 from __future__ import annotations
 
-import logging
+import os
+import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 from shootdown.errors import (
     FirmwareError,
@@ -53,9 +52,28 @@ from shootdown.firmware import FirmwareInfo, quick_check
 from shootdown.guest.argv import build_argv, default_qemu
 from shootdown.guest.definition import DEFAULT_GRANULE, GuestDefinition
 from shootdown.guest.launcher import ConsoleProcess, Launcher, LocalLauncher
-from shootdown.trace.console import Record, RecordParser, encode_command
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from shootdown.trace.console import Record, RecordParser
+
+
+
+def _debug(message: str, *args: object) -> None:
+    """Log at DEBUG level through this module's logger, if logging is in use.
+
+    When nothing has imported :mod:`logging`, nothing has configured it and
+    a DEBUG message would be dropped anyway; not importing it keeps its cost
+    off the guest's boot (start-up time is a product feature).  The CLI's
+    ``-v`` and pytest both import and configure it, and then every message
+    goes out.
+    """
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(message, *args)
+
 
 #: How long a faulting guest gets to print its END record and power off.
 CRASH_GRACE_S = 2.0
@@ -95,20 +113,25 @@ def describe_fault(record: Record) -> str:
 class Guest:
     """One boot of one guest definition under QEMU."""
 
-    def __init__(self, definition: GuestDefinition, *, log_path: str | Path,
+    def __init__(self, definition: GuestDefinition, *, log_path: str | os.PathLike[str],
                  granule: str = DEFAULT_GRANULE, qemu: str | None = None,
                  launcher: Launcher | None = None,
-                 firmware: FirmwareInfo | None = None) -> None:
+                 firmware: FirmwareInfo | None = None,
+                 while_booting: Callable[[], object] | None = None) -> None:
         self.definition = definition
+        #: Called once QEMU has started, before waiting for the guest: host-side
+        #: work (imports, look-ups) that can overlap the guest's boot.
+        self.while_booting = while_booting
         self.granule = granule
-        self.log_path = Path(log_path)
+        #: The console log file (every byte QEMU printed).
+        self.log_path = os.fspath(log_path)
         self.qemu = qemu or default_qemu()
         self.launcher: Launcher = launcher or LocalLauncher()
         #: The firmware checked before boot (read in ``_pre_launch`` if not given).
         self.firmware = firmware
         #: The exact QEMU command line (set in ``_pre_launch``).
         self.argv: list[str] = []
-        self.parser = RecordParser()
+        self._parser: RecordParser | None = None
         #: The BEGIN and CPU records of this boot.
         self.begin: Record | None = None
         self.cpu: Record | None = None
@@ -123,8 +146,22 @@ class Guest:
         self._shut_down = False
         self._exit_status: int | None = None
         self._last_output = 0.0
+        self._qemu_version: str | None = None
 
     # -- public API ------------------------------------------------------
+
+    @property
+    def parser(self) -> RecordParser:
+        """The console record parser of this boot.
+
+        Created (and :mod:`shootdown.trace.console` imported) on first use,
+        which is after QEMU has started: imports overlap the guest's boot.
+        """
+        if self._parser is None:
+            from shootdown.trace.console import RecordParser
+
+            self._parser = RecordParser()
+        return self._parser
 
     @property
     def records(self) -> list[Record]:
@@ -140,6 +177,15 @@ class Guest:
     def exit_status(self) -> int | None:
         """QEMU's exit status once it has ended."""
         return self._exit_status
+
+    def qemu_version(self) -> str:
+        """First line of ``qemu --version`` where this guest runs (asked once)."""
+        if self._qemu_version is None:
+            try:
+                self._qemu_version = self.launcher.qemu_version(self.qemu)
+            except ShootdownError as exc:
+                self._qemu_version = f"unknown ({exc})"
+        return self._qemu_version
 
     def launch(self) -> None:
         """Start QEMU and wait for the guest's first ``READY``."""
@@ -167,9 +213,11 @@ class Guest:
         if not self._ready:
             raise ProtocolError(f"guest {self.definition.name} is not waiting for a command")
         assert self._proc is not None
+        from shootdown.trace.console import encode_command
+
         word = line.split()[0] if line.split() else line
         try:
-            logger.debug("-> %s", line)
+            _debug("-> %s", line)
             self._proc.console.send(encode_command(line))
             self._ready = False
             self._commands += 1
@@ -181,7 +229,7 @@ class Guest:
                 for record in answer:
                     if record.tag == "ERR":
                         raise ProtocolError(f"guest rejected command {word!r}: {record.line}",
-                                            log_path=str(self.log_path), tail=self._tail())
+                                            log_path=self.log_path, tail=self._tail())
             return answer
         except ShootdownError as exc:
             self._fail(exc)
@@ -225,7 +273,7 @@ class Guest:
         try:
             self.shutdown()
         except ShootdownError as late:  # the first error is the one to report
-            logger.debug("error while shutting down after %r: %s", exc, late)
+            _debug("error while shutting down after %r: %s", exc, late)
 
     # -- phases ----------------------------------------------------------
 
@@ -234,12 +282,14 @@ class Guest:
         if self.firmware is None:
             self.firmware = quick_check(firmware)
         self.argv = build_argv(self.definition, firmware, qemu=self.qemu)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
 
     def _launch(self) -> None:
-        logger.debug("QEMU command line: %s", " ".join(self.argv))
         self.t_launch = self._last_output = time.monotonic()
         self._proc = self.launcher.spawn(self.argv, self.log_path)
+        _debug("QEMU command line: %s", " ".join(self.argv))
+        if self.while_booting is not None:
+            self.while_booting()
 
     def _post_launch(self) -> None:
         """The boot phase: records up to the first ``READY``, BEGIN checked."""
@@ -273,19 +323,21 @@ class Guest:
 
     def _soft_shutdown(self) -> None:
         assert self._proc is not None
-        logger.debug("-> BYE")
+        from shootdown.trace.console import encode_command
+
+        _debug("-> BYE")
         self._proc.console.send(encode_command("BYE"))
         self._ready = False
         end = self._read_until(lambda r: r.tag == "END", "END after BYE", deadline=None,
                                eof_ok=True)
         if not end or end[-1].tag != "END":
             raise GuestCrash(f"{self.definition.name}: QEMU exited without an END record",
-                             log_path=str(self.log_path), tail=self._tail())
+                             log_path=self.log_path, tail=self._tail())
         status = self._proc.wait(POWEROFF_GRACE_S)
         if status is None:
             raise GuestTimeout(f"{self.definition.name}: QEMU still running "
                                f"{POWEROFF_GRACE_S:g} s after END (PSCI SYSTEM_OFF ignored?)",
-                               log_path=str(self.log_path), tail=self._tail())
+                               log_path=self.log_path, tail=self._tail())
 
     def _hard_shutdown(self) -> None:
         if self._proc is not None:
@@ -341,7 +393,7 @@ class Guest:
                 return self._on_eof(out, what, fault, eof_ok)
             self._last_output = time.monotonic()
             for record in self.parser.feed(data):
-                logger.debug("<- %s", record.line)
+                _debug("<- %s", record.line)
                 out.append(record)
                 if record.tag == "FAULT" and fault is None:
                     fault = record
@@ -363,13 +415,13 @@ class Guest:
             first = next((line.strip() for line in self.parser.other_lines if line.strip()),
                          "no output")
             raise LaunchError(f"{self.qemu} exited with status {status} before the guest "
-                              f"started: {first}", log_path=str(self.log_path),
+                              f"started: {first}", log_path=self.log_path,
                               tail=self._tail())
         if eof_ok and self.parser.ended:
             return out
         raise GuestCrash(f"{self.definition.name}: QEMU exited with status {status} while "
                          f"waiting for {what} (last record: {self.records[-1].line})",
-                         log_path=str(self.log_path), tail=self._tail())
+                         log_path=self.log_path, tail=self._tail())
 
     # -- failure ---------------------------------------------------------
 
@@ -377,17 +429,17 @@ class Guest:
         return list(self.parser.tail)[-10:]
 
     def _timeout(self, why: str) -> GuestTimeout:
-        return GuestTimeout(f"{self.definition.name}: {why}", log_path=str(self.log_path),
+        return GuestTimeout(f"{self.definition.name}: {why}", log_path=self.log_path,
                             tail=self._tail())
 
     def _crash(self, fault: Record) -> GuestCrash:
         return GuestCrash(f"{self.definition.name}: {describe_fault(fault)}",
-                          log_path=str(self.log_path), tail=self._tail())
+                          log_path=self.log_path, tail=self._tail())
 
     def _fail(self, exc: ShootdownError) -> None:
         """Remember the first error, give it the log path, and kill QEMU now."""
         if isinstance(exc, InfraError) and exc.log_path is None and self._proc is not None:
-            exc.log_path = str(self.log_path)
+            exc.log_path = self.log_path
             exc.tail = exc.tail or self._tail()
         if self._error is None:
             self._error = exc
