@@ -46,10 +46,17 @@ void tlb_remove_tlb_entry(struct mmu_gather *tlb, uint64_t addr);
 void tlb_remove_pmd_tlb_entry(struct mmu_gather *tlb, uint64_t addr);
 void tlb_remove_pud_tlb_entry(struct mmu_gather *tlb, uint64_t addr);
 
-/* Record one unlinked table (the caller has cleared its parent entry). */
+/*
+ * Record one unlinked table (the caller has cleared its parent entry).
+ * folded: the level does not exist in this configuration (fewer levels):
+ * the generic macro still grows the range and sets its flags, but the arm64
+ * __p?d_free_tlb is the empty stub of pgtable-nop?d.h, and there is no table.
+ */
 void pte_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr);
-void pmd_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr);
-void pud_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr);
+void pmd_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr, bool folded);
+void pud_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr, bool folded);
+/* p4d_free_tlb of the always-folded p4d level (v5.9+; nothing before). */
+void p4d_free_tlb(struct mmu_gather *tlb, uint64_t addr);
 
 /* tlb_get_unmap_shift / _size: the lowest cleared level gives the stride. */
 unsigned tlb_get_unmap_shift(const struct mmu_gather *tlb);

@@ -43,7 +43,9 @@ struct policy {
 
 	/* Generic mmu_gather. */
 	bool has_flags;			/* freed_tables / cleared_* exist (v4.20+) */
-	bool skip_by_flags;		/* tlbonly skips on no flag (v5.6+), else on end == 0 */
+	bool skip_by_flags;		/* tlbonly skips on no flag (v5.9+), else on end == 0 */
+	bool batch_full_flushes;	/* a full table batch invalidates first (v4.20+) */
+	bool generic_p4d_free;		/* p4d_free_tlb grows the range (pgtable-nop4d.h, v5.9+) */
 
 	/* arm64 tlb.h */
 	void (*tlb_flush)(struct mmu_gather *tlb);
@@ -59,8 +61,12 @@ struct policy {
 	void (*flush_tlb_kernel_range)(uint64_t start, uint64_t end);
 	void (*flush_tlb_kernel_pgtable)(uint64_t kaddr);
 
-	/* arm64 pgtable.h: the barrier of clearing a PMD, PUD, PGD/P4D entry. */
-	enum pt_clear_barrier clear_pmd, clear_pud, clear_top;
+	/*
+	 * arm64 pgtable.h: the barrier of clearing a PMD, PUD, PGD/P4D entry
+	 * (free_pte/pmd/pud_range), and of free_p4d_range's pgd_clear on a
+	 * 4-level space (only up to v5.4, where 5level-fixup.h made it set_pgd).
+	 */
+	enum pt_clear_barrier clear_pmd, clear_pud, clear_top, clear_pgd_l4;
 };
 
 /* The policy named name, or NULL. */

@@ -22,7 +22,8 @@ enum step_kind {
 
 enum op_kind_scn {
 	OP_REMOVE_PTE, OP_REMOVE_PMD, OP_REMOVE_PUD,
-	OP_FREE_PTE_TABLE, OP_FREE_PMD_TABLE, OP_FREE_PUD_TABLE, OP_FLUSH,
+	OP_FREE_PTE_TABLE, OP_FREE_PMD_TABLE, OP_FREE_PUD_TABLE, OP_FREE_P4D_TABLE,
+	OP_FLUSH,
 };
 
 struct scn_map {
@@ -46,12 +47,15 @@ struct scn_step {
 
 /*
  * Probe every point from CPU0 and CPU1 after step `step`: a point mapped
- * before the step and unmapped now must fault, a point mapped now must read
- * its value. check_unmapped false: the step's unmapped points are not
- * probed (fullmm: the ASID is dead, Linux leaves leaf entries to the ASID
- * allocator). Prints PROBE and PROBEFAIL records; returns the failures.
+ * before the step and unmapped now must fault if it lies in [lo, hi), a
+ * point mapped now must read its value. The step decides [lo, hi): all of
+ * the space for most steps; nothing for a fullmm gather (the ASID is dead:
+ * Linux leaves its leaf entries to the ASID allocator); the page at addr
+ * for flush_tlb_kernel_pgtable (Linux requires the table's pages to be
+ * unmapped and flushed before, so only addr is its business).
+ * Prints PROBE and PROBEFAIL records; returns the failures.
  */
 unsigned probe_step(unsigned step, struct probe_point *pts, unsigned n,
-		    const bool *now_mapped, bool check_unmapped);
+		    const bool *now_mapped, uint64_t lo, uint64_t hi);
 
 #endif /* SCENARIO_H */

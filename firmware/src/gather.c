@@ -141,11 +141,16 @@ void tlb_remove_pud_tlb_entry(struct mmu_gather *tlb, uint64_t addr)
  */
 static void queue_table(struct mmu_gather *tlb, void *table, int level)
 {
+	if (!table)
+		return;		/* the scenario freed a table that is not there */
 	tlb->tables[tlb->nr_tables] = table;
 	tlb->table_level[tlb->nr_tables] = (int8_t)level;
 	tlb->nr_tables++;
-	if (tlb->nr_tables == GATHER_MAX_TABLES)
-		tlb_flush_mmu(tlb);
+	if (tlb->nr_tables < GATHER_MAX_TABLES)
+		return;
+	if (policy_current->batch_full_flushes)
+		tlb_flush_mmu_tlbonly(tlb);	/* tlb_table_invalidate */
+	tlb_flush_mmu_free(tlb);
 }
 
 /*
@@ -163,24 +168,41 @@ void pte_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr)
 	queue_table(tlb, table, 3);
 }
 
-void pmd_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr)
+void pmd_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr, bool folded)
 {
 	tlb_adjust_range(tlb, addr, PAGE_SIZE);
 	if (policy_current->has_flags) {
 		tlb->freed_tables = true;
 		tlb->cleared_puds = true;
 	}
+	if (folded)
+		return;
 	policy_current->free_table_flush(tlb, addr);
 	queue_table(tlb, table, 2);
 }
 
-void pud_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr)
+void pud_free_tlb(struct mmu_gather *tlb, void *table, uint64_t addr, bool folded)
 {
 	tlb_adjust_range(tlb, addr, PAGE_SIZE);
 	if (policy_current->has_flags) {
 		tlb->freed_tables = true;
 		tlb->cleared_p4ds = true;
 	}
+	if (folded)
+		return;
 	policy_current->free_table_flush(tlb, addr);
 	queue_table(tlb, table, 1);
+}
+
+/*
+ * The p4d level is always folded here (no LPA2 / 5 levels). Up to v5.4
+ * (5level-fixup.h) p4d_free_tlb is empty; from v5.9 (pgtable-nop4d.h) the
+ * generic macro grows the range and sets freed_tables (no cleared_* flag).
+ */
+void p4d_free_tlb(struct mmu_gather *tlb, uint64_t addr)
+{
+	if (!policy_current->generic_p4d_free)
+		return;
+	tlb_adjust_range(tlb, addr, PAGE_SIZE);
+	tlb->freed_tables = true;
 }

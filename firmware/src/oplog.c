@@ -84,6 +84,9 @@ static const char *dsb_name(unsigned opt)
 	return opt < sizeof(names) / sizeof(names[0]) ? names[opt] : "?";
 }
 
+/* Runs only step through the address bits (range operands: BADDR 36:0). */
+#define RUN_MAX_INC	(1UL << 37)
+
 static int is_tlbi(unsigned i, uint8_t op)
 {
 	return i < oplog_len && oplog[i].kind == K_TLBI && oplog[i].op == op;
@@ -119,8 +122,11 @@ static unsigned report_tlbi_run(unsigned i)
 	while (is_tlbi(j, e->op) && group_len(j) == g) {
 		uint64_t step = oplog[j].xt - e->xt;
 
-		if (n == 1)
+		if (n == 1) {
+			if (oplog[j].xt <= e->xt || step >= RUN_MAX_INC)
+				break;	/* not an address walk: keep records readable */
 			inc = step;
+		}
 		else if (step != inc * n)
 			break;
 		n++;

@@ -308,17 +308,22 @@ static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t page
 	}
 }
 
-enum range_kind { RK_UP, RK_DOWN_MASK, RK_DOWN_CLAMP };
+/* How a v5.9+ release walks a range (the fields changed in v6.8, v6.9, v6.10). */
+struct range_kind {
+	bool scale_down;	/* v6.8: scale from 3 down, single page last */
+	bool clamp_num;		/* v6.9: NUM from a clamped count (up to 31) */
+	bool max_inclusive;	/* v6.10: exactly MAX_TLBI_RANGE_PAGES still by range */
+};
 
 /*
  * v5.9+ __flush_tlb_range(vma, start, end, stride, last_level, tlb_level):
  * rounded to the stride; the whole ASID when, without range ops, the range
- * needs >= PTRS_PER_PTE strides, or when it exceeds the range-op limit
- * (pages >= MAX_TLBI_RANGE_PAGES until v6.8, > from v6.9); else DSB ISHST,
- * the loop of the release, DSB ISH.
+ * needs >= PTRS_PER_PTE strides, or when it is beyond the range-op limit
+ * (pages >= MAX_TLBI_RANGE_PAGES, > from v6.10); else DSB ISHST, the loop
+ * of the release, DSB ISH.
  */
 static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
-			       bool last_level, int tlb_level, enum range_kind kind)
+			       bool last_level, int tlb_level, struct range_kind k)
 {
 	enum tlbi_op op = last_level ? TLBI_VALE1IS : TLBI_VAE1IS;
 	uint64_t pages;
@@ -330,7 +335,7 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 	}
 	pages = (end - start) >> PAGE_SHIFT;
 	excess = !tlb_env.range && end - start >= cutoff_bytes(PTRS_PER_PTE, stride);
-	if (kind == RK_DOWN_CLAMP)
+	if (k.max_inclusive)
 		excess = excess || pages > TLBI_RANGE_MAX_PAGES;
 	else
 		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
@@ -343,27 +348,36 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		pages = (end - start) >> PAGE_SHIFT;
 	}
 	dsb_ishst_before_tlbi();
-	if (kind == RK_UP)
+	if (!k.scale_down)
 		range_loop_scale_up(op, start, pages, stride, mm_asid(), tlb_level, true);
 	else
 		range_loop_scale_down(op, start, pages, stride, mm_asid(), tlb_level, true,
-				      kind == RK_DOWN_CLAMP);
+				      k.clamp_num);
 	dsb_ish_after_tlbi();
 }
 
+/* v5.9 .. v6.7: scale up from 0, odd page first, NUM masked to 5 bits (<= 30). */
 static void flush_range_v5_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, RK_UP);
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false });
 }
 
+/* v6.8: scale down from 3, single page last, NUM still masked. */
 static void flush_range_v6_8(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, RK_DOWN_MASK);
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false });
 }
 
+/* v6.9 (e3ba51ab24fd): NUM from min(pages, 32 << (5*scale+1)): up to 31. */
 static void flush_range_v6_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, RK_DOWN_CLAMP);
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false });
+}
+
+/* v6.10: a range of exactly MAX_TLBI_RANGE_PAGES is still done by range ops. */
+static void flush_range_v6_10(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
+{
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true });
 }
 
 /* ---- flush_tlb_kernel_range ------------------------------------------------ */
@@ -591,62 +605,56 @@ static void tlb_flush_v4_20(struct mmu_gather *tlb)
 
 /* ---- the releases -------------------------------------------------------------- */
 
-#define GENERIC_V4_20	.has_flags = true, .tlb_flush = tlb_flush_v4_20, \
-			.free_table_flush = free_table_v4_20, \
-			.flush_tlb_mm = flush_tlb_mm_all, .flush_tlb_page = flush_tlb_page_all
+/* Fields shared by every release from v4.20 on. */
+#define GENERIC_V4_20	.has_flags = true, .batch_full_flushes = true, \
+			.tlb_flush = tlb_flush_v4_20, .free_table_flush = free_table_v4_20, \
+			.flush_tlb_mm = flush_tlb_mm_all, .flush_tlb_page = flush_tlb_page_all, \
+			.clear_pmd = PTC_NONE, .clear_pud = PTC_NONE
+/* And from v5.9 on (p4d folded by pgtable-nop4d.h; flags decide the skip). */
+#define GENERIC_V5_9	GENERIC_V4_20, .skip_by_flags = true, .generic_p4d_free = true, \
+			.flush_tlb_kernel_pgtable = kernel_pgtable_v5_4, \
+			.clear_top = PTC_DSB_ISB, .clear_pgd_l4 = PTC_NONE
 
+/* The names and rules of docs/policies.md; each selects its release until the next. */
 static const struct policy policies[] = {
-	{ .name = "v4.19", .has_flags = false, .skip_by_flags = false,
+	{ .name = "v4.19",
 	  .tlb_flush = tlb_flush_v4_19, .free_table_flush = free_table_v4_19,
 	  .tlb_get_level = level_none, .flush_tlb_mm = flush_tlb_mm_all,
 	  .flush_tlb_page = flush_tlb_page_all, .flush_tlb_range = flush_range_v4_19,
 	  .flush_tlb_kernel_range = kernel_range_v4_19,
 	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_19,
-	  .clear_pmd = PTC_DSB, .clear_pud = PTC_DSB, .clear_top = PTC_DSB },
+	  .clear_pmd = PTC_DSB, .clear_pud = PTC_DSB, .clear_top = PTC_DSB,
+	  .clear_pgd_l4 = PTC_DSB },
 	{ .name = "v4.20", GENERIC_V4_20, .tlb_get_level = level_none,
 	  .flush_tlb_range = flush_range_v4_20, .flush_tlb_kernel_range = kernel_range_v4_20,
 	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	  .clear_top = PTC_DSB, .clear_pgd_l4 = PTC_DSB },
 	{ .name = "v5.0", GENERIC_V4_20, .tlb_get_level = level_none,
 	  .flush_tlb_range = flush_range_v5_0, .flush_tlb_kernel_range = kernel_range_v5_0,
 	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	  .clear_top = PTC_DSB, .clear_pgd_l4 = PTC_DSB },
 	{ .name = "v5.2", GENERIC_V4_20, .tlb_get_level = level_none,
 	  .flush_tlb_range = flush_range_v5_2, .flush_tlb_kernel_range = kernel_range_v5_0,
 	  .flush_tlb_kernel_pgtable = kernel_pgtable_v4_20,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB },
+	  .clear_top = PTC_DSB, .clear_pgd_l4 = PTC_DSB },
 	{ .name = "v5.4", GENERIC_V4_20, .tlb_get_level = level_none,
 	  .flush_tlb_range = flush_range_v5_2, .flush_tlb_kernel_range = kernel_range_v5_0,
 	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v5.10", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_9,
-	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v5.15", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_14,
-	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v6.1", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v5_14,
-	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v6.8", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
-	  .flush_tlb_range = flush_range_v6_8, .flush_tlb_kernel_range = kernel_range_v5_0,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v6.11", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
-	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v5_0,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v6.13", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
-	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v6_13,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
-	{ .name = "v6.19", GENERIC_V4_20, .skip_by_flags = true, .tlb_get_level = level_v6_8,
-	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v6_13,
-	  .flush_tlb_kernel_pgtable = kernel_pgtable_v5_4,
-	  .clear_pmd = PTC_NONE, .clear_pud = PTC_NONE, .clear_top = PTC_DSB_ISB },
+	  .clear_top = PTC_DSB_ISB, .clear_pgd_l4 = PTC_DSB_ISB },
+	{ .name = "v5.9", GENERIC_V5_9, .tlb_get_level = level_v5_9,
+	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0 },
+	{ .name = "v5.14", GENERIC_V5_9, .tlb_get_level = level_v5_14,
+	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0 },
+	{ .name = "v6.8", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_8, .flush_tlb_kernel_range = kernel_range_v5_0 },
+	{ .name = "v6.9", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v5_0 },
+	{ .name = "v6.10", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v5_0 },
+	{ .name = "v6.13", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
+	{ .name = "v6.19", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
 };
 
 const struct policy *policy_lookup(const char *name)

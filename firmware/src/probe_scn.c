@@ -23,7 +23,7 @@ struct probe_run {
 	struct probe_point *pts;
 	const bool *now;
 	unsigned n;
-	bool check_unmapped;
+	uint64_t lo, hi;
 	/* results */
 	unsigned unmapped, faulted, mapped, intact, nr_fail, total_fail;
 	struct probe_fail fail[PROBEFAIL_MAX];
@@ -49,7 +49,7 @@ static void probe_cpu(void *arg)
 		uint64_t v = 0;
 		int fault;
 
-		if (!r->now[i] && (!p->mapped || !r->check_unmapped))
+		if (!r->now[i] && (!p->mapped || p->va < r->lo || p->va >= r->hi))
 			continue;
 		fault = probe_read(p->va, &v);
 		if (!r->now[i]) {
@@ -73,7 +73,7 @@ static void probe_cpu(void *arg)
 static struct probe_run runs[2];
 
 unsigned probe_step(unsigned step, struct probe_point *pts, unsigned n,
-		    const bool *now_mapped, bool check_unmapped)
+		    const bool *now_mapped, uint64_t lo, uint64_t hi)
 {
 	static const char *const got_name[] = { "read", "fault", "wrong" };
 	int cpus = smp_nr_cpus() > 1 ? 2 : 1;
@@ -83,7 +83,7 @@ unsigned probe_step(unsigned step, struct probe_point *pts, unsigned n,
 		struct probe_run *r = &runs[cpu];
 
 		*r = (struct probe_run){ .pts = pts, .now = now_mapped, .n = n,
-					 .check_unmapped = check_unmapped };
+					 .lo = lo, .hi = hi };
 		smp_call(cpu, probe_cpu, r);
 	}
 	for (int cpu = 0; cpu < cpus; cpu++) {

@@ -208,7 +208,7 @@ static int parse_op(const char *line)
 		[OP_REMOVE_PTE] = "remove_pte", [OP_REMOVE_PMD] = "remove_pmd",
 		[OP_REMOVE_PUD] = "remove_pud", [OP_FREE_PTE_TABLE] = "free_pte_table",
 		[OP_FREE_PMD_TABLE] = "free_pmd_table", [OP_FREE_PUD_TABLE] = "free_pud_table",
-		[OP_FLUSH] = "flush",
+		[OP_FREE_P4D_TABLE] = "free_p4d_table", [OP_FLUSH] = "flush",
 	};
 	struct scn_step *s = scn.nr_steps ? &scn.steps[scn.nr_steps - 1] : NULL;
 	struct scn_op *op;
@@ -292,12 +292,7 @@ static const char *check_runnable(void)
 			return "kernel_pgtable_in_reserved_kernel_va";
 		for (unsigned k = s->first_op; k < s->first_op + s->nr_ops; k++) {
 			const struct scn_op *op = &scn.ops[k];
-			int level = op->kind == OP_FREE_PMD_TABLE ? 1 :
-				    op->kind == OP_FREE_PUD_TABLE ? 0 : 2;
 
-			if ((op->kind == OP_FREE_PTE_TABLE || op->kind == OP_FREE_PMD_TABLE ||
-			     op->kind == OP_FREE_PUD_TABLE) && level < start_level)
-				return "table_level_folded";
 			if (op->kind == OP_REMOVE_PUD && (PAGE_SHIFT != 12 || start_level > 1))
 				return "pud_block_unsupported";
 		}
@@ -388,13 +383,18 @@ static void clear_leaves_in(bool kernel, uint64_t start, uint64_t end)
 /*
  * Unlink the table that the level-`level` entry for addr points to: clear
  * the entry (with the barrier the release's set_p?d issues) and return the
- * table, or NULL if there is none (the bookkeeping still happens).
+ * table, or NULL if there is none (the bookkeeping still happens). A level
+ * above the root is folded: its clear is the empty stub, no barrier.
  */
 static void *unlink_table(struct uspace *mm, uint64_t addr, int level, enum pt_clear_barrier b)
 {
-	uint64_t *e = uspace_entry(mm, addr, level);
-	void *table = e ? uspace_entry_table(*e, level) : NULL;
+	uint64_t *e;
+	void *table;
 
+	if (level < mm->start_level)
+		return NULL;
+	e = uspace_entry(mm, addr, level);
+	table = e ? uspace_entry_table(*e, level) : NULL;
 	if (table)
 		WRITE_ONCE(*e, 0);
 	pt_clear_barrier(b);
@@ -436,11 +436,17 @@ static void run_op(struct mmu_gather *tlb, const struct scn_op *op)
 		break;
 	case OP_FREE_PMD_TABLE:		/* free_pmd_range: pud_clear; pmd_free_tlb */
 		t = unlink_table(&user_mm, op->addr, 1, p->clear_pud);
-		pmd_free_tlb(tlb, t, op->addr);
+		pmd_free_tlb(tlb, t, op->addr, user_mm.start_level > 1);
 		break;
 	case OP_FREE_PUD_TABLE:		/* free_pud_range: p4d_clear; pud_free_tlb */
 		t = unlink_table(&user_mm, op->addr, 0, p->clear_top);
-		pud_free_tlb(tlb, t, op->addr);
+		pud_free_tlb(tlb, t, op->addr, user_mm.start_level > 0);
+		break;
+	case OP_FREE_P4D_TABLE:		/* free_p4d_range: pgd_clear; p4d_free_tlb */
+		/* No p4d table exists; up to v5.4 pgd_clear was set_pgd on 4 levels. */
+		if (user_mm.start_level == 0)
+			pt_clear_barrier(p->clear_pgd_l4);
+		p4d_free_tlb(tlb, op->addr);
 		break;
 	case OP_FLUSH:
 		tlb_flush_mmu(tlb);
@@ -512,6 +518,7 @@ static void run_scenario(void)
 	mark_mapped(now_mapped);
 	for (unsigned i = 0; i < scn.nr_steps; i++) {
 		const struct scn_step *s = &scn.steps[i];
+		uint64_t lo, hi;
 
 		for (unsigned k = 0; k < nr_points; k++)
 			points[k].mapped = now_mapped[k];
@@ -520,8 +527,13 @@ static void run_scenario(void)
 		run_step(s);
 		oplog_report();
 		mark_mapped(now_mapped);
-		probefail += probe_step(s->n, points, nr_points, now_mapped,
-					!(s->kind == STEP_GATHER && s->fullmm));
+		if (s->kind == STEP_GATHER && s->fullmm)
+			lo = hi = 0;
+		else if (s->kind == STEP_FLUSH_TLB_KERNEL_PGTABLE)
+			lo = s->addr & PAGE_MASK, hi = lo + PAGE_SIZE;
+		else
+			lo = 0, hi = ~0UL;
+		probefail += probe_step(s->n, points, nr_points, now_mapped, lo, hi);
 	}
 	tot = oplog_totals();
 	report("SCNEND", "id=%lu tlbi=%lu dsb=%lu isb=%lu probefail=%u",
