@@ -1,0 +1,139 @@
+"""Running scenarios on a guest and judging them.
+
+Data flows one way: scenario -> golden model (expected), scenario -> guest
+-> records (observed), both -> :mod:`shootdown.check` -> results. The guest is
+told the calls to make and the mappings to build, never the answer.
+
+Many scenarios share one boot (the firmware resets its address space between
+them); scenarios are grouped by granule because each granule has its own
+firmware build.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shootdown.check.scenario import ScenarioResult, judge
+from shootdown.errors import ScenarioError
+from shootdown.guest.definition import GuestDefinition
+from shootdown.guest.launcher import Launcher
+from shootdown.guest.machine import Guest
+from shootdown.model.expected import expected_sequence
+from shootdown.scenario.load import load_scenario
+from shootdown.scenario.lower import to_protocol_lines
+from shootdown.scenario.types import Scenario
+from shootdown.trace.console import Record, encode_command
+from shootdown.trace.scenario import read_scenario
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scenario to run under one policy, with or without an injected bug."""
+
+    scenario: Scenario
+    policy: str
+    inject: str = "none"
+
+
+@dataclass
+class BootReport:
+    """One boot that ran a group of jobs."""
+
+    #: guest definition name and firmware granule
+    guest: str
+    granule: str
+    #: the console log
+    log_path: str
+    #: CPUs the guest brought up (probes come from each)
+    cpus: int = 0
+    build_id: str = ""
+    qemu_argv: list[str] = field(default_factory=list)
+    boot_s: float = 0.0
+    total_s: float = 0.0
+    results: list[ScenarioResult] = field(default_factory=list)
+
+
+def iter_scenario_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Scenario files named directly, and every ``*.toml`` below named folders (sorted)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("*.toml"))
+            if not found:
+                raise ScenarioError(str(p), "folder holds no *.toml scenario files")
+            yield from found
+        elif p.exists():
+            yield p
+        else:
+            raise ScenarioError(str(p), "no such file or folder")
+
+
+def load_all(paths: Iterable[str | os.PathLike[str]],
+             overrides: Mapping[str, Any] | None = None) -> list[Scenario]:
+    """Load and validate every scenario first, so bad input fails before any boot."""
+    return [load_scenario(p, overrides) for p in iter_scenario_files(paths)]
+
+
+def send_scenario(guest: Guest, lines: Sequence[str]) -> list[Record]:
+    """Send ``SCN`` .. ``GO`` and return the guest's records up to its ``READY``.
+
+    The guest buffers the lines before ``GO`` silently (docs/protocol.md), so
+    they are written in one go and only ``GO`` waits for the answer.
+    """
+    proc = guest.process
+    assert proc is not None, "guest not launched"
+    *head, last = lines
+    if head:
+        proc.console.send(b"".join(encode_command(line) for line in head))
+    return guest.command(last, allow_err=True)
+
+
+def expected_steps(job: Job) -> dict[int, tuple[Any, ...]]:
+    """The golden model's instructions for ``job``, per step."""
+    return {r.index: r.instructions for r in expected_sequence(job.scenario, job.policy)}
+
+
+def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
+             log_path: str, qemu: str | None = None, launcher: Launcher | None = None,
+             on_result: Callable[[ScenarioResult], None] | None = None) -> BootReport:
+    """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it."""
+    report = BootReport(guest=definition.name, granule=granule, log_path=log_path)
+    t0 = time.monotonic()
+    guest = Guest(definition, log_path=log_path, granule=granule, qemu=qemu, launcher=launcher)
+    with guest:  # launches; shuts down (or kills) on the way out
+        report.boot_s = time.monotonic() - t0
+        report.qemu_argv = list(guest.argv)
+        report.cpus = guest.cpu.number("smp") if guest.cpu is not None else 1
+        report.build_id = guest.begin.text("build_id") if guest.begin is not None else ""
+        for n, job in enumerate(jobs):
+            lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,
+                                      inject=job.inject)
+            t1 = time.monotonic()
+            records = send_scenario(guest, lines)
+            observed = read_scenario(records)
+            seconds = time.monotonic() - t1
+            result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
+                           inject=job.inject, expected=expected_steps(job), observed=observed,
+                           cpus=report.cpus, seconds=seconds)
+            logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject,
+                        result.verdict)
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
+    report.total_s = time.monotonic() - t0
+    return report
+
+
+def group_by_granule(jobs: Iterable[Job]) -> dict[str, list[Job]]:
+    """Jobs per firmware granule, in first-seen order."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.scenario.granule, []).append(job)
+    return groups
