@@ -59,7 +59,7 @@ def timed(argv: list[str], stdin: bytes | None = None, ok: int = 0) -> float:
     """Wall time of one process, fork to exit; its exit status must be ``ok``."""
     start = time.perf_counter()
     proc = subprocess.run(argv, input=stdin if stdin is not None else b"",
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+                          capture_output=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != ok:
         sys.exit(f"boot_latency: {' '.join(argv[:3])}... exited {proc.returncode}:\n"

@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print one line per guest (or JSON); a broken definition is an error (exit 2)."""
     import json
+    import os
 
     from shootdown.guest.definition import (
         DEFAULT_GUEST,
@@ -33,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
         for d in definitions:
             entry = d._asdict()
             entry["timeouts"] = d.timeouts._asdict()
-            entry["firmware_built"] = d.firmware_path(args.granule).is_file()
+            entry["firmware_built"] = os.path.isfile(d.firmware_path(args.granule))
             out.append(entry)
         print(json.dumps(out, indent=2))
         return 0
@@ -43,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     width = max(len(d.name) for d in definitions)
     for d in definitions:
         mark = "*" if d.name == DEFAULT_GUEST else " "
-        built = "" if d.firmware_path(args.granule).is_file() else "  [firmware not built]"
+        built = "" if os.path.isfile(d.firmware_path(args.granule)) else "  [firmware not built]"
         where_runs = f" on {d.host}" if d.host else ""
         print(f"{mark} {d.name:<{width}}  {d.machine}/{d.cpu} x{d.smp} {d.memory}"
               f"{where_runs}  {d.description}{built}")

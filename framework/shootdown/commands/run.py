@@ -139,12 +139,11 @@ def launcher_for(definition: GuestDefinition) -> Launcher:
     from shootdown.errors import ConfigError
 
     try:
-        from shootdown.remote import launcher_for as remote_launcher_for  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ConfigError(f"{definition.source}: key 'host': remote hosts are not supported "
-                          f"by this installation ({exc})") from exc
-    launcher: Launcher = remote_launcher_for(definition.host)
-    return launcher
+        from shootdown.remote import launcher_for as remote_launcher_for
+    except ImportError as exc:  # paramiko missing
+        raise ConfigError(f"{definition.source}: key 'host': remote hosts need the SSH "
+                          f"support ({exc})") from exc
+    return remote_launcher_for(definition)
 
 
 def run_smoke(guest: Guest, *, debug_command: str | None = None) -> RunResult:

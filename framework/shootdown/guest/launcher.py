@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # imported once QEMU runs, not before: start-up time
     from pathlib import Path
 
     import pexpect.fdpexpect
-    import pexpect.spawnbase
 
 
 
@@ -60,13 +59,24 @@ def _logger() -> logging.Logger:
     return logging.getLogger(__name__)
 
 
+class Console(Protocol):
+    """What the running guest uses of a console (a pexpect object in bytes mode)."""
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> bytes:
+        """Up to ``size`` bytes; raises ``pexpect.TIMEOUT`` or, at the end, ``pexpect.EOF``."""
+        ...
+
+    def send(self, s: bytes) -> int:
+        """Write ``s`` to the guest's serial input."""
+        ...
+
 
 @runtime_checkable
 class ConsoleProcess(Protocol):
     """A started QEMU: its serial console and its lifetime."""
 
     @property
-    def console(self) -> pexpect.spawnbase.SpawnBase:
+    def console(self) -> Console:
         """The guest's serial console, a pexpect object in bytes mode."""
         ...
 
@@ -124,17 +134,17 @@ class LocalProcess:
         except (AttributeError, OSError):
             self._pidfd = None
         self._log = log
-        self._console: pexpect.fdpexpect.fdspawn | None = None
+        self._console: pexpect.fdpexpect.fdspawn[bytes] | None = None
         self._status: int | None = None
         self._closed = False
 
     @property
-    def console(self) -> pexpect.fdpexpect.fdspawn:
+    def console(self) -> pexpect.fdpexpect.fdspawn[bytes]:
         if self._console is None:
             import pexpect.fdpexpect
 
-            console = pexpect.fdpexpect.fdspawn(self._fd, encoding=None, use_poll=True,
-                                                timeout=None)
+            console: pexpect.fdpexpect.fdspawn[bytes] = pexpect.fdpexpect.fdspawn(
+                self._fd, encoding=None, use_poll=True, timeout=None)
             console.logfile_read = self._log
             self._console = console
         return self._console
