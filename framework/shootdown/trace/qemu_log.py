@@ -1,0 +1,265 @@
+"""What the CPU really executed: QEMU's execution log turned into maintenance records.
+
+QEMU 7.2 started with ``-d exec,nochain,cpu -singlestep -D FILE -dfilter
+RANGES`` writes, for every translation block it is about to run whose PC is
+inside RANGES::
+
+    Trace <cpu>: <host ptr> [<cs_base>/<pc>/<flags>/<cflags>] <symbol>
+     PC=<pc> X00=<hex> X01=<hex>
+    X02=<hex> ...
+    X29=<hex> X30=<hex>  SP=<hex>
+    PSTATE=<hex> <flags> EL<n><h|t>
+
+``-singlestep`` makes every block one instruction; ``nochain`` makes QEMU
+return to its main loop (and so log) before each block, even when it jumps
+to the same block again; ``cpu`` adds the register dump, which is taken
+*before* the block runs (``log_cpu_exec`` in ``accel/tcg/cpu-exec.c`` is
+called ahead of the generated code), so for a TLBI the dump holds its Xt.
+A line ``Stopped execution of TB chain before <ptr> [<pc>] <symbol>`` means
+the block just logged did NOT run (an exit request arrived first); it is
+dropped, or the trace would show a phantom, duplicated TLBI.  That line has
+no CPU number, so with several vCPUs the reader drops the latest entry with
+the same block pointer and PC.  Run traced guests with ``-accel
+tcg,thread=single`` when they have more than one CPU: with multi-threaded
+TCG two vCPUs' lines can interleave between a ``Trace`` line and its dump.
+
+The reader is two steps, both pure:
+
+* :func:`parse_log` -> :class:`Executed` entries per CPU, in order;
+* :func:`decode_executed` -> :class:`MaintOp` records, decoding the
+  instruction word read from the ELF at that PC (:mod:`shootdown.trace.decode`)
+  and taking Xt from the dump.
+
+:func:`maintenance_ranges` finds the ``-dfilter`` ranges: the addresses of
+every TLBI/DSB/ISB in chosen functions of the ELF (or all of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from shootdown.elfsyms import ElfImage
+from shootdown.errors import ShootdownError
+from shootdown.trace.decode import Dsb, Isb, Tlbi, decode
+
+log = logging.getLogger(__name__)
+
+
+class TraceError(ShootdownError):
+    """The QEMU log cannot be read as an execution trace (a malformed line)."""
+
+
+_TRACE_RE = re.compile(
+    r"^Trace (\d+): (0x[0-9a-f]+|\(nil\)) \[([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)\]")
+_STOPPED_RE = re.compile(r"^Stopped execution of TB chain before (0x[0-9a-f]+|\(nil\)) "
+                         r"\[([0-9a-f]+)\]")
+_REG_RE = re.compile(r"\b(PC|X\d\d|SP)=([0-9a-f]{16})")
+
+
+@dataclass(frozen=True)
+class Executed:
+    """One instruction QEMU executed inside the filtered ranges."""
+
+    #: vCPU index (QEMU's ``cpu_index``: 0 is the boot CPU).
+    cpu: int
+    #: Guest virtual address of the instruction.
+    pc: int
+    #: X0..X30 before it ran (None if the log had no ``cpu`` dump).
+    regs: tuple[int, ...] | None
+    #: Line number of its ``Trace`` line in the log (1-based), for messages.
+    line: int
+
+
+@dataclass(frozen=True)
+class MaintOp:
+    """One TLB maintenance instruction, as executed or as reported.
+
+    The same record serves both sides so that ``check/`` compares them with
+    ``==``: the trace fills ``pc``; the guest's report leaves it None, and
+    :meth:`key` is what must match.
+    """
+
+    #: ``TLBI``, ``DSB`` or ``ISB``.
+    kind: str
+    #: TLBI operation (``vale1is``) or DSB option (``ishst``); "" for ISB.
+    op: str
+    #: TLBI operand; None for ISB, DSB and the operand-less TLBIs.
+    xt: int | None
+    #: Where it ran (trace only).
+    pc: int | None = None
+    #: vCPU that ran it (trace only).
+    cpu: int | None = None
+
+    def key(self) -> tuple[str, str, int | None]:
+        """What a report and a trace must agree on."""
+        return (self.kind, self.op, self.xt)
+
+    def __str__(self) -> str:
+        text = f"{self.kind} {self.op}".strip()
+        return text + (f" xt={self.xt:#018x}" if self.xt is not None else "")
+
+
+def parse_log(lines: Iterable[str], path: str = "<log>") -> dict[int, list[Executed]]:
+    """Executed instructions per CPU, in order, from QEMU's log lines.
+
+    Raises :class:`TraceError` on a ``Trace`` line that does not parse or a
+    dump whose PC disagrees with its ``Trace`` line (an interleaved log).
+    """
+    per_cpu: dict[int, list[Executed]] = {}
+    order: list[tuple[int, str, int]] = []  # (cpu, block ptr, pc) of each entry, for "Stopped"
+    pending: tuple[int, str, int, int] | None = None  # cpu, ptr, pc, line
+    regs: dict[str, int] = {}
+
+    def flush() -> None:
+        nonlocal pending, regs
+        if pending is None:
+            return
+        cpu, ptr, pc, line = pending
+        values: tuple[int, ...] | None = None
+        if regs:
+            if regs.get("PC", pc) != pc:
+                raise TraceError(f"{path}:{line}: register dump PC {regs['PC']:#x} does not "
+                                 f"match Trace PC {pc:#x} (interleaved vCPUs? use "
+                                 "-accel tcg,thread=single)")
+            if all(f"X{i:02d}" in regs for i in range(31)):
+                values = tuple(regs[f"X{i:02d}"] for i in range(31))
+        per_cpu.setdefault(cpu, []).append(Executed(cpu, pc, values, line))
+        order.append((cpu, ptr, pc))
+        pending, regs = None, {}
+
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n")
+        if line.startswith("Trace "):
+            flush()
+            m = _TRACE_RE.match(line)
+            if m is None:
+                raise TraceError(f"{path}:{number}: malformed Trace line: {line[:100]}")
+            pending = (int(m.group(1)), m.group(2), int(m.group(4), 16), number)
+        elif line.startswith("Stopped execution of TB chain"):
+            flush()
+            m = _STOPPED_RE.match(line)
+            if m is None:
+                raise TraceError(f"{path}:{number}: malformed line: {line[:100]}")
+            ptr, pc = m.group(1), int(m.group(2), 16)
+            for i in range(len(order) - 1, -1, -1):
+                cpu, p, q = order[i]
+                if p == ptr and q == pc:
+                    dropped = per_cpu[cpu].pop(
+                        max(j for j, e in enumerate(per_cpu[cpu]) if e.pc == pc))
+                    del order[i]
+                    log.debug("%s:%d: block at %#x did not run (cpu %d, line %d): dropped",
+                              path, number, pc, cpu, dropped.line)
+                    break
+        elif pending is not None:
+            for name, value in _REG_RE.findall(line):
+                regs[name] = int(value, 16)
+            if line.startswith("PSTATE="):
+                flush()
+    flush()
+    return per_cpu
+
+
+def read_log(path: str) -> dict[int, list[Executed]]:
+    """:func:`parse_log` of a log file."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return parse_log(f, path)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the QEMU log: {exc}") from exc
+
+
+def decode_executed(image: ElfImage, executed: Iterable[Executed]) -> Iterator[MaintOp]:
+    """The maintenance instructions among ``executed``, with their operands.
+
+    The word at each PC is read from the ELF (the code is not
+    self-modifying); instructions that are not TLBI/DSB/ISB are skipped, so
+    the filter may be wider than the maintenance instructions.
+    """
+    for e in executed:
+        m = decode(image.word_at(e.pc))
+        if isinstance(m, Tlbi):
+            xt: int | None = None
+            if m.has_operand:
+                if e.regs is None:
+                    raise TraceError(f"line {e.line}: TLBI {m.op} at {e.pc:#x} without a "
+                                     "register dump (log with -d cpu)")
+                xt = e.regs[m.rt]
+            yield MaintOp("TLBI", m.op, xt, e.pc, e.cpu)
+        elif isinstance(m, Dsb):
+            yield MaintOp("DSB", m.option, None, e.pc, e.cpu)
+        elif isinstance(m, Isb):
+            yield MaintOp("ISB", "", None, e.pc, e.cpu)
+
+
+def trace_ops(image: ElfImage, log_path: str) -> dict[int, list[MaintOp]]:
+    """The executed maintenance sequence per CPU, from a log file and the ELF it ran."""
+    return {cpu: list(decode_executed(image, entries))
+            for cpu, entries in sorted(read_log(log_path).items())}
+
+
+def maintenance_ranges(image: ElfImage, functions: Iterable[str] | None = None,
+                       merge_gap: int = 0) -> list[tuple[int, int]]:
+    """[start, end) address ranges of every TLBI/DSB/ISB in ``functions`` (default all).
+
+    Ranges closer than ``merge_gap`` bytes are merged (fewer ranges for
+    QEMU to test per block; more non-maintenance entries in the log).
+    """
+    chosen = (image.functions if functions is None
+              else [image.get_function(name) for name in functions])
+    addrs = sorted({fn.address + off for fn in chosen for off, word in image.iter_words(fn)
+                    if decode(word) is not None})
+    ranges: list[tuple[int, int]] = []
+    for a in addrs:
+        if ranges and a - ranges[-1][1] <= merge_gap:
+            ranges[-1] = (ranges[-1][0], a + 4)
+        else:
+            ranges.append((a, a + 4))
+    return ranges
+
+
+def dfilter_arg(ranges: Iterable[tuple[int, int]]) -> str:
+    """The ``-dfilter`` value for ``ranges`` (``0xSTART+0xLEN,...``)."""
+    return ",".join(f"{start:#x}+{end - start:#x}" for start, end in ranges)
+
+
+def trace_qemu_args(log_path: str, ranges: Iterable[tuple[int, int]]) -> list[str]:
+    """The QEMU options that make a traced run (add them to the guest's argv).
+
+    ``-accel tcg,thread=single`` is left to the caller: it is needed only
+    with more than one vCPU, and it replaces the guest's own ``-accel``.
+    """
+    return ["-d", "exec,nochain,cpu", "-singlestep", "-D", log_path,
+            "-dfilter", dfilter_arg(ranges)]
+
+
+def expand_report(records: Iterable[tuple[str, dict[str, str]]]) -> list[MaintOp]:
+    """The guest's TLBI/DSB/ISB records (tag, payload) as one :class:`MaintOp` per instruction.
+
+    A TLBI record with ``n=`` is a run (docs/protocol.md): ``xt + i*inc``
+    for i in 0..n-1, each followed by its KPTI copy ``| 1<<48`` when
+    ``user=1``.  Other tags are ignored.
+    """
+    out: list[MaintOp] = []
+    for tag, payload in records:
+        if tag == "DSB":
+            out.append(MaintOp("DSB", payload["opt"], None))
+        elif tag == "ISB":
+            out.append(MaintOp("ISB", "", None))
+        elif tag == "TLBI":
+            op = payload["op"]
+            if "xt" not in payload:
+                out.append(MaintOp("TLBI", op, None))
+                continue
+            xt = int(payload["xt"], 0)
+            n = int(payload.get("n", "1"), 0)
+            inc = int(payload.get("inc", "0"), 0)
+            user = payload.get("user", "0") == "1"
+            for i in range(n):
+                value = (xt + i * inc) & (1 << 64) - 1
+                out.append(MaintOp("TLBI", op, value))
+                if user:
+                    out.append(MaintOp("TLBI", op, value | 1 << 48))
+    return out
