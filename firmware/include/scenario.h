@@ -46,14 +46,14 @@ struct scn_step {
 };
 
 /*
- * Probe every point from CPU0 and CPU1 after step `step`: a point mapped
- * before the step and unmapped now must fault if it lies in [lo, hi), a
- * point mapped now must read its value. The step decides [lo, hi): all of
- * the space for most steps; nothing for a fullmm gather (the ASID is dead:
- * Linux leaves its leaf entries to the ASID allocator); the page at addr
- * for flush_tlb_kernel_pgtable (Linux requires the table's pages to be
- * unmapped and flushed before, so only addr is its business).
- * Prints PROBE and PROBEFAIL records; returns the failures.
+ * Probe every point from CPU0 and CPU1 after step `step`. A point the step
+ * unmapped must fault: it translated before the step, does not now, its
+ * leaf entry was cleared (a point lost only because its table was freed
+ * with the leaf still set is not the invalidation's business: Linux frees
+ * tables only after zapping and flushing their entries), and it lies in
+ * [lo, hi) (empty for a fullmm gather: the ASID is dead and Linux leaves
+ * its leaf entries to the ASID allocator). A point that translates now must
+ * read its value. Prints PROBE and PROBEFAIL records; returns the failures.
  */
 unsigned probe_step(unsigned step, struct probe_point *pts, unsigned n,
 		    const bool *now_mapped, uint64_t lo, uint64_t hi);

@@ -28,6 +28,7 @@ struct uspace {
 struct probe_point {
 	uint64_t va;
 	uint64_t expect;		/* the value mapped there */
+	uint64_t *leaf;			/* its leaf entry (0 once a step cleared it) */
 	uint8_t kernel;			/* 1: TTBR1 mapping */
 	uint8_t mapped;			/* translation present before the step */
 };
@@ -56,9 +57,15 @@ int uspace_translates(struct uspace *mm, uint64_t va);
 /* The leaf entry mapping va and its level, NULL if none. */
 uint64_t *uspace_leaf(struct uspace *mm, uint64_t va, int *level);
 
-/* Give back a table unlinked by a teardown (after its flush) whose entries
- * are of level `level` (3: a PTE table), with any table still under it. */
+/*
+ * Give back a table unlinked by a teardown (after its flush) whose entries
+ * are of level `level` (3: a PTE table), with any table still under it.
+ * The pages reach page_free at uspace_free_deferred(), after the step's
+ * probes, so the probes can still read the cleared leaf entries they held;
+ * nothing is allocated in between, so this changes no reuse.
+ */
 void uspace_free_table(void *table, int level);
+void uspace_free_deferred(void);
 
 /* Value of the data page / block marker for va at level. */
 uint64_t uspace_value(uint64_t va, int level);

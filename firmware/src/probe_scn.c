@@ -6,6 +6,7 @@
  * stale translation, which is what these reads catch.
  */
 #include "shootdown.h"
+#include "asm/barrier.h"
 #include "scenario.h"
 
 /* Failures kept per CPU and step; PROBE still counts all of them. */
@@ -49,7 +50,9 @@ static void probe_cpu(void *arg)
 		uint64_t v = 0;
 		int fault;
 
-		if (!r->now[i] && (!p->mapped || p->va < r->lo || p->va >= r->hi))
+		/* Lost only with its table (leaf still set): not this step's unmap. */
+		if (!r->now[i] && (!p->mapped || READ_ONCE(*p->leaf) ||
+				   p->va < r->lo || p->va >= r->hi))
 			continue;
 		fault = probe_read(p->va, &v);
 		if (!r->now[i]) {

@@ -335,12 +335,14 @@ static const char *build(void)
 			return why;
 		for (uint64_t k = 0; k < m->count; k++) {
 			uint64_t va = m->addr + k * level_size(m->level);
+			int level;
 
 			if (nr_points == SCN_MAX_POINTS)
 				return "too_many_pages";
 			points[nr_points].va = uspace_probe_va(va, m->level);
 			points[nr_points].expect = uspace_value(va, m->level);
 			points[nr_points].kernel = m->kernel;
+			points[nr_points].leaf = uspace_leaf(mm, va, &level);
 			nr_points++;
 		}
 	}
@@ -529,11 +531,10 @@ static void run_scenario(void)
 		mark_mapped(now_mapped);
 		if (s->kind == STEP_GATHER && s->fullmm)
 			lo = hi = 0;
-		else if (s->kind == STEP_FLUSH_TLB_KERNEL_PGTABLE)
-			lo = s->addr & PAGE_MASK, hi = lo + PAGE_SIZE;
 		else
 			lo = 0, hi = ~0UL;
 		probefail += probe_step(s->n, points, nr_points, now_mapped, lo, hi);
+		uspace_free_deferred();
 	}
 	tot = oplog_totals();
 	report("SCNEND", "id=%lu tlbi=%lu dsb=%lu isb=%lu probefail=%u",

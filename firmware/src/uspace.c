@@ -172,6 +172,14 @@ const char *uspace_map(struct uspace *mm, int level, uint64_t addr, uint64_t cou
 	return NULL;
 }
 
+/* Tables given back by teardowns, freed after the step's probes. */
+#define DEFERRED_MAX	1024
+static struct {
+	void *table;
+	int level;
+} deferred[DEFERRED_MAX];
+static unsigned nr_deferred;
+
 static void free_tree(void *table, int level)
 {
 	uint64_t *t = table;
@@ -192,7 +200,19 @@ void uspace_free_table(void *table, int level)
 	for (unsigned i = 0; i < nr_ktables; i++)
 		if (ktables[i].table == table)
 			ktables[i].table = NULL;	/* its parent is already clear */
-	free_tree(table, level);
+	if (nr_deferred == DEFERRED_MAX)
+		uspace_free_deferred();
+	deferred[nr_deferred].table = table;
+	deferred[nr_deferred].level = level;
+	nr_deferred++;
+}
+
+void uspace_free_deferred(void)
+{
+	while (nr_deferred) {
+		nr_deferred--;
+		free_tree(deferred[nr_deferred].table, deferred[nr_deferred].level);
+	}
 }
 
 int uspace_init(unsigned va_bits)
@@ -229,6 +249,7 @@ void uspace_release_cpus(void)
 void uspace_reset(void)
 {
 	uspace_release_cpus();
+	uspace_free_deferred();
 	/* Kernel test tables, newest first: deeper tables before their parents. */
 	while (nr_ktables) {
 		nr_ktables--;
