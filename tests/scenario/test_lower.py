@@ -1,0 +1,165 @@
+"""Lowering: munmap -> gather calls (free_pgtables walk), guest layout, protocol lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shootdown.errors import ScenarioError
+from shootdown.scenario import (
+    GatherOp,
+    GatherStep,
+    KernelMapping,
+    Mapping,
+    guest_layout,
+    load_scenario,
+    load_scenario_text,
+    lower,
+    to_protocol_lines,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EX = ROOT / "docs" / "examples"
+
+
+def munmap(start: int, end: int, *, floor: int | None = None, ceiling: int | None = None,
+           granule: str = "4k", va_bits: int = 48, extra: str = "") -> GatherStep:
+    fields = f"start = {start:#x}\nend = {end:#x}\n"
+    if floor is not None:
+        fields += f"floor = {floor:#x}\n"
+    if ceiling is not None:
+        fields += f"ceiling = {ceiling:#x}\n"
+    sc = load_scenario_text(f'granule = "{granule}"\nva_bits = {va_bits}\n{extra}'
+                            f'[[step]]\nkind = "munmap"\n{fields}')
+    step = lower(sc).steps[0].step
+    assert isinstance(step, GatherStep)
+    return step
+
+
+def test_munmap_of_one_pte_table_between_close_neighbours_frees_only_it() -> None:
+    step = munmap(0x40000000, 0x40200000, floor=0x3FE00000, ceiling=0x40400000)
+    assert step.ops == (GatherOp("remove_pte", 0x40000000, 512), GatherOp("flush"),
+                        GatherOp("free_pte_table", 0x40000000))
+
+
+def test_partial_tables_shared_with_neighbours_are_kept() -> None:
+    step = munmap(0x40100000, 0x40300000)  # floor/ceiling default to start/end
+    assert step.ops == (GatherOp("remove_pte", 0x40100000, 512), GatherOp("flush"))
+    step = munmap(0x40100000, 0x40300000, floor=0x40000000, ceiling=0x40400000)
+    assert step.ops[2:] == (GatherOp("free_pte_table", 0x40000000),
+                            GatherOp("free_pte_table", 0x40200000))
+
+
+def test_full_teardown_frees_every_level_including_the_folded_p4d() -> None:
+    step = munmap(0x1000, 0x2000, floor=0, ceiling=0)
+    assert step.ops == (GatherOp("remove_pte", 0x1000, 1), GatherOp("flush"),
+                        GatherOp("free_pte_table", 0), GatherOp("free_pmd_table", 0),
+                        GatherOp("free_pud_table", 0), GatherOp("free_p4d_table", 0))
+
+
+@pytest.mark.parametrize(("granule", "va_bits", "tail"), [
+    # 4 levels: the PUD table spans 512G, not freed; the PMD table (1G) is
+    ("4k", 48, ("free_pmd_table",)),
+    # 3 levels: PUD folded; its free and the p4d one follow the 1G PMD table's
+    ("4k", 39, ("free_pmd_table", "free_pud_table", "free_p4d_table")),
+    # 16K/47: the PMD table spans 64G: kept
+    ("16k", 47, ()),
+])
+def test_aligned_1g_munmap_per_configuration(granule: str, va_bits: int,
+                                             tail: tuple[str, ...]) -> None:
+    step = munmap(0x40000000, 0x80000000, granule=granule, va_bits=va_bits)
+    names = [op.op for op in step.ops]
+    pmd = {"4k": 1 << 21, "16k": 1 << 25}[granule]
+    assert names[:2] == ["remove_pte", "flush"]
+    assert names.count("free_pte_table") == (1 << 30) // pmd
+    assert tuple(n for n in names if n not in ("remove_pte", "flush", "free_pte_table")) == tail
+
+
+def test_two_level_configuration_calls_the_folded_frees_per_top_entry() -> None:
+    step = munmap(0x40000000, 0x60000000, granule="64k", va_bits=42)   # one 512M entry
+    assert step.ops[2:] == (GatherOp("free_pte_table", 0x40000000),
+                            GatherOp("free_pmd_table", 0x40000000),
+                            GatherOp("free_pud_table", 0x40000000),
+                            GatherOp("free_p4d_table", 0x40000000))
+
+
+def test_a_table_freed_by_one_step_is_not_freed_again() -> None:
+    sc = load_scenario(EX / "munmap-2m.toml")
+    text = (EX / "munmap-2m.toml").read_text()
+    twice = load_scenario_text(text + text[text.index("[[step]]"):])
+    steps = lower(twice).steps
+    assert steps[0].step == lower(sc).steps[0].step
+    assert steps[1].step == GatherStep(False, (GatherOp("remove_pte", 0x40000000, 512),
+                                               GatherOp("flush")))
+
+
+def test_zap_order_and_blocks_in_the_thp_example() -> None:
+    step = lower(load_scenario(EX / "thp.toml")).steps[0].step
+    assert isinstance(step, GatherStep)
+    assert step.ops == (GatherOp("remove_pte", 0x200000000, 16),
+                        GatherOp("remove_pmd", 0x200200000), GatherOp("remove_pmd", 0x200400000),
+                        GatherOp("remove_pte", 0x2007FF000, 1), GatherOp("flush"),
+                        GatherOp("free_pte_table", 0x200000000),
+                        GatherOp("free_pte_table", 0x200600000))
+
+
+def test_protocol_lines_of_the_basic_example() -> None:
+    lines = to_protocol_lines(load_scenario(EX / "basic.toml"), scn_id=7, policy="v4.20")
+    assert lines == [
+        "SCN id=7 policy=v4.20 granule=4k va_bits=48 asid=42 kpti=0 ttl=0 tlbirange=0 "
+        "inject=none",
+        "MAP level=3 addr=0x400000 count=512",
+        "MAP level=2 addr=0x800000 count=1",
+        "KMAP addr=0xffff000008000000 count=16",
+        "STEP n=1 kind=gather fullmm=0",
+        "OP name=remove_pte addr=0x400000 count=512",
+        "OP name=remove_pmd addr=0x800000",
+        "OP name=free_pte_table addr=0x400000",
+        "OP name=flush",
+        "STEP n=2 kind=flush_tlb_kernel_range start=0xffff000008000000 end=0xffff000008010000",
+        "STEP n=3 kind=flush_tlb_page addr=0x400000",
+        "GO",
+    ]
+
+
+def test_protocol_lines_of_a_munmap_carry_the_lowered_calls() -> None:
+    sc = load_scenario(EX / "munmap-2m.toml")
+    assert to_protocol_lines(sc, policy="v6.19", inject="skip_dsb") == [
+        "SCN id=0 policy=v6.19 granule=4k va_bits=48 asid=42 kpti=0 ttl=0 tlbirange=0 "
+        "inject=skip_dsb",
+        "MAP level=3 addr=0x40000000 count=512",
+        "STEP n=1 kind=gather fullmm=0",
+        "OP name=remove_pte addr=0x40000000 count=512",
+        "OP name=flush",
+        "OP name=free_pte_table addr=0x40000000",
+        "GO",
+    ]
+    with pytest.raises(ScenarioError, match="no policy given"):
+        to_protocol_lines(sc)
+
+
+def test_layout_maps_what_raw_steps_touch() -> None:
+    sc = load_scenario_text(
+        '[[map]]\nlevel = 2\naddr = 0x200000\ncount = 1\n'
+        '[[step]]\nkind = "gather"\nops = [ { op = "free_pte_table", addr = 0x600000 } ]\n'
+        '[[step]]\nkind = "flush_tlb_range"\nstart = 0x0\nend = 0x400000\n'
+        '[[step]]\nkind = "flush_tlb_kernel_range"\nstart = 0xffff000000001000\n'
+        'end = 0xffff000000003000\n')
+    lay = guest_layout(sc)
+    # [0x200000, 0x400000) is already a block: only the gap gets pages
+    assert lay.user == (Mapping(3, 0, 512), Mapping(2, 0x200000, 1), Mapping(3, 0x600000, 1))
+    assert lay.kernel == (KernelMapping(0xFFFF000000001000, 2),)
+
+
+def test_layout_conflicts_are_reported() -> None:
+    sc = load_scenario_text('[[map]]\nlevel = 2\naddr = 0x200000\n'
+                            '[[step]]\nkind = "gather"\n'
+                            'ops = [ { op = "remove_pte", addr = 0x200000 } ]\n')
+    with pytest.raises(ScenarioError, match="mappings overlap at 0x200000"):
+        guest_layout(sc)
+    sc = load_scenario_text('[[map]]\nlevel = 2\naddr = 0x200000\n'
+                            '[[step]]\nkind = "gather"\n'
+                            'ops = [ { op = "free_pte_table", addr = 0x200000 } ]\n')
+    with pytest.raises(ScenarioError, match=r"step 1: ops\[0\]\.addr: free_pte_table at 0x200000"):
+        guest_layout(sc)
