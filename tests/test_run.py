@@ -102,20 +102,35 @@ def test_cli_bad_definition_is_bad_input(tmp_path: Path) -> None:
     assert "broken.toml: key 'smp': expected an integer" in out.stderr
 
 
-def test_cli_hang_is_infra(guests_dir: Path) -> None:
+def test_cli_hang_is_infra(guests_dir: Path, tmp_path: Path) -> None:
     out = shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
-                    "--debug-command", "hang")
+                    "--debug-command", "hang", "--logdir", str(tmp_path / "logs"))
     assert out.returncode == 3
     assert "(hang)" in out.stderr
-    log = out.stderr.split("log: ")[-1].strip()
-    assert Path(log).is_file(), out.stderr
+    log = Path(out.stderr.split("log: ")[-1].strip())
+    assert log.parent == tmp_path / "logs" and "READY" in log.read_text(), out.stderr
 
 
-def test_cli_crash_is_infra(guests_dir: Path) -> None:
+def test_cli_crash_is_infra(guests_dir: Path, tmp_path: Path) -> None:
     out = shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
-                    "--debug-command", "crash")
+                    "--debug-command", "crash", "--logdir", str(tmp_path))
     assert out.returncode == 3
     assert "esr=0x" in out.stderr and "log: " in out.stderr
+    assert "FAULT" in Path(out.stderr.split("log: ")[-1].strip()).read_text()
+
+
+def test_cli_temporary_logdir_kept_only_on_failure(guests_dir: Path, tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    assert shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
+                     env=env).returncode == 0
+    assert list(tmp.iterdir()) == []
+    out = shootdown("run", "--guests-dir", str(guests_dir), "--guest", "quick",
+                    "--debug-command", "crash", env=env)
+    assert out.returncode == 3
+    (kept,) = tmp.iterdir()
+    assert kept.name.startswith("shootdown-") and str(kept) in out.stderr
 
 
 def test_cli_missing_qemu_is_infra(firmware_elf: Path) -> None:

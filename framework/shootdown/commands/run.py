@@ -74,10 +74,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = run_smoke(guest, debug_command=args.debug_command)
     except BaseException:
-        import shutil
-
         if temporary and not os.path.exists(log_path):  # nothing to keep: QEMU never started
-            shutil.rmtree(logdir, ignore_errors=True)
+            remove_logdir(logdir, log_path)
         raise
 
     if args.json:
@@ -87,9 +85,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(format_result(result))
     if result.verdict.ok and temporary and not args.keep:
-        import shutil
-
-        shutil.rmtree(logdir, ignore_errors=True)
+        remove_logdir(logdir, log_path)
     elif not args.json:
         print(f"log: {log_path}")
     else:
@@ -101,11 +97,9 @@ def _while_booting(guest: Guest) -> None:
     """What the verdict needs, done while QEMU boots instead of after it exits.
 
     The imports, and the QEMU version (the launcher caches it; on a cache
-    miss this runs ``qemu --version`` alongside the guest).
+    miss this runs ``qemu --version`` alongside the guest).  ``json`` is only
+    imported for ``--json``.
     """
-    import json  # noqa: F401
-    import shutil  # noqa: F401
-
     import shootdown.result
     import shootdown.trace.console  # noqa: F401
 
@@ -128,6 +122,20 @@ def new_logdir() -> str:
             continue
         return path
     raise FileExistsError(stem)
+
+
+def remove_logdir(logdir: str, log_path: str) -> None:
+    """Remove a temporary log directory holding (at most) the console log.
+
+    Anything else found in it is left alone, and so is the directory.
+    """
+    for path, remove in ((log_path, os.remove), (logdir, os.rmdir)):
+        try:
+            remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
 
 
 def launcher_for(definition: GuestDefinition) -> Launcher:
