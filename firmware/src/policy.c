@@ -252,7 +252,7 @@ static void range_loop_scale_up(enum tlbi_op op, uint64_t start, uint64_t pages,
 {
 	unsigned scale = 0;
 
-	while (pages > 0 && scale <= 3) {
+	while (pages > 0) {
 		int num;
 
 		if (!tlb_env.range || pages % 2 == 1) {
@@ -261,6 +261,8 @@ static void range_loop_scale_up(enum tlbi_op op, uint64_t start, uint64_t pages,
 			pages -= stride >> PAGE_SHIFT;
 			continue;
 		}
+		if (scale > 3)
+			break;		/* unreachable below MAX_TLBI_RANGE_PAGES */
 		num = (int)((pages >> (5 * scale + 1)) & 31) - 1;
 		if (num >= 0) {
 			range_op(op, start, asid, scale, num, level, user);
@@ -283,7 +285,7 @@ static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t page
 {
 	int scale = 3;
 
-	while (pages > 0 && scale >= 0) {
+	while (pages > 0) {
 		int num;
 
 		if (!tlb_env.range || pages == 1) {
@@ -292,6 +294,8 @@ static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t page
 			pages -= stride >> PAGE_SHIFT;
 			continue;
 		}
+		if (scale < 0)
+			break;		/* only with range_num_overflow: pages are left over */
 		if (clamp_num && !injected(BUG_RANGE_NUM_OVERFLOW)) {
 			uint64_t p = pages < tlbi_range_pages(31, scale) ? pages
 								       : tlbi_range_pages(31, scale);
