@@ -6,6 +6,9 @@ These boot the real firmware under QEMU and ask it to misbehave
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,3 +126,20 @@ def test_payload_that_is_not_shootdown(make_guest: Callable[..., Path], minimal_
 def test_errors_are_infra_errors() -> None:
     for cls in (GuestCrash, GuestTimeout, LaunchError):
         assert issubclass(cls, InfraError)
+
+
+def test_ctrl_c_leaves_no_qemu(guests_dir: Path, tmp_path: Path) -> None:
+    """An interrupted ``shootdown run`` still kills its QEMU (the finally path)."""
+    log = tmp_path / "quick-4k.console.log"
+    proc = subprocess.Popen([sys.executable, "-m", "shootdown.cli", "run", "--guests-dir",
+                             str(guests_dir), "--guest", "quick", "--logdir", str(tmp_path),
+                             "--debug-command", "hang"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "READY" in log.read_text()):
+        assert time.monotonic() < deadline, "the guest never became ready"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    # no_leftover_qemu (autouse for this module) checks that QEMU is gone.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shootdown.errors import FirmwareError
+from shootdown.errors import ConfigError, FirmwareError
 from shootdown.firmware import FirmwareInfo, quick_check
 from shootdown.guest.definition import find_guest
 from shootdown.guest.launcher import LocalProcess
@@ -138,3 +138,28 @@ def test_cli_missing_qemu_is_infra(firmware_elf: Path) -> None:
     assert out.returncode == 3
     assert "QEMU binary not found" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_granule_the_cpu_lacks_is_bad_input(firmware_elf: Path, qemu: str,
+                                            tmp_path: Path) -> None:
+    # QEMU's Cortex-A57 does not implement the 16K granule (ID_AA64MMFR0_EL1.TGran16 = 0).
+    guest = Guest(find_guest("virt-a57"), log_path=tmp_path / "c.log", granule="16k")
+    with pytest.raises(ConfigError, match="granule_unsupported"):
+        guest.launch()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("granule", ["4k", "16k", "64k"])
+@pytest.mark.parametrize("name", ["virt-a57", "virt-a72", "virt-max"])
+def test_matrix(name: str, granule: str, firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
+    """Every shipped guest with every granule: smoke passes, or the CPU lacks the granule."""
+    guest = Guest(find_guest(name), log_path=tmp_path / "c.log", granule=granule)
+    if granule == "16k" and name != "virt-max":
+        with pytest.raises(ConfigError, match="granule_unsupported"):
+            guest.launch()
+        return
+    with guest:
+        assert guest.begin is not None and guest.begin.text("granule") == granule
+        smoke = guest.command("SMOKE")
+    assert [r.text("status") for r in smoke if r.tag == "SMOKE"] == ["pass"]
+    assert guest.exit_status == 0

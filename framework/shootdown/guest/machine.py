@@ -25,6 +25,8 @@ Failure handling, all converted once, here, into the package's exceptions:
   with the first line QEMU printed (its error message);
   QEMU ending later -> :class:`~shootdown.errors.GuestCrash`;
 * bad records -> :class:`~shootdown.errors.ProtocolError`;
+* the firmware refusing the guest at boot (``ERR cmd=boot``, e.g. a
+  granule the CPU lacks) -> :class:`~shootdown.errors.ConfigError`;
 * ``BEGIN`` naming another build-id or granule than the ELF booted ->
   :class:`~shootdown.errors.FirmwareError` (stale or mismatched firmware).
 
@@ -40,6 +42,7 @@ import time
 from typing import TYPE_CHECKING
 
 from shootdown.errors import (
+    ConfigError,
     FirmwareError,
     GuestCrash,
     GuestTimeout,
@@ -419,8 +422,19 @@ class Guest:
                               tail=self._tail())
         if eof_ok and self.parser.ended:
             return out
-        raise GuestCrash(f"{self.definition.name}: QEMU exited with status {status} while "
-                         f"waiting for {what} (last record: {self.records[-1].line})",
+        name = self.definition.name
+        refusal = next((r for r in self.records if r.tag == "ERR" and r.get("cmd") == "boot"),
+                       None)
+        if refusal is not None:  # e.g. a granule the CPU does not implement
+            raise ConfigError(f"{name}: the firmware cannot run on this guest: "
+                              f"{refusal.get('why')} (cpu {self.definition.cpu}, granule "
+                              f"{self.granule})")
+        if self.parser.ended:
+            raise GuestCrash(f"{name}: the guest powered off (END status="
+                             f"{self.records[-1].get('status')}) while waiting for {what}",
+                             log_path=self.log_path, tail=self._tail())
+        raise GuestCrash(f"{name}: QEMU exited with status {status} while waiting for {what} "
+                         f"(last record: {self.records[-1].line})",
                          log_path=self.log_path, tail=self._tail())
 
     # -- failure ---------------------------------------------------------
