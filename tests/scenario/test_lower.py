@@ -5,19 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shootdown.errors import ScenarioError
 from shootdown.scenario import (
     GatherOp,
     GatherStep,
+    Geometry,
     KernelMapping,
     Mapping,
     guest_layout,
     load_scenario,
     load_scenario_text,
     lower,
+    parse_scenario,
     to_protocol_lines,
 )
+from shootdown.scenario.geometry import GRANULE_VA_BITS
 
 ROOT = Path(__file__).resolve().parents[2]
 EX = ROOT / "docs" / "examples"
@@ -163,3 +168,54 @@ def test_layout_conflicts_are_reported() -> None:
                             'ops = [ { op = "free_pte_table", addr = 0x200000 } ]\n')
     with pytest.raises(ScenarioError, match=r"step 1: ops\[0\]\.addr: free_pte_table at 0x200000"):
         guest_layout(sc)
+
+
+# --- property: free_pgtables frees exactly the tables between floor and ceiling -----
+
+
+GEOMETRIES = [Geometry(g, v) for g, vs in GRANULE_VA_BITS.items() for v in vs]
+
+
+@st.composite
+def munmaps(draw: st.DrawFn) -> tuple[Geometry, int, int, int, int]:
+    geo = draw(st.sampled_from(GEOMETRIES))
+    # a window of two top-level-table spans below the PUD table's, in pages
+    span = 2 * max(geo.pud_size, 8 * geo.pmd_size)
+    pages = span // geo.page_size
+    a = draw(st.integers(0, pages - 1))
+    b = draw(st.integers(a + 1, min(pages, a + draw(st.sampled_from([1, 700, pages])))))
+    f = draw(st.integers(0, a))
+    c = draw(st.one_of(st.just(0), st.integers(b, pages + 4)))
+    ps = geo.page_size
+    return geo, a * ps, b * ps, f * ps, c * ps
+
+
+@settings(max_examples=200, deadline=None)
+@given(munmaps())
+def test_munmap_frees_exactly_the_tables_inside_floor_and_ceiling(
+        case: tuple[Geometry, int, int, int, int]) -> None:
+    geo, start, end, floor, ceiling = case
+    sc = parse_scenario({"granule": geo.granule, "va_bits": geo.va_bits,
+                         "step": [{"kind": "munmap", "start": start, "end": end,
+                                   "floor": floor, "ceiling": ceiling}]})
+    step = lower(sc).steps[0].step
+    assert isinstance(step, GatherStep)
+    top = ceiling or geo.task_size
+
+    def expected(size: int) -> set[int]:
+        first = start - start % size
+        return {x for x in range(first, end, size) if floor <= x and x + size <= top}
+
+    freed = {name: {op.addr for op in step.ops if op.op == name}
+             for name in ("free_pte_table", "free_pmd_table", "free_pud_table")}
+    assert freed["free_pte_table"] == expected(geo.pmd_size)
+    if geo.levels >= 3:
+        assert freed["free_pmd_table"] == expected(geo.pud_size)
+    if geo.levels == 4:
+        assert freed["free_pud_table"] == expected(geo.pgdir_size)
+    # post-order: a table goes after every table below it
+    for k, op in enumerate(step.ops):
+        span = {"free_pmd_table": geo.pud_size, "free_pud_table": geo.pgdir_size}.get(op.op)
+        if span and geo.levels >= (3 if op.op == "free_pmd_table" else 4):
+            later = [o for o in step.ops[k + 1:] if o.op == "free_pte_table"]
+            assert not any(op.addr <= o.addr < op.addr + span for o in later)
