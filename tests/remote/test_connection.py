@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -158,7 +159,8 @@ def test_upload_skipped_when_hash_matches(ssh_env: Sshd, tmp_path: Path,
     cache = tmp_path / "remote-cache"
     with Connection(resolve_host(ALIAS)) as conn:
         remote = conn.upload_cached(local, cache_dir=str(cache))
-        assert remote == str(cache / local.name)
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        assert remote == str(cache / f"{digest[:16]}-{local.name}")
         assert Path(remote).read_bytes() == local.read_bytes()
         assert "uploaded" in caplog.text
         mtime = os.stat(remote).st_mtime_ns
@@ -166,13 +168,19 @@ def test_upload_skipped_when_hash_matches(ssh_env: Sshd, tmp_path: Path,
         assert conn.upload_cached(local, cache_dir=str(cache)) == remote
         assert "upload skipped" in caplog.text and "uploaded" not in caplog.text
         assert os.stat(remote).st_mtime_ns == mtime
-        # A different build with the same name is uploaded again.
-        local.write_bytes(os.urandom(1000))
+        # A remote copy that was damaged is replaced.
+        Path(remote).write_bytes(b"garbage")
         caplog.clear()
-        conn.upload_cached(local, cache_dir=str(cache))
+        assert conn.upload_cached(local, cache_dir=str(cache)) == remote
         assert "uploaded" in caplog.text
         assert Path(remote).read_bytes() == local.read_bytes()
-    assert sorted(p.name for p in cache.iterdir()) == [local.name], "no temporary left"
+        # A different build with the same name goes beside it, not over it.
+        first = local.read_bytes()
+        local.write_bytes(os.urandom(1000))
+        other = conn.upload_cached(local, cache_dir=str(cache))
+        assert other != remote and Path(other).read_bytes() == local.read_bytes()
+        assert Path(remote).read_bytes() == first
+    assert len(list(cache.iterdir())) == 2, "no temporary file left"
 
 
 def test_upload_hostile_file_name(ssh_env: Sshd, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ ROM for ever: a hung guest without needing the firmware build.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -190,6 +191,27 @@ def test_kernel_is_uploaded_and_rewritten(launcher: SshLauncher, tmp_path: Path)
     remote = argv[2]
     assert remote != str(fw) and Path(remote).read_bytes() == fw.read_bytes()
     assert argv[:2] == ["qemu-system-aarch64", "-kernel"] and argv[3:] == ["-m", "64M"]
+
+
+def test_stale_remote_copy_is_uploaded_again(launcher: SshLauncher, tmp_path: Path) -> None:
+    """The start script notices a damaged cached file; the launcher re-uploads and retries."""
+    fw = tmp_path / "payload.bin"
+    fw.write_bytes(os.urandom(4096))
+    # "-kernel <file>" marks the file for upload; sh sees $0=-kernel, $1=the remote copy.
+    argv = ["sh", "-c", 'sha256sum < "$1"', "-kernel", str(fw)]
+    proc = launcher.spawn(argv, tmp_path / "log1")
+    proc.console.expect(pexpect.EOF, timeout=10)
+    proc.kill()
+    digest = hashlib.sha256(fw.read_bytes()).hexdigest()
+    assert digest.encode() in (tmp_path / "log1").read_bytes()
+    cached = next((tmp_path / "remote-cache").iterdir())
+    cached.write_bytes(b"damaged")
+    launcher._verified.clear()  # a new launcher would not know either
+    proc = launcher.spawn(argv, tmp_path / "log2")
+    proc.console.expect(pexpect.EOF, timeout=10)
+    proc.kill()
+    assert digest.encode() in (tmp_path / "log2").read_bytes()
+    assert cached.read_bytes() == fw.read_bytes()
 
 
 def test_trace_options_refused(launcher: SshLauncher) -> None:

@@ -34,6 +34,7 @@ import os
 import posixpath
 import select
 import shlex
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -75,6 +76,16 @@ def shell_join(argv: Sequence[str]) -> str:
         if "\0" in arg:
             raise RemoteError(f"remote command argument contains NUL: {arg!r}")
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def remote_cache_path(local: Path, digest: str, cache_dir: str = REMOTE_CACHE_DIR) -> str:
+    """Where ``local`` (with SHA-256 ``digest``) lives in the host's cache.
+
+    ``<cache_dir>/<first 16 hex digits>-<file name>``: content-addressed, so
+    two builds of ``shootdown-4k.elf`` from two checkouts never replace each
+    other under a running QEMU, and the name still tells people what it is.
+    """
+    return posixpath.join(cache_dir, f"{digest[:16]}-{local.name}")
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ class Connection:
 
     def connect(self) -> None:
         """Open the chain jump1 -> ... -> host; each hop's key is checked."""
-        sock: paramiko.Channel | None = None
+        sock: paramiko.Channel | socket.socket | None = None
         chain = (*self.host.jumps, self.host)
         try:
             for i, hop in enumerate(chain):
@@ -147,7 +158,24 @@ class Connection:
             raise RemoteError(f"{hop.describe()}: cannot forward to "
                               f"{nxt.hostname}:{nxt.port} (ProxyJump): {exc}") from exc
 
-    def _connect_one(self, hop: SshHost, sock: paramiko.Channel | None) -> paramiko.SSHClient:
+    def _open_socket(self, hop: SshHost) -> socket.socket:
+        """TCP to the first hop, with Nagle off.
+
+        paramiko leaves Nagle's algorithm on; every small SSH message (a
+        channel open, a console command) then waits for the peer's delayed
+        ACK, 40 ms a time on Linux.
+        """
+        try:
+            sock = socket.create_connection((hop.hostname, hop.port), timeout=self.timeout)
+        except (OSError, ValueError) as exc:
+            raise RemoteError(f"{hop.describe()}: cannot connect: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect_one(self, hop: SshHost,
+                     sock: paramiko.Channel | socket.socket | None) -> paramiko.SSHClient:
+        if sock is None:
+            sock = self._open_socket(hop)
         client = paramiko.SSHClient()
         for path in hop.global_known_hosts:
             if os.path.exists(path):
@@ -243,22 +271,27 @@ class Connection:
             chan.exec_command(command)
             chan.shutdown_write()  # no stdin: a command that reads it sees EOF
             while True:
+                remaining = deadline - time.monotonic()
                 if chan.recv_ready():
                     out.append(chan.recv(65536))
                 elif chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(65536))
-                elif chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                elif chan.eof_received or chan.closed:
+                    # No more output; the exit status may trail the EOF.
+                    chan.status_event.wait(max(remaining, 0))
                     break
-                elif chan.closed or not self.is_active():
-                    raise RemoteError(f"{self.host.describe()}: connection lost while "
-                                      f"running {argv[0]}")
+                elif remaining <= 0:
+                    raise RemoteError(f"{self.host.describe()}: {argv[0]} did not "
+                                      f"finish within {timeout:g} s")
                 else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise RemoteError(f"{self.host.describe()}: {argv[0]} did not "
-                                          f"finish within {timeout:g} s")
                     select.select([chan], [], [], min(remaining, 1.0))
-            status = chan.recv_exit_status()
+            if not chan.exit_status_ready():
+                raise RemoteError(f"{self.host.describe()}: {argv[0]} did not "
+                                  f"finish within {timeout:g} s")
+            status = chan.exit_status
+            if status == -1 and not self.is_active():
+                raise RemoteError(f"{self.host.describe()}: connection lost while "
+                                  f"running {argv[0]}")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"{self.host.describe()}: {argv[0]}: {exc}") from exc
         finally:
@@ -296,28 +329,31 @@ class Connection:
     def remote_sha256(self, path: str) -> str | None:
         """SHA-256 of a file on the host (``sha256sum``), None if it does not exist."""
         result = self.run(["sha256sum", "--", path], check=False)
-        if result.exit_status != 0:
+        if result.exit_status != 0 or not result.stdout:
             return None
-        digest = result.stdout.split(maxsplit=1)[0].decode("ascii", errors="replace") \
-            if result.stdout else ""
-        return digest.lower() if len(digest) == 64 else None
+        # sha256sum marks a line whose file name needed escaping with a leading '\'.
+        digest = result.stdout.split(maxsplit=1)[0].decode("ascii", errors="replace")
+        digest = digest.lstrip("\\").lower()
+        return digest if len(digest) == 64 else None
 
-    def upload_cached(self, local: Path, *, cache_dir: str = REMOTE_CACHE_DIR) -> str:
+    def upload_cached(self, local: Path, *, cache_dir: str = REMOTE_CACHE_DIR,
+                      digest: str | None = None) -> str:
         """Copy ``local`` into the cache directory on the host; its remote path.
 
-        Skipped when the remote copy's SHA-256 (computed there) equals the
-        local one.  The upload goes to a temporary name and is renamed into
-        place, so a concurrent run never sees half a file and a QEMU already
-        running keeps its old copy.
+        The remote name carries the content's hash (:func:`remote_cache_path`),
+        so builds never overwrite each other and a QEMU already running keeps
+        its file.  Skipped when the remote copy's SHA-256 (computed there with
+        ``sha256sum``) equals the local one.  The upload goes to a temporary
+        name and is renamed into place, so a concurrent run never sees half a
+        file.  A relative ``cache_dir`` is relative to the login directory.
         """
-        digest = sha256_file(local)
-        directory = posixpath.join(self.home, cache_dir)
-        remote = posixpath.join(directory, local.name)
+        digest = digest or sha256_file(local)
+        remote = remote_cache_path(local, digest, cache_dir)
         if self.remote_sha256(remote) == digest:
             log.info("%s: %s is up to date (sha256 %s), upload skipped",
                      self.host.alias, remote, digest[:12])
             return remote
-        self.run(["mkdir", "-p", "--", directory])
+        self.run(["mkdir", "-p", "--", posixpath.dirname(remote)])
         tmp = f"{remote}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             self.sftp.put(str(local), tmp)
@@ -328,7 +364,8 @@ class Connection:
             raise RemoteError(f"{self.host.describe()}: uploading {local} to {remote} "
                               f"failed: {exc}") from exc
         if self.remote_sha256(remote) != digest:
-            raise RemoteError(f"{self.host.describe()}: {remote}: SHA-256 differs after upload")
+            raise RemoteError(f"{self.host.describe()}: {remote}: SHA-256 differs after "
+                              f"upload ({local} changed meanwhile?)")
         log.info("%s: uploaded %s to %s (sha256 %s)", self.host.alias, local, remote,
                  digest[:12])
         return remote

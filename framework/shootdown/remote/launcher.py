@@ -8,11 +8,12 @@ exceptions.  What it does on top:
 - connects lazily, once per launcher, and reuses the connection for every
   guest it spawns (one handshake per host, not per boot);
 - uploads the files QEMU loads (``-kernel``, ``-bios``, ``-dtb``,
-  ``-initrd``) into the per-user cache on the host and rewrites those argv
-  elements to the remote paths (skipped when the remote copy has the same
-  SHA-256);
-- checks that the QEMU binary exists there, so a missing QEMU is a
-  LaunchError naming the host, as it is locally;
+  ``-initrd``) into the per-user cache on the host (content-addressed names)
+  and rewrites those argv elements to the remote paths; the upload is
+  skipped when the remote copy has the same SHA-256, which the start script
+  checks in the same round trip that starts QEMU;
+- has the start script check that the QEMU binary exists there, so a
+  missing QEMU is a LaunchError naming the host, as it is locally;
 - refuses options that would write files on the remote host that we never
   fetch back (``-D``/``-d``: TCG logging, used by ``--trace``).
 
@@ -26,12 +27,17 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from shootdown.errors import ConfigError, FirmwareError, LaunchError
 from shootdown.remote.config import SshHost, resolve_host
-from shootdown.remote.connection import REMOTE_CACHE_DIR, Connection
-from shootdown.remote.process import DEFAULT_MAX_LIFETIME, RemoteProcess
+from shootdown.remote.connection import (
+    REMOTE_CACHE_DIR,
+    Connection,
+    remote_cache_path,
+    sha256_file,
+)
+from shootdown.remote.process import DEFAULT_MAX_LIFETIME, RemoteFilesStale, RemoteProcess
 
 if TYPE_CHECKING:
     from shootdown.guest.definition import GuestDefinition
@@ -81,7 +87,8 @@ class SshLauncher:
                                  or REMOTE_CACHE_DIR)
         self._conn: Connection | None = None
         self._versions: dict[str, str] = {}
-        self._binaries: set[str] = set()
+        #: (sha256, remote path) known to be in place on this host.
+        self._verified: set[tuple[str, str]] = set()
 
     @property
     def connection(self) -> Connection:
@@ -107,9 +114,10 @@ class SshLauncher:
     def describe(self) -> str:
         return f"ssh://{self.host.alias}"
 
-    def remote_argv(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` with the files QEMU loads uploaded and their paths rewritten."""
+    def _plan(self, argv: Sequence[str]) -> tuple[list[str], list[_Upload]]:
+        """The remote argv and the files it needs uploaded (nothing is sent yet)."""
         out = list(argv)
+        uploads: list[_Upload] = []
         for i, arg in enumerate(out[:-1]):
             if arg in TRACE_OPTIONS:
                 raise ConfigError(f"QEMU option {arg}: TCG logging (--trace) is not "
@@ -118,44 +126,71 @@ class SshLauncher:
                 local = Path(out[i + 1])
                 if not local.is_file():
                     raise FirmwareError(f"{local}: no such file (QEMU {arg})")
-                out[i + 1] = self.connection.upload_cached(
-                    local, cache_dir=self.remote_cache_dir)
-        return out
+                digest = sha256_file(local)
+                remote = remote_cache_path(local, digest, self.remote_cache_dir)
+                uploads.append(_Upload(local, digest, remote))
+                out[i + 1] = remote
+        return out, uploads
 
-    def _check_binary(self, binary: str) -> None:
-        if binary in self._binaries:
-            return
-        found = self.connection.run(["sh", "-c", 'command -v -- "$1"', "sh", binary],
-                                    check=False)
-        if found.exit_status != 0:
-            raise LaunchError(f"{binary}: QEMU binary not found on {self.host.describe()} "
-                              "(install qemu-system-arm there, or set --qemu)")
-        self._binaries.add(binary)
+    def remote_argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` with the files QEMU loads uploaded now and their paths rewritten."""
+        remote, uploads = self._plan(argv)
+        for up in uploads:
+            self.connection.upload_cached(up.local, cache_dir=self.remote_cache_dir,
+                                          digest=up.digest)
+            self._verified.add((up.digest, up.remote))
+        return remote
 
-    def spawn(self, argv: Sequence[str], log_path: Path) -> RemoteProcess:
-        """Start ``argv`` on the host; every console byte goes to ``log_path``."""
+    def spawn(self, argv: Sequence[str], log_path: str | os.PathLike[str]) -> RemoteProcess:
+        """Start ``argv`` on the host; every console byte goes to ``log_path``.
+
+        The start script checks the uploaded files (those not yet seen on this
+        connection) in the same round trip; only when one is missing or
+        different are they uploaded and QEMU started again.
+        """
         if not argv:
             raise LaunchError("empty QEMU command line")
-        self._check_binary(argv[0])
-        remote = self.remote_argv(argv)
+        remote, uploads = self._plan(argv)
+        conn = self.connection
         log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
         try:
-            return RemoteProcess.start(self.connection, remote, log_file,
-                                       max_lifetime=self.max_lifetime)
+            checks = [(u.digest, u.remote) for u in uploads
+                      if (u.digest, u.remote) not in self._verified]
+            try:
+                proc = RemoteProcess.start(conn, remote, log_file,
+                                           max_lifetime=self.max_lifetime, checks=checks)
+            except RemoteFilesStale:
+                for up in uploads:
+                    conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
+                                       digest=up.digest)
+                proc = RemoteProcess.start(conn, remote, log_file,
+                                           max_lifetime=self.max_lifetime)
         except BaseException:
             log_file.close()
             raise
+        self._verified.update((u.digest, u.remote) for u in uploads)
+        return proc
 
     def qemu_version(self, binary: str) -> str:
         """First line of ``binary --version`` on the host (cached per launcher)."""
         if binary not in self._versions:
-            self._check_binary(binary)
             result = self.connection.run([binary, "--version"], check=False)
+            if result.exit_status == 127:
+                raise LaunchError(f"{binary}: QEMU binary not found on "
+                                  f"{self.host.describe()}")
             lines = (result.stdout or result.stderr).decode(errors="replace").strip()
             first = lines.splitlines()[0] if lines else \
                 f"unknown (exit status {result.exit_status})"
             self._versions[binary] = first
         return self._versions[binary]
+
+
+class _Upload(NamedTuple):
+    """A local file QEMU loads, and where it goes on the host."""
+
+    local: Path
+    digest: str
+    remote: str
 
 
 def launcher_for(target: str | GuestDefinition, *,

@@ -8,11 +8,15 @@ How the remote process is started
 ---------------------------------
 One session channel with a pseudo-terminal runs::
 
-    exec /bin/sh -c 'stty -echo; echo "<marker><pid>"; exec "$@"' shootdown-qemu ARGV...
+    exec /bin/sh -c START_SCRIPT shootdown-qemu BINARY [SHA256 PATH]... -- ARGV...
 
 with every word quoted (:func:`~shootdown.remote.connection.shell_join`).
-The script is a constant; the QEMU argv reaches ``sh`` as positional
-parameters and is never parsed as shell code.  Because sshd gives a pty
+:data:`START_SCRIPT` is a constant; the binary, the files and the QEMU argv
+reach ``sh`` as positional parameters and are never parsed as shell code.
+Before starting QEMU the script checks, in the same round trip, that each
+uploaded file is there with its SHA-256 (``sha256sum``) and that the binary
+exists; it answers with a marker line (stale files, missing binary, or the
+pid), so a warm start costs one exec, not three.  Because sshd gives a pty
 session its own ``setsid()`` and every step ``exec``\\ s, QEMU ends up with
 the pid ``sh`` printed, leading its own session and process group, with the
 pty as its controlling terminal.  That gives us:
@@ -49,12 +53,13 @@ import re
 import select
 import signal
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 import pexpect
 import pexpect.spawnbase
 
-from shootdown.errors import RemoteError
+from shootdown.errors import LaunchError, RemoteError
 from shootdown.remote.connection import shell_join
 
 if TYPE_CHECKING:
@@ -67,9 +72,20 @@ log = logging.getLogger(__name__)
 #: Printed by the start script before ``exec``; never part of the console log.
 PID_MARKER = b"@@shootdown-remote-pid="
 _PID_RE = re.compile(re.escape(PID_MARKER) + rb"(\d+)@@\r?\n")
-#: The start script; ``$@`` is the QEMU argv.  A constant: nothing is pasted in.
-START_SCRIPT = ('stty -echo 2>/dev/null; '
-                f'echo "{PID_MARKER.decode()}$$@@"; exec "$@"')
+_STALE_MARK = b"@@shootdown-remote-stale@@"
+_MISSING_MARK = b"@@shootdown-remote-missing@@"
+#: The start script.  ``$1`` is the QEMU binary, then (sha256, path) pairs up
+#: to ``--``, then the argv.  A constant: nothing is pasted into it.
+START_SCRIPT = (
+    'stty -echo 2>/dev/null; '
+    'bin=$1; shift; '
+    'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do '
+    'sum=$(sha256sum -- "$2" 2>/dev/null); sum=${sum#\\\\}; sum=${sum%% *}; '
+    f'if [ "$sum" != "$1" ]; then echo "{_STALE_MARK.decode()}"; exit 0; fi; '
+    'shift 2; done; shift; '
+    'command -v -- "$bin" >/dev/null 2>&1 || '
+    f'{{ echo "{_MISSING_MARK.decode()}"; exit 127; }}; '
+    f'echo "{PID_MARKER.decode()}$$@@"; exec "$@"')
 #: Seconds to wait for the start script to report the pid.
 START_TIMEOUT = 30.0
 #: Seconds after which a remote QEMU is killed whatever happens (watchdog of
@@ -79,9 +95,20 @@ DEFAULT_MAX_LIFETIME = 6 * 3600
 _EOF_GRACE = 2.0
 
 
-def start_command(argv: list[str], max_lifetime: float | None) -> str:
-    """The remote command line that starts ``argv`` (all of it quoted)."""
-    words = ["/bin/sh", "-c", START_SCRIPT, "shootdown-qemu"]
+class RemoteFilesStale(RemoteError):
+    """An uploaded file is missing on the host or has another hash: upload, retry."""
+
+
+def start_command(argv: list[str], max_lifetime: float | None,
+                  checks: Sequence[tuple[str, str]] = ()) -> str:
+    """The remote command line that starts ``argv`` (all of it quoted).
+
+    ``checks``: (sha256, remote path) of files that must be in place first.
+    """
+    words = ["/bin/sh", "-c", START_SCRIPT, "shootdown-qemu", argv[0]]
+    for digest, path in checks:
+        words += [digest, path]
+    words.append("--")
     if max_lifetime:
         words += ["timeout", "--kill-after=10", f"{int(max_lifetime)}"]
     return "exec " + shell_join([*words, *argv])
@@ -196,9 +223,14 @@ class RemoteProcess:
 
     @classmethod
     def start(cls, conn: Connection, argv: list[str], log_file: BinaryIO, *,
-              max_lifetime: float | None = DEFAULT_MAX_LIFETIME) -> RemoteProcess:
-        """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``."""
-        command = start_command(argv, max_lifetime)
+              max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
+              checks: Sequence[tuple[str, str]] = ()) -> RemoteProcess:
+        """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``.
+
+        Raises :class:`RemoteFilesStale` when a file of ``checks`` is not in
+        place (nothing was started), LaunchError when ``argv[0]`` is not found.
+        """
+        command = start_command(argv, max_lifetime, checks)
         log.debug("%s: start %s", conn.host.alias, command)
         channel = conn.open_session()
         where = conn.host.alias
@@ -207,7 +239,8 @@ class RemoteProcess:
             channel.exec_command(command)
             console = ChannelSpawn(channel, where)
             try:
-                console.expect(_PID_RE, timeout=START_TIMEOUT)
+                which = console.expect([_PID_RE, re.escape(_STALE_MARK),
+                                        re.escape(_MISSING_MARK)], timeout=START_TIMEOUT)
             except pexpect.EOF as exc:
                 out = (console.before or b"").decode(errors="replace").strip()
                 raise RemoteError(f"{where}: the start script exited before QEMU "
@@ -215,6 +248,12 @@ class RemoteProcess:
             except pexpect.TIMEOUT as exc:
                 raise RemoteError(f"{where}: QEMU did not start within "
                                   f"{START_TIMEOUT:g} s") from exc
+            if which == 1:
+                raise RemoteFilesStale(f"{where}: uploaded files missing or changed")
+            if which == 2:
+                raise LaunchError(f"{argv[0]}: QEMU binary not found on "
+                                  f"{conn.host.describe()} (install qemu-system-arm there, "
+                                  "or set --qemu)")
         except BaseException:
             channel.close()
             raise
