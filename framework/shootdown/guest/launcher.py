@@ -10,8 +10,9 @@ process it can kill), not on the driver.
 The contract, for any launcher:
 
 * ``spawn(argv, log_path)`` starts ``argv`` (``argv[0]`` is the QEMU
-  binary) with the guest's first serial port on the returned console, and writes
-  every byte read from that console to ``log_path`` (created or truncated).
+  binary) with the guest's first serial port on the returned console, and
+  writes every byte read from that console to ``log_path`` (a path string;
+  created or truncated).
   A binary that cannot be started raises :class:`~shootdown.errors.LaunchError`
   (or :class:`~shootdown.errors.RemoteError` for a host that cannot be
   reached) with a one-line message naming the cause.  A QEMU that starts and
@@ -49,7 +50,6 @@ if TYPE_CHECKING:  # imported once QEMU runs, not before: start-up time
     from pathlib import Path
 
     import pexpect.fdpexpect
-
 
 
 def _logger() -> logging.Logger:

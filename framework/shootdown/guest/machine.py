@@ -144,7 +144,6 @@ class Guest:
         self.t_exit: float | None = None
         self._proc: ConsoleProcess | None = None
         self._ready = False
-        self._commands = 0
         self._error: ShootdownError | None = None
         self._shut_down = False
         self._exit_status: int | None = None
@@ -223,7 +222,6 @@ class Guest:
             _debug("-> %s", line)
             self._proc.console.send(encode_command(line))
             self._ready = False
-            self._commands += 1
             out = self._read_until(lambda r: r.tag == "READY", f"the answer to {word}",
                                    deadline=None)
             self._ready = True
@@ -302,12 +300,10 @@ class Guest:
                          deadline=boot_deadline)
         self.t_ready = time.monotonic()
         self._ready = True
-        self._check_begin()
 
-    def _check_begin(self) -> None:
-        begin = self.records[0]
+    def _check_begin(self, begin: Record) -> None:
+        """Check BEGIN as soon as it arrives: protocol, firmware, build-id, granule."""
         self.begin = begin
-        self.cpu = next((r for r in self.records if r.tag == "CPU"), None)
         assert self.firmware is not None
         fw = begin.text("fw")
         if fw != "shootdown":
@@ -398,6 +394,10 @@ class Guest:
             for record in self.parser.feed(data):
                 _debug("<- %s", record.line)
                 out.append(record)
+                if record.tag == "BEGIN":
+                    self._check_begin(record)
+                elif record.tag == "CPU" and self.cpu is None:
+                    self.cpu = record
                 if record.tag == "FAULT" and fault is None:
                     fault = record
                     fault_deadline = time.monotonic() + CRASH_GRACE_S
