@@ -69,8 +69,7 @@ def main(args: argparse.Namespace) -> int:
     from shootdown.guest.machine import Guest
 
     guest = Guest(definition, log_path=log_path, granule=args.granule, qemu=args.qemu,
-                  launcher=launcher)
-    guest.while_booting = lambda: _while_booting(guest)
+                  launcher=launcher, while_booting=_while_booting)
     try:
         result = run_smoke(guest, debug_command=args.debug_command)
     except BaseException:

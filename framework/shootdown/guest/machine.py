@@ -120,10 +120,10 @@ class Guest:
                  granule: str = DEFAULT_GRANULE, qemu: str | None = None,
                  launcher: Launcher | None = None,
                  firmware: FirmwareInfo | None = None,
-                 while_booting: Callable[[], object] | None = None) -> None:
+                 while_booting: Callable[[Guest], object] | None = None) -> None:
         self.definition = definition
-        #: Called once QEMU has started, before waiting for the guest: host-side
-        #: work (imports, look-ups) that can overlap the guest's boot.
+        #: Called with this guest once QEMU has started, before waiting for the
+        #: guest: host-side work (imports, look-ups) that can overlap the boot.
         self.while_booting = while_booting
         self.granule = granule
         #: The console log file (every byte QEMU printed).
@@ -290,7 +290,7 @@ class Guest:
         self._proc = self.launcher.spawn(self.argv, self.log_path)
         _debug("QEMU command line: %s", " ".join(self.argv))
         if self.while_booting is not None:
-            self.while_booting()
+            self.while_booting(self)
 
     def _post_launch(self) -> None:
         """The boot phase: records up to the first ``READY``, BEGIN checked."""
