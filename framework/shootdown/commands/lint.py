@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assume", metavar="OBJECT=VALUE", action="append", default=[],
                         help="read data object OBJECT as VALUE (overrides the file's [[assume]]); "
                              "e.g. inject_current=3 to lint the paths of one bug injection")
+    parser.add_argument("--each-injection", action="store_true",
+                        help="shootdown firmware: lint the code paths of every bug injection "
+                             "(inject_current = its number) and list the findings each adds")
     parser.add_argument("--show-suppressed", action="store_true",
                         help="also print the suppressed findings with their reasons")
 
@@ -57,6 +60,28 @@ def with_assumptions(config: LintConfig, pairs: list[str]) -> LintConfig:
         opts.entry_ordered))
 
 
+def _each_injection(args: argparse.Namespace, config: LintConfig) -> int:
+    """``--each-injection``: which bug injections the lint sees; 1 if the baseline has findings."""
+    from shootdown.lint import lint_elf, lint_injections
+
+    baseline = lint_elf(args.elf, config).active
+    per_bug = lint_injections(args.elf, config)
+    if args.json:
+        json.dump({"baseline": [f.as_dict() for f in baseline],
+                   "injections": {name: [f.as_dict() for f in found]
+                                  for name, found in per_bug.items()}}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{args.elf}: {len(baseline)} finding(s) with no injection")
+        for name, found in per_bug.items():
+            rules = sorted({f.rule for f in found})
+            where = sorted({f.function for f in found})
+            shown = ", ".join(where[:4]) + (f" (+{len(where) - 4})" if len(where) > 4 else "")
+            print(f"  {name:<32} {len(found):3d} new  {' '.join(rules) or '-'}"
+                  + (f"  in {shown}" if found else ""))
+    return 1 if baseline else 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Lint, print, and return 0 (clean) or 1 (findings)."""
     from shootdown.lint import lint_elf
@@ -65,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.suppressions) if args.suppressions else LintConfig()
     if args.assume:
         config = with_assumptions(config, args.assume)
+    if args.each_injection:
+        return _each_injection(args, config)
     report = lint_elf(args.elf, config, entry_ordered=ERAS[args.policy_era])
     active = report.active
     if args.json:

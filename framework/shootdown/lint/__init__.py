@@ -122,7 +122,7 @@ def _finding(analyzer: Analyzer, v: Violation, config: LintConfig) -> Finding:
     message = _MESSAGES[v.rule].format(origins=_describe(origins))
     if v.via:
         message += f", inside {v.via[-1]}" if len(v.via) == 1 else f", inside {' <- '.join(v.via)}"
-    sup = config.suppression_for(v.function, v.rule.value, v.offset)
+    sup = config.suppression_for(v.function, v.rule.value, v.offset, v.via)
     return Finding(rule=v.rule.value, function=v.function, offset=v.offset,
                    address=fn.address + v.offset, instruction=v.instruction, message=message,
                    context=context, origins=tuple(origins), via=v.via,
@@ -130,23 +130,58 @@ def _finding(analyzer: Analyzer, v: Violation, config: LintConfig) -> Finding:
 
 
 def lint_elf(path: str | Path, config: LintConfig | None = None,
-             entry_ordered: bool = False) -> LintReport:
+             entry_ordered: bool = False, *, image: ElfImage | None = None,
+             cache: dict[str, Any] | None = None) -> LintReport:
     """Lint one ELF; :class:`~shootdown.errors.FirmwareError` if it cannot be read.
 
     ``entry_ordered``: treat function entry as ordered (v4.19-era helpers,
-    ``--policy-era 4.19``).
+    ``--policy-era 4.19``).  ``image`` and ``cache`` (disassembly) may be
+    shared between runs on the same file.
     """
     config = config or LintConfig()
-    image = ElfImage(path)
+    image = image or ElfImage(path)
     options = config.options
     if entry_ordered:
         options = LintOptions(options.bookkeeping_objects, options.bookkeeping_calls,
                               options.assume, entry_ordered=True)
-    analyzer = Analyzer(image, options)
+    analyzer = Analyzer(image, options, cache)
     violations = analyzer.run()
     findings = tuple(_finding(analyzer, v, config) for v in violations)
     unused = tuple(f"{s.function} {s.rule}" for s in config.suppressions
-                   if not any(s.matches(f.function, f.rule, f.offset) for f in findings))
+                   if not any(s.matches(f.function, f.rule, f.offset, f.via) for f in findings))
     return LintReport(path=str(path),
                       tlbi_functions=tuple(fn.name for fn in analyzer.tlbi_functions()),
                       findings=findings, unused_suppressions=unused)
+
+
+def lint_injections(path: str | Path, config: LintConfig | None = None,
+                    selector: str = "inject_current") -> dict[str, tuple[Finding, ...]]:
+    """Per bug injection of a shootdown firmware ELF: the findings it adds.
+
+    The firmware selects its injection at run time (``injected(X)`` compares
+    the data object ``selector`` with X's number: its position in the ELF's
+    ``.shootdown.bugs`` list, plus one), so every injection is a code path of
+    the same ELF.  Each one is linted with ``selector`` assumed to hold its
+    number; the findings not present with no injection (``selector`` = 0)
+    are what the lint sees of that bug.  Suppressions apply as usual.
+    """
+    from shootdown.bugs import read_bugs
+
+    config = config or LintConfig()
+    image = ElfImage(path)
+    cache: dict[str, Any] = {}
+
+    def active(value: int) -> tuple[Finding, ...]:
+        kept = tuple(a for a in config.options.assume if a[0] != selector)
+        opts = LintOptions(config.options.bookkeeping_objects, config.options.bookkeeping_calls,
+                           (*kept, (selector, value)), config.options.entry_ordered)
+        report = lint_elf(path, LintConfig(config.path, config.suppressions, opts),
+                          image=image, cache=cache)
+        return report.active
+
+    def key(f: Finding) -> tuple[str, str, int]:
+        return (f.function, f.rule, f.offset)
+
+    baseline = {key(f) for f in active(0)}
+    return {bug.name: tuple(f for f in active(number) if key(f) not in baseline)
+            for number, bug in enumerate(read_bugs(path), 1)}

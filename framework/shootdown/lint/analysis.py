@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 #: Calls nested deeper than this are opaque (conservative), bounding the work.
 MAX_CALL_DEPTH = 8
 #: Distinct argument-value summaries kept per callee before arguments are dropped.
-MAX_SUMMARIES_PER_FUNCTION = 32
+MAX_SUMMARIES_PER_FUNCTION = 128
+#: Argument values below this are passed into summaries (see :meth:`Analyzer._call`).
+SMALL_CONSTANT = 1 << 16
 
 
 class Fact(enum.IntEnum):
@@ -143,8 +145,29 @@ class LintOptions:
 # ---- the abstract state ----------------------------------------------------
 
 Facts = dict[int, frozenset[Origin]]
-#: register -> (value, exact?); a non-exact value is "points into the object at".
-Regs = dict[int, tuple[int, bool]]
+#: register -> (values, exact?).  Exact: the register holds one of ``values``
+#: (a few constants, e.g. the two ops a ``csel`` picks from).  Not exact: a
+#: pointer derived from the single address in ``values`` (same data object).
+Val = tuple[frozenset[int], bool]
+Regs = dict[int, Val]
+#: Most constants one register may hold before it counts as unknown.
+MAX_VALUES = 8
+#: The last ``cmp reg, #imm`` on a known register: (reg, its values, imm, width).
+Flags = tuple[int, frozenset[int], int, int]
+
+
+def _const(value: int) -> Val:
+    return (frozenset([value]), True)
+
+
+def _join_val(a: Val | None, b: Val | None) -> Val | None:
+    if a is None or b is None:
+        return None
+    if a == b:
+        return a
+    if a[1] and b[1] and len(a[0] | b[0]) <= MAX_VALUES:
+        return (a[0] | b[0], True)
+    return None
 
 
 @dataclass
@@ -153,8 +176,8 @@ class State:
 
     facts: Facts = field(default_factory=dict)
     regs: Regs = field(default_factory=dict)
-    #: (left value, right immediate, width in bytes) of the last ``cmp``.
-    flags: tuple[int, int, int] | None = None
+    #: What the last ``cmp`` compared, when the analysis knows (see :data:`Flags`).
+    flags: Flags | None = None
 
     def copy(self) -> State:
         return State(dict(self.facts), dict(self.regs), self.flags)
@@ -168,11 +191,20 @@ class State:
                 self.facts[fact] = mine | origins
                 changed = True
         for reg in list(self.regs):
-            if other.regs.get(reg) != self.regs[reg]:
-                del self.regs[reg]
+            joined = _join_val(self.regs[reg], other.regs.get(reg))
+            if joined != self.regs[reg]:
+                if joined is None:
+                    del self.regs[reg]
+                else:
+                    self.regs[reg] = joined
                 changed = True
         if self.flags is not None and other.flags != self.flags:
-            self.flags = None
+            if other.flags is not None and other.flags[0] == self.flags[0] \
+                    and other.flags[2:] == self.flags[2:]:
+                merged = self.flags[1] | other.flags[1]
+                self.flags = (self.flags[0], merged, self.flags[2], self.flags[3])
+            else:
+                self.flags = None
             changed = True
         return changed
 
@@ -207,34 +239,38 @@ def _condition(cond: str, a: int, b: int, width: int) -> bool | None:
 @dataclass
 class _Result:
     exit_facts: Facts = field(default_factory=dict)
-    violations: dict[tuple[Rule, str, int, tuple[str, ...]], Violation] = field(
-        default_factory=dict)
+    violations: dict[tuple[Rule, str, int], Violation] = field(default_factory=dict)
 
     def add(self, v: Violation) -> None:
-        key = (v.rule, v.function, v.offset, v.via)
+        key = (v.rule, v.function, v.offset)  # one per site: the first path's via is shown
         old = self.violations.get(key)
         if old is None:
             self.violations[key] = v
         elif not v.origins <= old.origins:
             self.violations[key] = Violation(v.rule, v.function, v.offset, v.instruction,
-                                             old.origins | v.origins, v.via, v.at_return)
+                                             old.origins | v.origins, old.via, v.at_return)
 
     def exit(self, facts: Facts) -> None:
         for fact, origins in facts.items():
             self.exit_facts[fact] = self.exit_facts.get(fact, frozenset()) | origins
 
 
+#: (callee, entry facts, constant arguments) -> one memoised summary.
+SummaryKey = tuple[str, frozenset[int], tuple[tuple[int, frozenset[int]], ...]]
+
+
 class Analyzer:
     """The barrier analysis of one ELF (caches disassembly and summaries)."""
 
-    def __init__(self, image: ElfImage, options: LintOptions) -> None:
+    def __init__(self, image: ElfImage, options: LintOptions,
+                 cache: dict[str, list[Insn]] | None = None) -> None:
         self.image = image
         self.options = options
-        self._insns: dict[str, list[Insn]] = {}
-        self._summaries: dict[tuple[str, frozenset[int], tuple[tuple[int, int], ...]],
-                              _Result] = {}
+        #: Disassembly per function; shareable between analyses of one image.
+        self._insns: dict[str, list[Insn]] = {} if cache is None else cache
+        self._summaries: dict[SummaryKey, _Result] = {}
         self._summary_count: dict[str, int] = {}
-        self._active: set[tuple[str, frozenset[int], tuple[tuple[int, int], ...]]] = set()
+        self._active: set[SummaryKey] = set()
         self._by_address = {fn.address: fn for fn in image.functions}
         self._clobbers: dict[str, frozenset[int]] = {}
         self._assumed: list[tuple[int, int, int, str]] = []  # (start, size, value, name)
@@ -304,17 +340,17 @@ class Analyzer:
                 self._other(insn, out)
                 flow(k + 1, out)
             elif kind is Kind.COND:
-                taken = self._decide(insn, st)
+                taken_state = self._refine(insn, out, True)
+                fall_state = self._refine(insn, out, False)
                 target = index.get(insn.target) if insn.target is not None else None
-                if taken is not False:
+                if taken_state is not None:
                     if target is not None:
-                        flow(target, out.copy())
+                        flow(target, taken_state)
                     else:  # conditional tail call
-                        tail = out.copy()
-                        self._call(insn, tail, site, fn, result, depth)
-                        self._return(insn, tail, site, fn, result, root)
-                if taken is not True:
-                    flow(k + 1, out)
+                        self._call(insn, taken_state, site, fn, result, depth)
+                        self._return(insn, taken_state, site, fn, result, root)
+                if fall_state is not None:
+                    flow(k + 1, fall_state)
             elif kind is Kind.BRANCH:
                 target = index.get(insn.target) if insn.target is not None else None
                 if target is not None:
@@ -386,9 +422,9 @@ class Analyzer:
 
     def _address(self, st: State, base: int, disp: int) -> int | None:
         known = st.regs.get(base)
-        if known is None:
+        if known is None or len(known[0]) != 1:
             return None
-        value, exact = known
+        (value,), exact = known
         return (value + disp) & _mask(8) if exact else value
 
     def _store(self, insn: Insn, st: State, site: str) -> None:
@@ -413,7 +449,8 @@ class Analyzer:
     def _load(self, insn: Insn, st: State) -> None:
         assert insn.mem is not None
         base, disp = insn.mem
-        addr = self._address(st, base, disp) if st.regs.get(base, (0, False))[1] else None
+        addr = self._address(st, base, disp) if st.regs.get(base, (frozenset(), False))[1] \
+            else None
         for reg in insn.writes:
             st.regs.pop(reg, None)
         if addr is None:
@@ -422,44 +459,53 @@ class Analyzer:
             if start <= addr < start + size:
                 dest = reg_index(insn.text.split(None, 1)[1].split(",")[0].strip())
                 if dest is not None and dest != ZR:
-                    st.regs[dest] = (value & _mask(insn.width), True)
+                    st.regs[dest] = _const(value & _mask(insn.width))
 
     def _other(self, insn: Insn, st: State) -> None:
         effect = insn.effect
         regs = st.regs
-        new: tuple[int, tuple[int, bool] | None] | None = None
+        m = _mask(insn.width)
+
+        def get(reg: int) -> Val | None:
+            return _const(0) if reg == ZR else (None if reg == SP else regs.get(reg))
+
+        def consts(values: Iterable[int]) -> Val | None:
+            out = frozenset(v & m for v in values)
+            return (out, True) if len(out) <= MAX_VALUES else None
+
+        new: tuple[int, Val | None] | None = None
         if effect is not None:
-            op = effect[0]
+            op, rd = effect[0], int(effect[1])
             if op == "set":
-                _, rd, imm = effect
-                new = (int(rd), (int(imm) & _mask(insn.width), True))
+                new = (rd, _const(int(effect[2]) & m))
             elif op == "copy":
-                _, rd, rs = effect
-                src = (0, True) if rs == ZR else regs.get(int(rs))
-                if src is not None and src[1]:
-                    src = (src[0] & _mask(insn.width), True)
-                new = (int(rd), src)
+                src = get(int(effect[2]))
+                new = (rd, consts(src[0]) if src is not None and src[1] else src)
             elif op == "addi":
-                _, rd, rn, imm = effect
-                src = regs.get(int(rn)) if rn != SP else None
-                if src is not None:
-                    value, exact = src
-                    src = ((value + int(imm)) & _mask(insn.width), True) if exact else src
-                new = (int(rd), src)
+                src = get(int(effect[2]))
+                imm = int(effect[3])
+                if src is not None and src[1]:
+                    src = consts(v + imm for v in src[0])
+                new = (rd, src)
             elif op == "derive":
-                _, rd, rn, rm = effect
-                a, b = regs.get(int(rn)), regs.get(int(rm))
+                a, b = get(int(effect[2])), get(int(effect[3]))
+                val: Val | None = None
                 if a is not None and b is not None and a[1] and b[1]:
-                    src: tuple[int, bool] | None = ((a[0] + b[0]) & _mask(8), True)
-                elif a is not None:
-                    src = (a[0], False)
-                else:
-                    src = None
-                new = (int(rd), src)
+                    val = consts(x + y for x in a[0] for y in b[0])
+                elif a is not None and len(a[0]) == 1:
+                    val = (a[0], False)  # base + unknown offset: same object
+                new = (rd, val)
+            elif op == "csel":  # csel/csinc rd, rn, rm, cond: one of two values
+                a, b = get(int(effect[2])), get(int(effect[3]))
+                if effect[4] == "csinc" and b is not None and b[1]:
+                    b = consts(v + 1 for v in b[0])
+                new = (rd, consts(a[0] | b[0]) if a and b and a[1] and b[1] else None)
+            elif op == "cset":
+                new = (rd, consts([0, 1]))
             elif op == "cmpi":
-                _, rn, imm = effect
-                known = regs.get(int(rn)) if rn != ZR else (0, True)
-                st.flags = (known[0], int(imm), insn.width) if known and known[1] else None
+                known = get(rd)
+                st.flags = ((rd, frozenset(v & m for v in known[0]), int(effect[2]), insn.width)
+                            if known is not None and known[1] else None)
         for reg in insn.writes:
             regs.pop(reg, None)
         if new is not None:
@@ -471,24 +517,40 @@ class Analyzer:
         if insn.sets_flags:
             st.flags = None
 
-    def _decide(self, insn: Insn, st: State) -> bool | None:
-        """Whether a conditional branch is taken (None: either way)."""
+    def _refine(self, insn: Insn, st: State, taken: bool) -> State | None:
+        """The state on one side of a conditional branch, or None if that side never runs.
+
+        The compared register keeps only the values that go that way.
+        """
         assert insn.cond is not None
         kind = insn.cond[0]
         if kind == "b":
             if st.flags is None:
-                return None
-            a, b, width = st.flags
-            return _condition(str(insn.cond[1]), a, b, width)
-        reg = int(insn.cond[1])
-        known = (0, True) if reg == ZR else st.regs.get(reg)
-        if known is None or not known[1]:
+                return st.copy()
+            reg, values, imm, width = st.flags
+            keep = frozenset(v for v in values
+                             if _condition(str(insn.cond[1]), v, imm, width) in (taken, None))
+        else:
+            reg = int(insn.cond[1])
+            known = _const(0) if reg == ZR else st.regs.get(reg)
+            if known is None or not known[1]:
+                return st.copy()
+            values = known[0]
+            if kind in ("cbz", "cbnz"):
+                keep = frozenset(v for v in values
+                                 if ((v & _mask(insn.width)) == 0) == ((kind == "cbz") == taken))
+            else:
+                bit = int(insn.cond[2])
+                keep = frozenset(v for v in values
+                                 if bool(v >> bit & 1) == ((kind == "tbnz") == taken))
+        if not keep:
             return None
-        value = known[0] & _mask(insn.width)
-        if kind in ("cbz", "cbnz"):
-            return (value == 0) == (kind == "cbz")
-        bit = int(insn.cond[2])
-        return bool(value >> bit & 1) == (kind == "tbnz")
+        out = st.copy()
+        if reg not in (ZR, SP) and out.regs.get(reg) == (values, True):
+            out.regs[reg] = (keep, True)  # (only if the register still holds what was compared)
+        if out.flags is not None and out.flags[0] == reg:
+            out.flags = (reg, keep, out.flags[2], out.flags[3])
+        return out
 
     def _opaque_call(self, st: State, site: str, what: str) -> None:
         origin = frozenset([Origin(site, what)])
@@ -498,7 +560,16 @@ class Analyzer:
     def _call(self, insn: Insn, st: State, site: str, fn: Function, result: _Result,
               depth: int) -> None:
         callee = self._by_address.get(insn.target) if insn.target is not None else None
-        args = tuple((r, st.regs[r][0]) for r in range(8) if r in st.regs and st.regs[r][1])
+        # Small constants in the argument registers (enum values, flags) steer
+        # the callee's branches; large ones (addresses, TLBI operands) rarely
+        # do and would make one summary per call site.
+        args = tuple((r, st.regs[r][0]) for r in range(8)
+                     if r in st.regs and st.regs[r][1] and max(st.regs[r][0]) < SMALL_CONSTANT)
+        if callee is not None and callee.name in self.options.bookkeeping_calls:
+            for reg in CALL_CLOBBERED:  # not analysed: assume the ABI
+                st.regs.pop(reg, None)
+            st.flags = None
+            return
         # GCC's -fipa-ra keeps values in caller-saved registers across a call
         # to a callee known not to touch them: clobber what the callee writes.
         for reg in (self.clobbers(callee) if callee is not None else CALL_CLOBBERED):
@@ -542,7 +613,8 @@ class Analyzer:
                 regs |= insn.writes
                 if insn.effect is not None and insn.effect[0] != "cmpi":
                     regs.add(int(insn.effect[1]))
-        result = frozenset(r for r in regs if r not in (SP, ZR))
+        # Callee-saved registers (x19..x29) come back as they were (AAPCS64).
+        result = frozenset(r for r in regs if r in CALL_CLOBBERED)
         self._clobbers[fn.name] = result
         return result
 
@@ -569,7 +641,8 @@ class Analyzer:
                 out[fact] = frozenset(mapped)
         return out
 
-    def _summary(self, callee: Function, facts: Facts, args: tuple[tuple[int, int], ...],
+    def _summary(self, callee: Function, facts: Facts,
+                 args: tuple[tuple[int, frozenset[int]], ...],
                  depth: int) -> _Result | None:
         if depth > MAX_CALL_DEPTH:
             return None
@@ -648,7 +721,7 @@ class Analyzer:
         callers = self.callers()
         queue = deque(self.tlbi_functions())
         seen: set[str] = set()
-        found: dict[tuple[Rule, str, int, tuple[str, ...]], Violation] = {}
+        found: dict[tuple[Rule, str, int], Violation] = {}
         while queue:
             fn = queue.popleft()
             if fn.name in seen:
@@ -664,7 +737,7 @@ class Analyzer:
                 old = found.get(key)
                 found[key] = v if old is None else Violation(
                     v.rule, v.function, v.offset, v.instruction, old.origins | v.origins,
-                    v.via, v.at_return)
+                    old.via, v.at_return)
             if deferred:
                 log.debug("%s: context-dependent findings deferred to %s", fn.name, up)
                 queue.extend(self.image.get_function(name) for name in up)

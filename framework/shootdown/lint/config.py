@@ -48,11 +48,20 @@ class Suppression:
     #: Optional byte offset in the function, to accept one site only.
     offset: int | None = None
 
-    def matches(self, function: str, rule: str, offset: int) -> bool:
-        """Whether this entry covers a finding."""
-        return (fnmatch.fnmatchcase(function, self.function)
-                and self.rule in ("*", rule)
-                and (self.offset is None or self.offset == offset))
+    def matches(self, function: str, rule: str, offset: int, via: tuple[str, ...] = ()) -> bool:
+        """Whether this entry covers a finding.
+
+        ``function`` matches the reported function or any helper the finding
+        lies in (``via``: ``name+0xoff: insn``), so a helper's known exception
+        is written once, not at each call site; ``offset`` applies to the
+        reported function only.
+        """
+        if self.rule not in ("*", rule):
+            return False
+        if fnmatch.fnmatchcase(function, self.function):
+            return self.offset is None or self.offset == offset
+        return self.offset is None and any(
+            fnmatch.fnmatchcase(v.split("+", 1)[0], self.function) for v in via)
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,11 @@ class LintConfig:
     #: Bookkeeping objects and calls, and assumed values, for the analysis.
     options: LintOptions = field(default_factory=LintOptions)
 
-    def suppression_for(self, function: str, rule: str, offset: int) -> Suppression | None:
+    def suppression_for(self, function: str, rule: str, offset: int,
+                        via: tuple[str, ...] = ()) -> Suppression | None:
         """The first suppression covering a finding, or None."""
         for s in self.suppressions:
-            if s.matches(function, rule, offset):
+            if s.matches(function, rule, offset, via):
                 return s
         return None
 

@@ -126,6 +126,10 @@ def _effect(cs_insn: object, mnemonic: str) -> tuple[str | int, ...] | None:
             return ("addi", regs[0], regs[1], imm if mnemonic == "add" else -imm)
         if kinds[2] == arm64.ARM64_OP_REG and mnemonic == "add":
             return ("derive", regs[0], regs[1], regs[2] if regs[2] is not None else -1)
+    if mnemonic in ("csel", "csinc") and len(ops) == 3 and None not in regs:
+        return ("csel", regs[0], regs[1], regs[2], mnemonic)
+    if mnemonic in ("cset",) and regs and regs[0] is not None:
+        return ("cset", regs[0])
     if mnemonic == "cmp" and len(ops) == 2 and regs[0] is not None \
             and kinds[1] == arm64.ARM64_OP_IMM:
         return ("cmpi", regs[0], _imm_operand(ops[1]))
