@@ -382,7 +382,7 @@ class Analyzer:
         leaders = {0}
         for k, insn in enumerate(insns):
             if insn.kind in (Kind.BRANCH, Kind.COND) and insn.target in index:
-                leaders.add(index[insn.target])  # type: ignore[index]
+                leaders.add(index[insn.target])
             if insn.kind in (Kind.BRANCH, Kind.IJUMP, Kind.RET, Kind.STOP) and k + 1 < len(insns):
                 leaders.add(k + 1)
         return sorted(leaders)

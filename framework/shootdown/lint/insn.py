@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from shootdown.errors import FirmwareError
 from shootdown.trace.decode import Maintenance, decode
@@ -104,9 +105,9 @@ def _imm_operand(op: object) -> int:
     return value
 
 
-def _effect(cs_insn: object, mnemonic: str) -> tuple[str | int, ...] | None:
+def _effect(cs_insn: object, mnemonic: str) -> tuple[Any, ...] | None:
     """The data effect of an instruction the analysis follows, or None."""
-    from capstone import arm64
+    from capstone import arm64  # type: ignore[import-untyped]
 
     ops = list(cs_insn.operands)  # type: ignore[attr-defined]
     regs = [reg_index(cs_insn.reg_name(o.reg)) if o.type == arm64.ARM64_OP_REG else None  # type: ignore[attr-defined]
