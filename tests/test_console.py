@@ -10,6 +10,8 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from shootdown.errors import ProtocolError
 from shootdown.trace.console import (
@@ -150,9 +152,18 @@ def test_parser_stays_broken_with_the_first_error() -> None:
     assert again.value is first.value
 
 
-def test_endless_line_is_refused() -> None:
+def test_endless_record_is_refused() -> None:
     with pytest.raises(ProtocolError, match="longer than"):
-        RecordParser().feed(b"x" * 10000)
+        RecordParser().feed(b"SD1 0 BEGIN " + b"x" * 10000)
+
+
+def test_long_noise_line_is_skipped_not_fatal() -> None:
+    parser = RecordParser()
+    records = parser.feed(BOOT[0] + b"y" * 5000)
+    records += parser.feed(b"y" * 5000 + b"SD1 looks like a record but is mid-line\n" + BOOT[1])
+    parser.finish()
+    assert [r.seq for r in records] == [0, 1]
+    assert parser.other_lines[0].startswith("yyy") and parser.other_lines[0].endswith("...")
 
 
 def test_error_carries_the_last_console_lines() -> None:
@@ -167,3 +178,38 @@ def test_numbers() -> None:
     for bad in ("0X1F", "-1", "0x", "1e3", "0x1F"):
         with pytest.raises(ValueError):
             parse_number(bad)
+
+
+STREAM = b"".join(BOOT)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_any_damaged_byte_is_detected(data: st.DataObject) -> None:
+    """Change any one byte of a boot: the parser refuses it, or END is lost (which the
+    running guest reports, as it waits for END)."""
+    pos = data.draw(st.integers(0, len(STREAM) - 1))
+    assume(STREAM[pos] not in b"\r\n")
+    value = data.draw(st.integers(0, 255).filter(lambda v: v != STREAM[pos] and v not in
+                                                 b"\r\n"))
+    damaged = STREAM[:pos] + bytes([value]) + STREAM[pos + 1:]
+    try:
+        records = parse_console(damaged)
+    except ProtocolError:
+        return
+    assert STREAM.rfind(b"\n", 0, pos) == STREAM.rfind(b"\n", 0, len(STREAM) - 1)  # last line
+    assert not records or records[-1].tag != "END"
+
+
+@given(st.integers(0, len(STREAM)))
+def test_any_truncation_is_detected_or_a_clean_prefix(cut: int) -> None:
+    """Cut the console anywhere: a partial record is an error; otherwise the records are
+    exactly the complete lines before the cut, and END is there only if it was sent."""
+    try:
+        records = parse_console(STREAM[:cut])
+    except ProtocolError:
+        assert not STREAM[:cut].endswith(b"\n")
+        return
+    complete = STREAM[:cut].count(b"\n")
+    assert [r.seq for r in records] == list(range(complete))
+    assert (records[-1].tag == "END") == (cut == len(STREAM)) if records else cut < 10

@@ -35,8 +35,9 @@ from shootdown.errors import ProtocolError
 MARKER = b"SD1 "
 #: The protocol version this parser speaks (BEGIN's ``proto=``).
 PROTOCOL_VERSION = 1
-#: A record longer than this is refused; the firmware's lines are far shorter,
-#: and an endless line without newline would otherwise grow without bound.
+#: A record longer than this is refused (the firmware's are far shorter); a
+#: longer line that is not a record is kept in part and otherwise skipped, so
+#: that an endless line without a newline cannot grow the buffer without bound.
 MAX_LINE = 4096
 
 #: Keys a record of a known tag must carry.  Tags not listed are accepted with
@@ -174,6 +175,7 @@ class RecordParser:
         self._buf = b""
         self._next_seq = 0
         self._ended = False
+        self._skipping = False
         self._error: ProtocolError | None = None
         #: Every record accepted so far, in order.
         self.records: list[Record] = []
@@ -198,12 +200,20 @@ class RecordParser:
             if nl < 0:
                 break
             line, self._buf = self._buf[:nl], self._buf[nl + 1:]
+            if self._skipping:  # the end of an over-long line that is not a record
+                self._skipping = False
+                continue
             record = self._line(line.removesuffix(b"\r"))
             if record is not None:
                 out.append(record)
         if len(self._buf) > MAX_LINE:
-            partial = self._buf[:60].decode("ascii", "backslashreplace")
-            self._fail(f"console line longer than {MAX_LINE} bytes: {partial!r}...")
+            if self._buf.startswith(MARKER):
+                partial = self._buf[:60].decode("ascii", "backslashreplace")
+                self._fail(f"record longer than {MAX_LINE} bytes: {partial!r}...")
+            if not self._skipping:  # keep its start for the report, drop the rest
+                self._keep(self._buf[:200] + b"...")
+                self._skipping = True
+            self._buf = b""
         return out
 
     def finish(self) -> None:
@@ -211,6 +221,8 @@ class RecordParser:
         if self._error is not None:
             raise self._error
         partial, self._buf = self._buf.removesuffix(b"\r"), b""
+        if self._skipping:
+            return
         if partial.startswith(MARKER) or (partial and MARKER.startswith(partial)):
             shown = partial.decode("ascii", "backslashreplace")
             self._fail(f"truncated record at end of console output: {shown!r}")
