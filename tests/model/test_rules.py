@@ -95,6 +95,27 @@ def test_a_mid_gather_flush_resets_the_range() -> None:
     assert run(gather('{ op = "flush" }'), "v6.19") == []   # no flag set: skipped
 
 
+@pytest.mark.parametrize(("policy", "granule", "capacity"), [
+    ("v4.20", "4k", 8 + 19 * 510), ("v6.8", "4k", 8 + 19 * 510), ("v6.9", "4k", 7 + 19 * 509),
+    ("v4.20", "16k", 8 + 4 * 2046), ("v6.19", "16k", 7 + 4 * 2045),
+    ("v4.20", "64k", 8 + 1 * 8190), ("v6.19", "64k", 7 + 1 * 8189),
+])
+def test_a_full_page_batch_forces_a_flush_after_the_page_that_filled_it(
+        policy: str, granule: str, capacity: int) -> None:
+    base = 0x40000000
+    page = {"4k": 0x1000, "16k": 0x4000, "64k": 0x10000}[granule]
+    asid_flush = [ISHST, T("aside1is", A42), ISH]
+    assert run(gather(pte_run(base, capacity), granule=granule), policy) == asid_flush
+    after = base + capacity * page
+    assert run(gather(pte_run(base, capacity + 1), granule=granule), policy) == \
+        [*asid_flush, ISHST, T("vale1is", va(after, 42)), ISH]
+    # a THP takes one slot too
+    ops = f'{pte_run(base, capacity - 1)}, {op("remove_pmd", 0x80000000)}, ' \
+          f'{pte_run(after, 1)}'
+    assert run(gather(ops, granule=granule), policy) == \
+        [*asid_flush, ISHST, T("vale1is", va(after, 42)), ISH]
+
+
 # --- v5.0 and v5.2: cut-off and rounding -------------------------------------
 
 @pytest.mark.parametrize(("granule", "ptrs", "page"), [("4k", 512, 0x1000),
@@ -237,9 +258,9 @@ def test_v5_9_range_loop_odd_page_first_then_scale_upwards() -> None:
 def test_v6_8_range_loop_scale_downwards_and_odd_page_last() -> None:
     got = run(gather(pte_run(0x400000, 3), features="tlbirange"), "v6.8")
     assert got == [ISHST, rng("rvale1is", 0x400, 0, 0, 3), T("vale1is", va(0x402000, 42)), ISH]
-    # 1 GiB of pages: one op, num 3, scale 3
-    big = run(gather(pte_run(0x40000000, 262144), features="tlbirange"), "v6.19")
-    assert big == [ISHST, rng("rvale1is", 0x40000, 3, 3, 3), ISH]
+    # 8192 pages (32 MiB): one op, num 3, scale 2
+    big = run(gather(pte_run(0x40000000, 8192), features="tlbirange"), "v6.19")
+    assert big == [ISHST, rng("rvale1is", 0x40000, 3, 2, 3), ISH]
 
 
 def test_v6_10_flushes_max_tlbi_range_pages_with_one_num_31_op() -> None:

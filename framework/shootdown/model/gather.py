@@ -10,21 +10,60 @@ The table batch is counted too: ``tlb_remove_table`` queues freed tables, and
 the one that fills the batch (``MAX_TABLE_BATCH``) flushes the gathered range
 (v4.20+, which invalidate before freeing; in v4.19 the tables were already
 invalidated one by one and the batch flush issues nothing).
+
+So is the page batch: the zap path queues each unmapped page (a PTE page, or
+a PMD block's THP page; not a PUD block, which is DAX) with
+``tlb_remove_page``; when the page that fills the last batch it may allocate
+goes in, the kernel forces ``tlb_flush_mmu`` right after that entry (see
+:func:`page_batch_capacity`).
 """
 
 from __future__ import annotations
 
 from shootdown.model.arm64 import Arm64
 from shootdown.model.instructions import GatherSnapshot, Why
-from shootdown.scenario.geometry import MASK64
+from shootdown.model.policy import Policy
+from shootdown.scenario.geometry import MASK64, Geometry
+
+
+def page_batch_capacity(geo: Geometry, policy: Policy) -> int:
+    """Pages the gather holds before a forced flush.
+
+    The on-stack bundle has MMU_GATHER_BUNDLE (8) slots, and at most
+    MAX_GATHER_BATCH_COUNT = 10000 / MAX_GATHER_BATCH more batches of
+    MAX_GATHER_BATCH = (PAGE_SIZE - 16) / 8 slots each may be allocated.
+    Up to v6.8 a batch is left when full; from v6.9 when one slot is left
+    (room for a folio's page + count pair), i.e. one page fewer per batch.
+    4K: 9698 (9678 from v6.9), 16K: 8192 (8187), 64K: 8198 (8196).
+    """
+    per_batch = (geo.page_size - 16) // 8
+    batches = 10000 // per_batch
+    if policy.page_batch_keep_one_free:
+        return 7 + batches * (per_batch - 1)
+    return 8 + batches * per_batch
 
 
 class MmuGather:
     """One tlb_gather_mmu() .. tlb_finish_mmu() on one Arm64 configuration."""
 
-    __slots__ = ("arm", "batch", "cleared_p4ds", "cleared_pmds", "cleared_ptes",
-                 "cleared_puds", "end", "freed_tables", "fullmm", "geo", "need_flush_all",
-                 "p", "start", "step")
+    __slots__ = (
+        "arm",
+        "batch",
+        "cleared_p4ds",
+        "cleared_pmds",
+        "cleared_ptes",
+        "cleared_puds",
+        "end",
+        "freed_tables",
+        "fullmm",
+        "geo",
+        "need_flush_all",
+        "p",
+        "page_cap",
+        "pages",
+        "start",
+        "step",
+    )
 
     def __init__(self, arm: Arm64, fullmm: bool, step: int) -> None:
         """tlb_gather_mmu(): fullmm for exit/execve (the range 0..~0)."""
@@ -35,6 +74,8 @@ class MmuGather:
         self.fullmm = fullmm
         self.need_flush_all = False
         self.batch = 0  # tables queued in the table batch
+        self.pages = 0  # pages queued in the page batches
+        self.page_cap = page_batch_capacity(self.geo, self.p)
         self.reset_range()
 
     # -- range bookkeeping ---------------------------------------------------
@@ -82,17 +123,32 @@ class MmuGather:
 
     # -- removing entries ----------------------------------------------------
     def remove_pte(self, addr: int, count: int = 1) -> None:
-        """tlb_remove_tlb_entry() for ``count`` consecutive pages."""
-        self.adjust(addr, count << self.geo.page_shift)
-        self.cleared_ptes = True
+        """zap_pte_range() on ``count`` consecutive pages: tlb_remove_tlb_entry()
+        and tlb_remove_page() each; a full page batch forces a flush after
+        the page that filled it."""
+        shift = self.geo.page_shift
+        while count > 0:
+            n = min(count, self.page_cap - self.pages)
+            self.adjust(addr, n << shift)
+            self.cleared_ptes = True
+            self.pages += n
+            addr += n << shift
+            count -= n
+            if self.pages == self.page_cap:
+                self.flush("zap_pte_range: page batch full > tlb_flush_mmu")
 
     def remove_pmd(self, addr: int) -> None:
-        """tlb_remove_pmd_tlb_entry(): a PMD block (HPAGE_PMD_SIZE)."""
+        """zap_huge_pmd(): tlb_remove_pmd_tlb_entry() (HPAGE_PMD_SIZE), then the
+        THP page goes to the page batch (one slot)."""
         self.adjust(addr, self.geo.pmd_size)
         self.cleared_pmds = True
+        self.pages += 1
+        if self.pages == self.page_cap:
+            self.flush("zap_huge_pmd: page batch full > tlb_flush_mmu")
 
     def remove_pud(self, addr: int) -> None:
-        """tlb_remove_pud_tlb_entry(): a PUD block (HPAGE_PUD_SIZE)."""
+        """zap_huge_pud(): tlb_remove_pud_tlb_entry() (HPAGE_PUD_SIZE); a PUD
+        mapping is DAX, no page goes to the batch."""
         self.adjust(addr, self.geo.pud_size)
         self.cleared_puds = True
 
@@ -186,6 +242,7 @@ class MmuGather:
         """tlb_flush_mmu(): the TLB, then the batches (whose flush finds nothing left)."""
         self.flush_tlbonly(reason)
         self.table_flush(reason)
+        self.pages = 0
 
     def finish(self) -> None:
         """tlb_finish_mmu()."""

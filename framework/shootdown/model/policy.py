@@ -55,6 +55,8 @@ class Policy:
     ttl_unknown_constant: bool = False
     #: v6.9: __TLBI_RANGE_NUM clamps (NUM up to 31) instead of masking
     range_num_clamp: bool = False
+    #: v6.9: a page batch moves on when one slot is left (nr >= max - 1), not when full
+    page_batch_keep_one_free: bool = False
     #: v6.10: range cut-off is pages > MAX_TLBI_RANGE_PAGES (was >=)
     range_max_inclusive: bool = False
     #: v6.13: flush_tlb_kernel_range uses the range loop and the shared cut-off
@@ -83,7 +85,7 @@ def _build() -> dict[str, Policy]:
     step("v5.9", p4d_hack=False, skip_without_flags=True, ttl_and_range=True)
     step("v5.14", no_ttl_when_freed=True)
     step("v6.8", range_loop="down", ttl_unknown_constant=True)
-    step("v6.9", range_num_clamp=True)
+    step("v6.9", range_num_clamp=True, page_batch_keep_one_free=True)
     step("v6.10", range_max_inclusive=True)
     step("v6.13", kernel_range_loop=True)
     step("v6.19")
