@@ -129,13 +129,14 @@ class LocalProcess:
     def __init__(self, pid: int, master_fd: int, log: BinaryIO) -> None:
         self._pid = pid
         self._fd = master_fd
-        try:  # Linux >= 5.3; opened before we reap, so the pid cannot be reused yet
+        try:  # Linux >= 5.3
             self._pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self._pidfd = None
         self._log = log
         self._console: pexpect.fdpexpect.fdspawn[bytes] | None = None
         self._status: int | None = None
+        self._reaped = False
         self._closed = False
 
     @property
@@ -156,24 +157,35 @@ class LocalProcess:
 
     @property
     def exitstatus(self) -> int | None:
-        self.is_alive()  # reaps if it has exited
+        if self._status is None:
+            self._peek()
         return self._status
 
-    def is_alive(self) -> bool:
+    def _peek(self) -> bool:
+        """Whether QEMU has exited, noting its status *without* reaping it.
+
+        QEMU stays a zombie until :meth:`kill` reaps it, and a zombie keeps
+        its pid and process group id reserved: killing the group later can
+        then never hit an unrelated process that got the same number.
+        """
         if self._status is not None:
-            return False
-        try:
-            pid, status = os.waitpid(self._pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere: gone, status unknown
-            self._status = -signal.SIGKILL
-            return False
-        if pid == 0:
             return True
-        self._status = os.waitstatus_to_exitcode(status)
-        return False
+        try:
+            info = os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already
+            self._reaped = True
+            self._status = -signal.SIGKILL
+            return True
+        if info is None:
+            return False
+        self._status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        return True
+
+    def is_alive(self) -> bool:
+        return not self._peek()
 
     def wait(self, timeout: float) -> int | None:
-        if self._status is not None or not self.is_alive():
+        if self._peek():
             return self._status
         if self._pidfd is not None:
             # A pidfd becomes readable when the process exits: no polling
@@ -183,10 +195,10 @@ class LocalProcess:
             poller = select.poll()
             poller.register(self._pidfd, select.POLLIN)
             poller.poll(max(timeout, 0.0) * 1000)
-            return None if self.is_alive() else self._status
+            return self._status if self._peek() else None
         deadline = time.monotonic() + timeout
         delay = 0.0005
-        while self.is_alive():
+        while not self._peek():
             if time.monotonic() >= deadline:
                 return None
             time.sleep(delay)
@@ -198,12 +210,15 @@ class LocalProcess:
             return
         self._closed = True
         try:
-            if self.is_alive():
+            if not self._reaped:
+                # QEMU running or a zombie: its group id is still ours to kill.
                 _kill_group(self._pid)
                 if self.wait(5.0) is None:  # pragma: no cover - SIGKILL does not fail
                     _logger().error("QEMU pid %d survived SIGKILL", self._pid)
-            else:
-                _kill_group(self._pid)  # QEMU is gone; anything it started goes too
+                else:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(self._pid, 0)
+                    self._reaped = True
         finally:
             if self._console is not None:
                 with contextlib.suppress(Exception):
@@ -220,7 +235,10 @@ class LocalProcess:
 
 
 def _kill_group(pid: int) -> None:
-    """SIGKILL the process group ``pid`` leads, and ``pid`` itself if still there."""
+    """SIGKILL the process group ``pid`` leads, and ``pid`` itself.
+
+    Only called while ``pid`` is unreaped, so both numbers are still QEMU's.
+    """
     for kill in (os.killpg, os.kill):
         try:
             kill(pid, signal.SIGKILL)
