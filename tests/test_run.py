@@ -163,3 +163,33 @@ def test_matrix(name: str, granule: str, firmware_elf: Path, qemu: str, tmp_path
         smoke = guest.command("SMOKE")
     assert [r.text("status") for r in smoke if r.tag == "SMOKE"] == ["pass"]
     assert guest.exit_status == 0
+
+
+#: Modules that must not be imported before QEMU starts (start-up time).
+HEAVY = {"pathlib", "logging", "dataclasses", "inspect", "pexpect", "json", "tempfile",
+         "subprocess", "shootdown.result", "shootdown.trace.console", "elftools"}
+
+PROBE = """
+import sys
+import shootdown.guest.launcher as launcher
+spawn = launcher.LocalLauncher.spawn
+seen = []
+def probe(self, argv, log_path):
+    seen.extend(sorted(sys.modules))
+    return spawn(self, argv, log_path)
+launcher.LocalLauncher.spawn = probe
+from shootdown.cli import main
+code = main(["run"])
+print(" ".join(seen))
+sys.exit(code)
+"""
+
+
+def test_nothing_heavy_is_imported_before_qemu_starts(firmware_elf: Path, qemu: str) -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    before_spawn = set(out.stdout.split("\n")[-2].split())
+    assert "shootdown.guest.machine" in before_spawn
+    assert not {m.split(".")[0] if m.split(".")[0] != "shootdown" else m
+                for m in before_spawn} & HEAVY
