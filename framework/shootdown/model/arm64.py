@@ -115,6 +115,26 @@ class Arm64:
         return ((baddr & _BADDR_MASK) | (ttl & 3) << 37 | (num & 31) << 39 | scale << 44
                 | self.geo.tg << 46 | asid << 48)
 
+    def tlbi_run(self, op: str, first: int, step: int, count: int, level: int | None = None,
+                 *, user: bool = True) -> None:
+        """``count`` TLBIs at ``first``, ``first + step``, ... (each with its KPTI
+        copy when ``user``): the per-stride loops, kept tight because they are
+        the model's hot path.  ``level`` is a TTL hint as for tlbi_level."""
+        hint = 0
+        if self.has_ttl and self._hinted(level):
+            assert level is not None
+            hint = ((level & 3) | self.geo.tg << 2) << 44
+        why = self.why
+        append = self.out.append
+        copy = user and self.kpti
+        xt = first
+        for _ in range(count):
+            x = (xt & ~_TTL_MASK) | hint if hint else xt
+            append(Tlbi(op, x, why))
+            if copy:
+                append(Tlbi(op, x | USER_ASID_FLAG, why))
+            xt += step
+
     # -- page-table updates inside a teardown ------------------------------
     def pmd_clear(self) -> None:
         """set_pmd(0): v4.19 always DSB ISHST; v4.20+ nothing for an invalid entry."""
@@ -185,10 +205,8 @@ class Arm64:
         stop = tlbi_vaddr(end, self.asid)
         step = 1 << (ps - 12)
         self.dsb("ishst")
-        while addr < stop:
-            self.tlbi(op, addr)
-            self.tlbi_user(op, addr)
-            addr += step
+        # for (addr = start; addr < end; addr += step)
+        self.tlbi_run(op, addr, step, max(0, -(-(stop - addr) // step)))
         self.dsb("ish")
 
     def _flush_tlb_range_v4_20(self, start: int, end: int, stride: int,
@@ -210,10 +228,7 @@ class Arm64:
         stop = tlbi_vaddr(end, self.asid)
         step = stride >> 12
         self.dsb("ishst")
-        while addr < stop:
-            self.tlbi(op, addr)
-            self.tlbi_user(op, addr)
-            addr += step
+        self.tlbi_run(op, addr, step, max(0, -(-(stop - addr) // step)))
         self.dsb("ish")
 
     def range_limit_excess(self, start: int, end: int, pages: int, stride: int) -> bool:
@@ -249,6 +264,12 @@ class Arm64:
         """
         ps = self.geo.page_shift
         step_pages = stride >> ps
+        if not self.has_range:  # one TLBI per stride: the common, hot case
+            count = -(-pages // step_pages)
+            self.tlbi_run(op, tlbi_vaddr(start, asid), stride >> 12, count, level, user=user)
+            if pages % step_pages:
+                raise RuntimeError("range loop overshot: start/end not aligned to the stride")
+            return
         down = self.p.range_loop == "down"
         scale = 3 if down else 0
         while pages > 0:
@@ -305,10 +326,10 @@ class Arm64:
             return
         addr = tlbi_vaddr(start, 0)
         stop = tlbi_vaddr(end, 0)
+        step = 1 << (ps - 12)
         self.dsb("ishst")
-        while addr < stop:
-            self.tlbi(self.p.kernel_range_op, addr)
-            addr += 1 << (ps - 12)
+        self.tlbi_run(self.p.kernel_range_op, addr, step, max(0, -(-(stop - addr) // step)),
+                      user=False)
         self.dsb("ish")
         self.isb()
 
