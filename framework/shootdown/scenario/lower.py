@@ -391,8 +391,10 @@ def _step_line(index: int, step: GatherStep | RawFlushStep) -> str:
     if isinstance(step, FlushTlbPageStep | FlushTlbKernelPgtableStep):
         return f"{head} addr={step.addr:#x}"
     if isinstance(step, FlushTlbRangeStep):
-        return (f"{head} start={step.start:#x} end={step.end:#x} stride={step.stride:#x} "
+        line = (f"{head} start={step.start:#x} end={step.end:#x} stride={step.stride:#x} "
                 f"last_level={int(step.last_level)}")
+        # The caller's TTL level, only when the scenario gives one (protocol addition).
+        return line if step.level is None else f"{line} level={step.level}"
     return f"{head} start={step.start:#x} end={step.end:#x}"
 
 
