@@ -56,10 +56,11 @@ def test_stale_firmware_is_caught(firmware_elf: Path, qemu: str, tmp_path: Path)
 
 
 def shootdown(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the ``shootdown`` command as a user would."""
-    return subprocess.run([sys.executable, "-m", "shootdown.cli", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})},
-                          check=False)
+    """Run the ``shootdown`` command as a user would (the console script when installed)."""
+    script = Path(sys.executable).parent / "shootdown"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "shootdown.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, check=False)
 
 
 def test_cli_run_passes(firmware_elf: Path, qemu: str) -> None:
