@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the scenario's granule")
     parser.add_argument("--va-bits", type=int, metavar="N", help="override the scenario's va_bits")
     parser.add_argument("--asid", type=int, metavar="N", help="override the scenario's ASID")
-    parser.add_argument("--kpti", action="store_true", default=None,
-                        help="issue the user-ASID copy of each ASID-tagged TLBI")
+    parser.add_argument("--kpti", action=argparse.BooleanOptionalAction, default=None,
+                        help="issue the user-ASID copy of each ASID-tagged TLBI "
+                             "(default: the scenario's kpti)")
     parser.add_argument("--cpu-features", metavar="LIST",
                         help=f"comma-separated optional CPU features ({', '.join(CPU_FEATURES)}); "
                              "'' for none. Default: the scenario's, else none (ARMv8.0)")
