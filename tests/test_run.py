@@ -14,7 +14,7 @@ import pytest
 from shootdown.errors import ConfigError, FirmwareError
 from shootdown.firmware import FirmwareInfo, quick_check
 from shootdown.guest.definition import find_guest
-from shootdown.guest.launcher import LocalProcess
+from shootdown.guest.launcher import LocalLauncher, LocalProcess
 from shootdown.guest.machine import Guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
@@ -194,3 +194,22 @@ def test_nothing_heavy_is_imported_before_qemu_starts(firmware_elf: Path, qemu: 
     assert "shootdown.guest.machine" in before_spawn
     assert not {m.split(".")[0] if m.split(".")[0] != "shootdown" else m
                 for m in before_spawn} & HEAVY
+
+
+def test_qemu_version_is_cached_until_the_binary_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    binary = tmp_path / "qemu-system-aarch64"
+    binary.write_text("#!/bin/sh\necho 'QEMU emulator version 1.0'\necho 'Copyright'\n")
+    binary.chmod(0o755)
+    launcher = LocalLauncher()
+    assert launcher.qemu_version(str(binary)) == "QEMU emulator version 1.0"
+    cache = tmp_path / "cache" / "shootdown" / "qemu-version.json"
+    entries = json.loads(cache.read_text())
+    assert list(entries.values()) == ["QEMU emulator version 1.0"]
+    # The cached answer is used as long as the binary is unchanged ...
+    cache.write_text(json.dumps({key: "from the cache" for key in entries}))
+    assert launcher.qemu_version(str(binary)) == "from the cache"
+    # ... and asked again once it changes.
+    binary.write_text("#!/bin/sh\necho 'QEMU emulator version 2.0 (new build)'\n")
+    assert launcher.qemu_version(str(binary)) == "QEMU emulator version 2.0 (new build)"
