@@ -8,6 +8,7 @@ ROM for ever: a hung guest without needing the firmware build.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -212,6 +213,28 @@ def test_stale_remote_copy_is_uploaded_again(launcher: SshLauncher, tmp_path: Pa
     proc.kill()
     assert digest.encode() in (tmp_path / "log2").read_bytes()
     assert cached.read_bytes() == fw.read_bytes()
+
+
+@needs_qemu
+def test_qemu_version_cached_by_binary_identity(ssh_env: Sshd, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start script reports the binary's size:mtime; the version is cached under it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = tmp_path / "xdg" / "shootdown" / "remote-qemu-version.json"
+    with SshLauncher(ALIAS) as launcher:
+        proc = launcher.spawn([QEMU, "-version"], tmp_path / "log")
+        proc.wait(20)
+        proc.kill()
+        assert proc.binary_id.count(":") == 1
+        version = launcher.qemu_version(QEMU)
+        assert version.startswith("QEMU emulator version")
+    entries = json.loads(cache.read_text())
+    (key,) = entries
+    assert key.endswith(f"|{QEMU}|{proc.binary_id}") and entries[key] == version
+    cache.write_text(json.dumps({key: "from the cache"}))
+    with SshLauncher(ALIAS) as launcher:
+        launcher.spawn([QEMU, "-version"], tmp_path / "log").kill()
+        assert launcher.qemu_version(QEMU) == "from the cache"
 
 
 def test_trace_options_refused(launcher: SshLauncher) -> None:

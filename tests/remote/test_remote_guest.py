@@ -36,6 +36,11 @@ def remote_guest(ssh_env: Sshd, tmp_path: Path, firmware_elf: Path, qemu: str,
     monkeypatch.setenv("SHOOTDOWN_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
 
     def write(name: str = "remote-quick", host: str = ALIAS, **kw: object) -> Path:
+        # Idle 5 s rather than the local tests' 2: spawning over SSH and the
+        # runner's QEMU version query happen inside the first idle window,
+        # and the machine running the tests may be busy.
+        kw.setdefault("idle", 5)
+        kw.setdefault("boot", 20)
         return make_guest(tmp_path / "guests", name, str(firmware_elf),
                           extra=f'host = "{host}"', **kw)
     return write
@@ -73,7 +78,7 @@ def test_hang_is_killed(remote_guest: Callable[..., Path], no_remote_qemu_left: 
     code = cli_main(["run", "--guest", str(remote_guest()), "--debug-command", "hang"])
     assert code == 3
     assert "no console output" in capsys.readouterr().err
-    assert time.monotonic() - t0 < 15  # idle timeout is 2 s
+    assert time.monotonic() - t0 < 20  # idle timeout is 5 s
 
 
 def test_crash_is_reported(remote_guest: Callable[..., Path], no_remote_qemu_left: None,

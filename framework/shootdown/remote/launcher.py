@@ -23,6 +23,7 @@ when it names a ``host``, the local one otherwise.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -87,6 +88,8 @@ class SshLauncher:
                                  or REMOTE_CACHE_DIR)
         self._conn: Connection | None = None
         self._versions: dict[str, str] = {}
+        #: QEMU binary name -> ``size:mtime`` on the host, from the start script.
+        self._binary_ids: dict[str, str] = {}
         #: (sha256, remote path) known to be in place on this host.
         self._verified: set[tuple[str, str]] = set()
 
@@ -169,11 +172,26 @@ class SshLauncher:
             log_file.close()
             raise
         self._verified.update((u.digest, u.remote) for u in uploads)
+        if proc.binary_id:
+            self._binary_ids[argv[0]] = proc.binary_id
         return proc
 
     def qemu_version(self, binary: str) -> str:
-        """First line of ``binary --version`` on the host (cached per launcher)."""
+        """First line of ``binary --version`` on the host.
+
+        Cached per launcher and, once a guest has been spawned, on disk by
+        host, binary name, size and mtime (which the start script reports):
+        asking QEMU its version costs a remote command and a QEMU start-up,
+        more than the rest of a warm run.
+        """
         if binary not in self._versions:
+            key = None
+            if binary in self._binary_ids:
+                key = f"{self.host.known_hosts_name}|{binary}|{self._binary_ids[binary]}"
+                cached = _read_version_cache().get(key)
+                if isinstance(cached, str):
+                    self._versions[binary] = cached
+                    return cached
             result = self.connection.run([binary, "--version"], check=False)
             if result.exit_status == 127:
                 raise LaunchError(f"{binary}: QEMU binary not found on "
@@ -182,7 +200,36 @@ class SshLauncher:
             first = lines.splitlines()[0] if lines else \
                 f"unknown (exit status {result.exit_status})"
             self._versions[binary] = first
+            if key is not None and result.exit_status == 0:
+                _write_version_cache(key, first)
         return self._versions[binary]
+
+
+def _version_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "shootdown" / "remote-qemu-version.json"
+
+
+def _read_version_cache() -> dict[str, object]:
+    try:
+        data = json.loads(_version_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_version_cache(key: str, version: str) -> None:
+    """Add one entry; a read-only or racing cache is no reason to fail a run."""
+    path = _version_cache_path()
+    entries = _read_version_cache()
+    entries[key] = version
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("cannot cache the remote QEMU version in %s: %s", path, exc)
 
 
 class _Upload(NamedTuple):

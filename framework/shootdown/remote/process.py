@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 #: Printed by the start script before ``exec``; never part of the console log.
 PID_MARKER = b"@@shootdown-remote-pid="
-_PID_RE = re.compile(re.escape(PID_MARKER) + rb"(\d+)@@\r?\n")
+_PID_RE = re.compile(re.escape(PID_MARKER) + rb"(\d+) ([0-9:]*)@@\r?\n")
 _STALE_MARK = b"@@shootdown-remote-stale@@"
 _MISSING_MARK = b"@@shootdown-remote-missing@@"
 #: The start script.  ``$1`` is the QEMU binary, then (sha256, path) pairs up
@@ -85,7 +85,8 @@ START_SCRIPT = (
     'shift 2; done; shift; '
     'command -v -- "$bin" >/dev/null 2>&1 || '
     f'{{ echo "{_MISSING_MARK.decode()}"; exit 127; }}; '
-    f'echo "{PID_MARKER.decode()}$$@@"; exec "$@"')
+    'id=$(stat -L -c %s:%Y -- "$(command -v -- "$bin")" 2>/dev/null); '
+    f'echo "{PID_MARKER.decode()}$$ $id@@"; exec "$@"')
 #: Seconds to wait for the start script to report the pid.
 START_TIMEOUT = 30.0
 #: Seconds after which a remote QEMU is killed whatever happens (watchdog of
@@ -212,8 +213,10 @@ class RemoteProcess:
     """A QEMU started on a remote host; see the module docstring for how."""
 
     def __init__(self, conn: Connection, channel: paramiko.Channel, pid: int,
-                 console: ChannelSpawn, log_file: BinaryIO) -> None:
+                 console: ChannelSpawn, log_file: BinaryIO, *, binary_id: str = "") -> None:
         self._conn = conn
+        #: ``size:mtime`` of the QEMU binary that was started (for version caching).
+        self.binary_id = binary_id
         self._channel = channel
         self._pid = pid
         self._console = console
@@ -259,13 +262,14 @@ class RemoteProcess:
             raise
         assert isinstance(console.match, re.Match)
         pid = int(console.match.group(1))
+        binary_id = console.match.group(2).decode()
         log.debug("%s: QEMU started, remote pid %d", where, pid)
         # Whatever followed the marker is already QEMU's output: hand it back
         # to the stream so the running guest (and the log) see every byte.
         console.push_back(bytes(console.buffer))
         console.buffer = b""
         console.logfile_read = log_file
-        return cls(conn, channel, pid, console, log_file)
+        return cls(conn, channel, pid, console, log_file, binary_id=binary_id)
 
     @property
     def pid(self) -> int:
