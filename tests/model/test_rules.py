@@ -311,3 +311,15 @@ def test_every_policy_is_named_vX_Y_and_in_release_order() -> None:
     versions = [p.version for p in POLICIES.values()]
     assert versions == sorted(versions)
     assert {"v4.19", "v4.20", "v6.19"} <= set(POLICIES)
+
+
+def test_a_pud_block_takes_a_page_batch_slot_only_in_v6_19() -> None:
+    base, cap = 0x40000000, 7 + 19 * 509
+    ops = f'{pte_run(base, cap - 1)}, {op("remove_pud", 0x80000000)}'
+    # v6.13: no slot; one flush at the end over pages and block (PTE stride: ASID)
+    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH]
+    ops += f', {pte_run(0xC0000000, 1)}'
+    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH]
+    # v6.19: the block fills the batch: flush, then the last page alone
+    assert run(gather(ops), "v6.19") == [ISHST, T("aside1is", A42), ISH,
+                                         ISHST, T("vale1is", va(0xC0000000, 42)), ISH]

@@ -147,10 +147,17 @@ class MmuGather:
             self.flush("zap_huge_pmd: page batch full > tlb_flush_mmu")
 
     def remove_pud(self, addr: int) -> None:
-        """zap_huge_pud(): tlb_remove_pud_tlb_entry() (HPAGE_PUD_SIZE); a PUD
-        mapping is DAX, no page goes to the batch."""
+        """zap_huge_pud(): tlb_remove_pud_tlb_entry() (HPAGE_PUD_SIZE).
+
+        A user PUD mapping is DAX: up to v6.13 no page goes to the batch; the
+        v6.19 source queues the DAX page (one slot) like a THP.
+        """
         self.adjust(addr, self.geo.pud_size)
         self.cleared_puds = True
+        if self.p.pud_page_batched:
+            self.pages += 1
+            if self.pages == self.page_cap:
+                self.flush("zap_huge_pud: page batch full > tlb_flush_mmu")
 
     # -- freeing tables (free_p?d_range) -------------------------------------
     def free_pte_table(self, addr: int) -> None:

@@ -61,6 +61,8 @@ class Policy:
     range_max_inclusive: bool = False
     #: v6.13: flush_tlb_kernel_range uses the range loop and the shared cut-off
     kernel_range_loop: bool = False
+    #: v6.19 (after v6.13): zap_huge_pud queues the (DAX) PUD page in the page batch
+    pud_page_batched: bool = False
 
     @property
     def version(self) -> tuple[int, int]:
@@ -88,7 +90,7 @@ def _build() -> dict[str, Policy]:
     step("v6.9", range_num_clamp=True, page_batch_keep_one_free=True)
     step("v6.10", range_max_inclusive=True)
     step("v6.13", kernel_range_loop=True)
-    step("v6.19")
+    step("v6.19", pud_page_batched=True)
     return out
 
 
