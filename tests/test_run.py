@@ -213,3 +213,21 @@ def test_qemu_version_is_cached_until_the_binary_changes(
     # ... and asked again once it changes.
     binary.write_text("#!/bin/sh\necho 'QEMU emulator version 2.0 (new build)'\n")
     assert launcher.qemu_version(str(binary)) == "QEMU emulator version 2.0 (new build)"
+
+
+def test_firmware_older_than_its_sources_is_noticed(tmp_path: Path) -> None:
+    from shootdown.commands.run import newer_firmware_source
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "build").mkdir()
+    (tmp_path / "Makefile").write_text("all:\n")
+    source = tmp_path / "src" / "mmu.c"
+    source.write_text("int x;\n")
+    elf = tmp_path / "build" / "shootdown-4k.elf"
+    elf.write_bytes(b"\x7fELF")
+    os.utime(source, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(tmp_path / "Makefile", ns=(1_000_000_000, 1_000_000_000))
+    assert newer_firmware_source(str(elf)) is None
+    os.utime(source, ns=(9_000_000_000_000_000_000, 9_000_000_000_000_000_000))
+    assert newer_firmware_source(str(elf)) == str(source)
+    assert newer_firmware_source(str(tmp_path / "src" / "mmu.c")) is None  # not in build/

@@ -103,6 +103,42 @@ def _while_booting(guest: Guest) -> None:
     import shootdown.trace.console  # noqa: F401
 
     guest.qemu_version()
+    if guest.firmware is not None:
+        newer = newer_firmware_source(guest.firmware.path)
+        if newer:
+            print(f"shootdown: warning: {_short(newer)} is newer than "
+                  f"{_short(guest.firmware.path)}: the firmware may be stale "
+                  "(make -C firmware)", file=sys.stderr)
+
+
+def newer_firmware_source(elf: str) -> str | None:
+    """A firmware source file newer than ``elf``, if ``elf`` was built in a source tree.
+
+    Only for an ELF in a ``build/`` directory next to a ``Makefile``: the
+    layout of ``firmware/``.  The build-id check at boot catches a mismatch
+    between the ELF and what runs; this catches an ELF older than its sources.
+    """
+    build = os.path.dirname(os.path.abspath(elf))
+    tree = os.path.dirname(build)
+    if os.path.basename(build) != "build" or not os.path.isfile(os.path.join(tree, "Makefile")):
+        return None
+    try:
+        built = os.stat(elf).st_mtime_ns
+    except OSError:
+        return None
+    for sub in ("src", "include", "."):
+        for root, dirs, files in os.walk(os.path.join(tree, sub)):
+            dirs[:] = [d for d in dirs if d != "build" and not d.startswith(".")] \
+                if sub != "." else []
+            for name in files:
+                if name.endswith((".c", ".h", ".S", ".ld")) or name == "Makefile":
+                    path = os.path.join(root, name)
+                    try:
+                        if os.stat(path).st_mtime_ns > built:
+                            return path
+                    except OSError:
+                        continue
+    return None
 
 
 def new_logdir() -> str:
