@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +114,32 @@ def test_changed_key_type_refused(ssh_env: Sshd, tmp_path: Path) -> None:
     host = replace(resolve_host(ALIAS), user_known_hosts=(str(known),))
     with pytest.raises(RemoteError, match="HOST KEY CHANGED"):
         Connection(host, accept_new_host_key=True)
+
+
+def test_agent_auth(ssh_env: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No IdentityFile: the key comes from a real ssh-agent."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(ssh_env.user_key)], env=env, check=True,
+                       capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        host = replace(resolve_host(ALIAS), identity_files=(), identities_only=False)
+        with Connection(host) as conn:
+            assert conn.run(["echo", "agent"]).stdout == b"agent\n"
+        # Without the agent the same host has no key to offer.
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        with pytest.raises(RemoteError, match="no key to offer"):
+            Connection(host)
+    finally:
+        agent.terminate()
+        agent.wait()
 
 
 def test_proxy_jump(ssh_env: Sshd) -> None:

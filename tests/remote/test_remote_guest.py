@@ -141,6 +141,21 @@ def test_hostile_host_name_is_config_error(remote_guest: Callable[..., Path],
     assert not marker.exists()
 
 
+def test_hostile_guest_name_is_refused(remote_guest: Callable[..., Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A definition whose name could mean something to a shell never gets near one."""
+    marker = tmp_path / "pwned"
+    good = remote_guest()
+    for name in (f"x; touch {marker}", f"$(touch {marker})", "it's", "a b"):
+        bad = good.with_name(f"{name.replace('/', '_')}.toml")
+        # A JSON string is a valid TOML basic string for these names.
+        bad.write_text(good.read_text().replace('name = "remote-quick"',
+                                                f"name = {json.dumps(name)}"))
+        assert cli_main(["run", "--guest", str(bad)]) == 2
+        assert "key 'name'" in capsys.readouterr().err
+    assert not marker.exists()
+
+
 def test_trace_refused_under_kvm_and_remote(remote_guest: Callable[..., Path]) -> None:
     definition = load_definition(remote_guest())
     with pytest.raises(ConfigError, match="not supported on remote hosts"):

@@ -211,7 +211,14 @@ class Connection:
             client.close()
             raise RemoteError(f"{hop.describe()}: authentication failed ({exc}); "
                               "check IdentityFile in the ssh config or the ssh agent") from exc
-        except (paramiko.SSHException, OSError, EOFError, ValueError) as exc:
+        except paramiko.SSHException as exc:
+            client.close()
+            if "no authentication methods" in str(exc).lower():
+                raise RemoteError(f"{hop.describe()}: authentication failed: no key to offer "
+                                  "(no IdentityFile, no ssh agent, no ~/.ssh/id_*)") from exc
+            raise RemoteError(f"{hop.describe()}: cannot connect: "
+                              f"{exc or type(exc).__name__}") from exc
+        except (OSError, EOFError, ValueError) as exc:
             client.close()
             raise RemoteError(f"{hop.describe()}: cannot connect: "
                               f"{exc or type(exc).__name__}") from exc
