@@ -231,3 +231,15 @@ def test_firmware_older_than_its_sources_is_noticed(tmp_path: Path) -> None:
     os.utime(source, ns=(9_000_000_000_000_000_000, 9_000_000_000_000_000_000))
     assert newer_firmware_source(str(elf)) == str(source)
     assert newer_firmware_source(str(tmp_path / "src" / "mmu.c")) is None  # not in build/
+
+
+def test_multi_line_command(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
+    """A scenario (SCN .. GO) is one command: the lines before GO are not answered."""
+    scenario = ["SCN id=1 policy=v6.19 granule=4k va_bits=48 asid=1 kpti=0 ttl=0 tlbirange=0 "
+                "inject=none", "MAP level=3 addr=0x400000 count=1",
+                "STEP n=0 kind=flush_tlb_page addr=0x400000"]
+    with Guest(find_guest("virt-a57"), log_path=tmp_path / "c.log") as guest:
+        records = guest.command("GO", before=scenario)
+        assert records[0].tag == "SCN" and records[-1].tag == "SCNEND"
+        assert records[-1].number("probefail") == 0
+        assert [r.tag for r in guest.command("PING")] == ["PONG"]  # still in step

@@ -57,7 +57,7 @@ from shootdown.guest.definition import DEFAULT_GRANULE, GuestDefinition
 from shootdown.guest.launcher import ConsoleProcess, Launcher, LocalLauncher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
     from shootdown.trace.console import Record, RecordParser
@@ -204,8 +204,13 @@ class Guest:
             self.shutdown()
             raise
 
-    def command(self, line: str, *, allow_err: bool = False) -> list[Record]:
+    def command(self, line: str, *, allow_err: bool = False,
+                before: Sequence[str] = ()) -> list[Record]:
         """Send one command; return the records it produced, up to (excluding) ``READY``.
+
+        ``before`` are lines sent ahead of ``line`` in the same write, for
+        commands that span several lines (a scenario's ``SCN`` .. ``GO``: the
+        guest buffers them silently and answers after the last).
 
         An ``ERR`` answer is a protocol error unless ``allow_err``: the host
         only sends commands it believes valid, so a rejection means the
@@ -219,8 +224,9 @@ class Guest:
 
         word = line.split()[0] if line.split() else line
         try:
-            _debug("-> %s", line)
-            self._proc.console.send(encode_command(line))
+            for text in (*before, line):
+                _debug("-> %s", text)
+            self._proc.console.send(b"".join(encode_command(text) for text in (*before, line)))
             self._ready = False
             out = self._read_until(lambda r: r.tag == "READY", f"the answer to {word}",
                                    deadline=None)
