@@ -29,7 +29,7 @@ pty as its controlling terminal.  That gives us:
   watchdog process of our own; ``tests/remote`` kills the sshd session in
   the middle of a run and checks it.  As a last resort against a link that
   dies silently (no FIN, so sshd never notices), QEMU runs under
-  ``timeout --kill-after`` with a lifetime cap.
+  ``timeout -k`` with a lifetime cap.
 
 The pty makes QEMU's stdio behave as it does locally (pexpect uses a pty
 too): same line endings (``\\r\\n``), stderr merged into the console.
@@ -79,10 +79,11 @@ _MISSING_MARK = b"@@shootdown-remote-missing@@"
 START_SCRIPT = (
     'stty -echo 2>/dev/null; '
     'bin=$1; shift; '
-    'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do '
+    'while [ "$#" -gt 0 ]; do '
+    'case $1 in --) shift; break;; esac; '
     'sum=$(sha256sum -- "$2" 2>/dev/null); sum=${sum#\\\\}; sum=${sum%% *}; '
-    f'if [ "$sum" != "$1" ]; then echo "{_STALE_MARK.decode()}"; exit 0; fi; '
-    'shift 2; done; shift; '
+    f'[ "$sum" = "$1" ] || {{ echo "{_STALE_MARK.decode()}"; exit 0; }}; '
+    'shift 2; done; '
     'command -v -- "$bin" >/dev/null 2>&1 || '
     f'{{ echo "{_MISSING_MARK.decode()}"; exit 127; }}; '
     'id=$(stat -L -c %s:%Y -- "$(command -v -- "$bin")" 2>/dev/null); '
@@ -111,7 +112,8 @@ def start_command(argv: list[str], max_lifetime: float | None,
         words += [digest, path]
     words.append("--")
     if max_lifetime:
-        words += ["timeout", "--kill-after=10", f"{int(max_lifetime)}"]
+        # -k rather than --kill-after: BusyBox's timeout knows only the short form.
+        words += ["timeout", "-k", "10", f"{int(max_lifetime)}"]
     return "exec " + shell_join([*words, *argv])
 
 
