@@ -16,6 +16,7 @@ from shootdown.firmware import FirmwareInfo, quick_check
 from shootdown.guest.definition import find_guest
 from shootdown.guest.launcher import LocalLauncher, LocalProcess
 from shootdown.guest.machine import Guest
+from shootdown.trace.console import Record
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
 
@@ -243,3 +244,27 @@ def test_multi_line_command(firmware_elf: Path, qemu: str, tmp_path: Path) -> No
         assert records[0].tag == "SCN" and records[-1].tag == "SCNEND"
         assert records[-1].number("probefail") == 0
         assert [r.tag for r in guest.command("PING")] == ["PONG"]  # still in step
+
+
+def test_smoke_verdicts() -> None:
+    import zlib
+
+    from shootdown.commands.run import check_smoke
+    from shootdown.errors import ProtocolError
+    from shootdown.result import Verdict, overall
+    from shootdown.trace.console import parse_record
+
+    def smoke(payload: str) -> list[Record]:
+        body = f"SD1 4 SMOKE {payload}"
+        return [parse_record(f"{body} *{zlib.crc32(body.encode()):08x}".encode())]
+
+    assert check_smoke(smoke("status=pass stale=2")).verdict is Verdict.PASS
+    failed = check_smoke(smoke("status=fail why=stale_read"))
+    assert failed.verdict is Verdict.FAIL and failed.detail == "why=stale_read"
+    assert overall([Verdict.PASS, failed.verdict]) is Verdict.FAIL
+    assert overall([Verdict.CAUGHT, Verdict.PASS]) is Verdict.PASS
+    assert not Verdict.MISSED.ok
+    with pytest.raises(ProtocolError, match="neither pass nor fail"):
+        check_smoke(smoke("status=maybe"))
+    with pytest.raises(ProtocolError, match="expected one SMOKE record"):
+        check_smoke([])
