@@ -95,6 +95,11 @@ def run_step(arm: Arm64, ls: LoweredStep) -> None:
     elif isinstance(step, FlushTlbKernelRangeStep):
         arm.flush_tlb_kernel_range(step.start, step.end)
     elif isinstance(step, FlushTlbKernelPgtableStep):
+        # pmd_free_pte_page(): the only caller; its pmd_clear orders the store
+        # (a barrier in v4.19 only), then the walk-cache invalidation.
+        arm.why = Why(ls.index, "pmd_free_pte_page: pmd_clear")
+        arm.pmd_clear()
+        arm.why = Why(ls.index, "pmd_free_pte_page > __flush_tlb_kernel_pgtable")
         arm.flush_tlb_kernel_pgtable(step.addr)
     else:  # pragma: no cover
         raise AssertionError(step)
