@@ -31,6 +31,7 @@ struct mmu_gather {
 	bool need_flush_all;		/* never set on arm64; kept for the state dump */
 	bool freed_tables;		/* a page table was unlinked (v4.20+) */
 	bool cleared_ptes, cleared_pmds, cleared_puds, cleared_p4ds;
+	unsigned long nr_pages;		/* pages queued in the page batches */
 	unsigned nr_tables;
 	void *tables[GATHER_MAX_TABLES];	/* kernel VAs of unlinked tables */
 	int8_t table_level[GATHER_MAX_TABLES];	/* level of their entries (3: PTE) */
@@ -40,6 +41,13 @@ void tlb_gather_mmu(struct mmu_gather *tlb, struct uspace *mm, bool fullmm);
 void tlb_finish_mmu(struct mmu_gather *tlb);
 /* Mid-gather flush (page batch full, end of a VMA): tlbonly, then free. */
 void tlb_flush_mmu(struct mmu_gather *tlb);
+
+/*
+ * Queue the page a zap just unmapped (__tlb_remove_page / tlb_remove_page_size).
+ * Returns true when that filled the page batches: the caller flushes
+ * (zap_pte_range's force_flush, zap_huge_pmd's tlb_remove_page_size).
+ */
+bool tlb_queue_page(struct mmu_gather *tlb);
 
 /* Record one cleared leaf entry (the caller has already cleared it). */
 void tlb_remove_tlb_entry(struct mmu_gather *tlb, uint64_t addr);

@@ -46,6 +46,8 @@ struct policy {
 	bool skip_by_flags;		/* tlbonly skips on no flag (v5.9+), else on end == 0 */
 	bool batch_full_flushes;	/* a full table batch invalidates first (v4.20+) */
 	bool generic_p4d_free;		/* p4d_free_tlb grows the range (pgtable-nop4d.h, v5.9+) */
+	bool page_batch_keep_slot;	/* a batch is left with one slot free (folio pairs, v6.9+) */
+	bool pud_page_batched;		/* zap_huge_pud queues the (DAX) page (v6.19) */
 
 	/* arm64 tlb.h */
 	void (*tlb_flush)(struct mmu_gather *tlb);

@@ -13,7 +13,8 @@
 #define SCN_MAX_MAPS	64
 #define SCN_MAX_STEPS	64
 #define SCN_MAX_OPS	1024
-#define SCN_MAX_POINTS	16384
+#define SCN_MAX_POINTS	16384		/* probe points per scenario (sampled beyond) */
+#define SCN_MAX_COUNT	(1UL << 22)	/* pages of one MAP / remove_pte */
 
 enum step_kind {
 	STEP_GATHER, STEP_FLUSH_TLB_MM, STEP_FLUSH_TLB_PAGE, STEP_FLUSH_TLB_RANGE,
@@ -42,6 +43,7 @@ struct scn_step {
 	enum step_kind kind;
 	bool fullmm, last_level;
 	uint64_t addr, start, end, stride;
+	int level;			/* flush_tlb_range's TTL hint, or TLB_LEVEL_UNKNOWN */
 	unsigned first_op, nr_ops;
 };
 

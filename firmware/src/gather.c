@@ -41,6 +41,7 @@ void tlb_gather_mmu(struct mmu_gather *tlb, struct uspace *mm, bool fullmm)
 	tlb->mm = mm;
 	tlb->fullmm = fullmm;
 	tlb->need_flush_all = false;
+	tlb->nr_pages = 0;
 	tlb->nr_tables = 0;
 	tlb_reset_range(tlb);
 }
@@ -94,9 +95,37 @@ static void tlb_flush_mmu_tlbonly(struct mmu_gather *tlb)
 	tlb_reset_range(tlb);
 }
 
-/* tlb_flush_mmu_free: the unlinked tables go back only after the flush. */
+/*
+ * How many pages the page batches hold before __tlb_remove_page_size says
+ * "full": the on-stack bundle of MMU_GATHER_BUNDLE (8) slots, then at most
+ * MAX_GATHER_BATCH_COUNT = 10000 / MAX_GATHER_BATCH allocated batches of
+ * MAX_GATHER_BATCH = (PAGE_SIZE - 16) / 8 slots. A batch is left when it is
+ * full, or from v6.9 when one slot is left (a folio takes two).
+ * 4K: 9698 (v6.9+: 9678); 16K: 8192 (8187); 64K: 8198 (8196).
+ */
+static unsigned long page_batch_capacity(void)
+{
+	unsigned long per_batch = (PAGE_SIZE - 16) / 8;
+	unsigned long batches = 10000 / per_batch;
+
+	if (policy_current->page_batch_keep_slot)
+		return 7 + batches * (per_batch - 1);
+	return 8 + batches * per_batch;
+}
+
+bool tlb_queue_page(struct mmu_gather *tlb)
+{
+	return ++tlb->nr_pages >= page_batch_capacity();
+}
+
+/*
+ * tlb_flush_mmu_free: the queued pages and the unlinked tables go back only
+ * after the flush (the batches stay allocated: the next round has the same
+ * capacity).
+ */
 static void tlb_flush_mmu_free(struct mmu_gather *tlb)
 {
+	tlb->nr_pages = 0;
 	for (unsigned i = 0; i < tlb->nr_tables; i++)
 		uspace_free_table(tlb->tables[i], tlb->table_level[i]);
 	tlb->nr_tables = 0;

@@ -651,13 +651,14 @@ static const struct policy policies[] = {
 	  .flush_tlb_range = flush_range_v5_9, .flush_tlb_kernel_range = kernel_range_v5_0 },
 	{ .name = "v6.8", GENERIC_V5_9, .tlb_get_level = level_v6_8,
 	  .flush_tlb_range = flush_range_v6_8, .flush_tlb_kernel_range = kernel_range_v5_0 },
-	{ .name = "v6.9", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	{ .name = "v6.9", GENERIC_V5_9, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
 	  .flush_tlb_range = flush_range_v6_9, .flush_tlb_kernel_range = kernel_range_v5_0 },
-	{ .name = "v6.10", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	{ .name = "v6.10", GENERIC_V5_9, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v5_0 },
-	{ .name = "v6.13", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	{ .name = "v6.13", GENERIC_V5_9, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
-	{ .name = "v6.19", GENERIC_V5_9, .tlb_get_level = level_v6_8,
+	{ .name = "v6.19", GENERIC_V5_9, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
+	  .pud_page_batched = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
 };
 

@@ -142,7 +142,7 @@ static int parse_map(const char *line, bool kernel)
 		return reject(cmd, "level");
 	if (!need_u64(line, "addr", &m->addr))
 		return reject(cmd, "addr");
-	if (!need_u64(line, "count", &m->count) || m->count == 0 || m->count > SCN_MAX_POINTS)
+	if (!need_u64(line, "count", &m->count) || m->count == 0 || m->count > SCN_MAX_COUNT)
 		return reject(cmd, "count");
 	m->kernel = kernel;
 	m->level = (int)level;
@@ -186,6 +186,12 @@ static int parse_step(const char *line)
 			return reject("STEP", "stride");
 		if (!need_bool(line, "last_level", &s->last_level))
 			return reject("STEP", "last_level");
+		s->level = TLB_LEVEL_UNKNOWN;	/* optional TTL hint, 0..3 */
+		if (arg_u64(line, "level", &n) != -1) {
+			if (arg_u64(line, "level", &n) || n > 3)
+				return reject("STEP", "level");
+			s->level = (int)n;
+		}
 	} else if (!strcmp(kind, "flush_tlb_kernel_range")) {
 		s->kind = STEP_FLUSH_TLB_KERNEL_RANGE;
 		if (!need_u64(line, "start", &s->start) || !need_u64(line, "end", &s->end) ||
@@ -233,7 +239,7 @@ static int parse_op(const char *line)
 	if (op->kind != OP_FLUSH && !need_u64(line, "addr", &op->addr))
 		return reject("OP", "addr");
 	if (op->kind == OP_REMOVE_PTE &&
-	    (!need_u64(line, "count", &op->count) || !op->count || op->count > SCN_MAX_POINTS))
+	    (!need_u64(line, "count", &op->count) || !op->count || op->count > SCN_MAX_COUNT))
 		return reject("OP", "count");
 	scn.nr_ops++;
 	s->nr_ops++;
@@ -241,6 +247,18 @@ static int parse_op(const char *line)
 }
 
 /* ---- checks at GO: can this CPU and build run it? --------------------------- */
+
+/*
+ * Kernel test addresses: anywhere in the TTBR1 space below the firmware's
+ * own top gigabyte. The walker shares the core's existing tables where a
+ * root entry is shared (16K: bit 47 is one root entry) and refuses to
+ * touch any entry that is already valid, so the firmware's mappings are
+ * never changed; only tables it created itself are freed again.
+ */
+static int kva_unusable(uint64_t start, uint64_t end)
+{
+	return start < KVA_SCN_BASE || end > KVA_FW_BASE || end < start;
+}
 
 /* NULL if the scenario can run here, else a one-word reason for SKIP. */
 static const char *check_runnable(void)
@@ -272,7 +290,7 @@ static const char *check_runnable(void)
 		if (m->addr & (size - 1))
 			return "map_unaligned";
 		if (m->kernel) {
-			if (kva_reserved(m->addr, end))
+			if (kva_unusable(m->addr, end))
 				return "kmap_in_reserved_kernel_va";
 			continue;
 		}
@@ -286,9 +304,9 @@ static const char *check_runnable(void)
 	for (unsigned i = 0; i < scn.nr_steps; i++) {
 		const struct scn_step *s = &scn.steps[i];
 
-		if (s->kind == STEP_FLUSH_TLB_KERNEL_RANGE && kva_reserved(s->start, s->end))
+		if (s->kind == STEP_FLUSH_TLB_KERNEL_RANGE && kva_unusable(s->start, s->end))
 			return "kernel_range_in_reserved_kernel_va";
-		if (s->kind == STEP_FLUSH_TLB_KERNEL_PGTABLE && kva_reserved(s->addr, s->addr + 1))
+		if (s->kind == STEP_FLUSH_TLB_KERNEL_PGTABLE && kva_unusable(s->addr, s->addr + 1))
 			return "kernel_pgtable_in_reserved_kernel_va";
 		for (unsigned k = s->first_op; k < s->first_op + s->nr_ops; k++) {
 			const struct scn_op *op = &scn.ops[k];
@@ -320,7 +338,11 @@ static void env_init(void)
 	inject_current = scn.inject;
 }
 
-/* Map everything and list the probe points; NULL or a SKIP reason. */
+/*
+ * Map everything and list the probe points; NULL or a SKIP reason. A big
+ * MAP is probed at an even sample of its entries (first and last included),
+ * SCN_MAX_POINTS / nr_maps of them, so a 1 GiB munmap still fits.
+ */
 static const char *build(void)
 {
 	nr_points = 0;
@@ -330,20 +352,22 @@ static const char *build(void)
 		const struct scn_map *m = &scn.maps[i];
 		struct uspace *mm = m->kernel ? &kernel_mm : &user_mm;
 		const char *why = uspace_map(mm, m->level, m->addr, m->count);
+		uint64_t want = SCN_MAX_POINTS / scn.nr_maps;
 
 		if (why)
 			return why;
-		for (uint64_t k = 0; k < m->count; k++) {
+		if (want > m->count)
+			want = m->count;
+		for (uint64_t j = 0; j < want; j++) {
+			uint64_t k = want > 1 ? j * (m->count - 1) / (want - 1) : 0;
 			uint64_t va = m->addr + k * level_size(m->level);
+			struct probe_point *p = &points[nr_points++];
 			int level;
 
-			if (nr_points == SCN_MAX_POINTS)
-				return "too_many_pages";
-			points[nr_points].va = uspace_probe_va(va, m->level);
-			points[nr_points].expect = uspace_value(va, m->level);
-			points[nr_points].kernel = m->kernel;
-			points[nr_points].leaf = uspace_leaf(mm, va, &level);
-			nr_points++;
+			p->va = uspace_probe_va(va, m->level);
+			p->expect = uspace_value(va, m->level);
+			p->kernel = m->kernel;
+			p->leaf = uspace_leaf(mm, va, &level);
 		}
 	}
 	uspace_touch(points, nr_points, (uint16_t)scn.asid);
@@ -418,19 +442,25 @@ static void run_op(struct mmu_gather *tlb, const struct scn_op *op)
 			if (e)
 				WRITE_ONCE(*e, 0);	/* ptep_get_and_clear: no barrier */
 			tlb_remove_tlb_entry(tlb, va);
+			if (tlb_queue_page(tlb))	/* zap_pte_range's force_flush */
+				tlb_flush_mmu(tlb);
 		}
 		break;
-	case OP_REMOVE_PMD:
+	case OP_REMOVE_PMD:			/* zap_huge_pmd of an anonymous THP */
 		e = uspace_entry(&user_mm, op->addr, 2);
 		if (e && (*e & PTE_TYPE_MASK) == PTE_TYPE_BLOCK)
 			WRITE_ONCE(*e, 0);		/* pmdp_huge_get_and_clear: no barrier */
 		tlb_remove_pmd_tlb_entry(tlb, op->addr);
+		if (tlb_queue_page(tlb))	/* tlb_remove_page_size */
+			tlb_flush_mmu(tlb);
 		break;
-	case OP_REMOVE_PUD:
+	case OP_REMOVE_PUD:			/* zap_huge_pud of a DAX PUD */
 		e = uspace_entry(&user_mm, op->addr, 1);
 		if (e && (*e & PTE_TYPE_MASK) == PTE_TYPE_BLOCK)
 			WRITE_ONCE(*e, 0);
 		tlb_remove_pud_tlb_entry(tlb, op->addr);
+		if (p->pud_page_batched && tlb_queue_page(tlb))
+			tlb_flush_mmu(tlb);
 		break;
 	case OP_FREE_PTE_TABLE:		/* free_pte_range: pmd_clear; pte_free_tlb */
 		t = unlink_table(&user_mm, op->addr, 2, p->clear_pmd);
@@ -477,7 +507,7 @@ static void run_step(const struct scn_step *s)
 		break;
 	case STEP_FLUSH_TLB_RANGE:
 		clear_leaves_in(false, s->start, s->end);
-		p->flush_tlb_range(s->start, s->end, s->stride, s->last_level, TLB_LEVEL_UNKNOWN);
+		p->flush_tlb_range(s->start, s->end, s->stride, s->last_level, s->level);
 		break;
 	case STEP_FLUSH_TLB_KERNEL_RANGE:	/* unmap_kernel_range */
 		clear_leaves_in(true, s->start, s->end);

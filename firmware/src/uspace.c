@@ -18,7 +18,7 @@ static void *data_pool[DATA_POOL_PAGES];
 static uint64_t data_pool_pa[DATA_POOL_PAGES];
 
 /* Tables this firmware linked under the core's TTBR1 root. */
-#define KTABLES_MAX	64
+#define KTABLES_MAX	256
 static struct {
 	void *table;
 	uint64_t *parent;		/* the entry that points at it */
@@ -163,8 +163,11 @@ const char *uspace_map(struct uspace *mm, int level, uint64_t addr, uint64_t cou
 		uint64_t va = addr + i * level_size(level);
 		uint64_t *e = walk(mm, va, level, true);
 
-		if (!e)
-			return mm->kernel && nr_ktables == KTABLES_MAX ? "ktables" : "overlap_or_nomem";
+		if (!e) {
+			if (mm->kernel && nr_ktables == KTABLES_MAX)
+				return "too_many_kernel_tables";
+			return page_pool_free() ? "overlap" : "out_of_memory";
+		}
 		if (*e & PTE_VALID)
 			return "overlap";
 		WRITE_ONCE(*e, leaf_pa(va, level) | type | prot);
