@@ -174,17 +174,18 @@ class Connection:
 
     def _connect_one(self, hop: SshHost,
                      sock: paramiko.Channel | socket.socket | None) -> paramiko.SSHClient:
-        if sock is None:
-            sock = self._open_socket(hop)
         client = paramiko.SSHClient()
-        for path in hop.global_known_hosts:
-            if os.path.exists(path):
-                client.load_system_host_keys(path)
-        for path in hop.user_known_hosts:
-            if os.path.exists(path):
+        for path in (*hop.global_known_hosts, *hop.user_known_hosts):
+            if not os.path.exists(path):
+                continue
+            try:
                 # Read-only use: paramiko would rewrite a file given to
                 # load_host_keys on save; AcceptNewHostKey appends instead.
                 client.load_system_host_keys(path)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise RemoteError(f"{path}: cannot read known host keys: {exc}") from exc
+        if sock is None:
+            sock = self._open_socket(hop)
         record_in = hop.user_known_hosts[0] if hop.user_known_hosts else os.path.expanduser(
             "~/.ssh/known_hosts")
         policy: paramiko.MissingHostKeyPolicy = (
