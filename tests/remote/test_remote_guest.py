@@ -10,6 +10,10 @@ run``).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +26,7 @@ from shootdown.guest.definition import load_definition
 from shootdown.guest.machine import Guest
 from shootdown.remote import SshLauncher, check_trace_supported, launcher_for
 
-from .conftest import ALIAS, JUMP_ALIAS, Sshd
+from .conftest import ALIAS, JUMP_ALIAS, Sshd, remote_qemus
 from .test_process import wait_gone
 
 pytestmark = pytest.mark.guest
@@ -164,6 +168,32 @@ def test_trace_refused_under_kvm_and_remote(remote_guest: Callable[..., Path]) -
     kvm = kvm._replace(accel="kvm")
     with pytest.raises(ConfigError, match=r"accel = 'kvm'.*no TCG log"):
         check_trace_supported(kvm)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killing_the_run_kills_the_remote_qemu(remote_guest: Callable[..., Path],
+                                               ssh_env: Sshd, tmp_path: Path,
+                                               sig: signal.Signals) -> None:
+    """Ctrl-C on ``shootdown run`` kills QEMU over SSH; SIGKILL drops the link (SIGHUP)."""
+    guest = remote_guest(idle=60, total=120)
+    env = {**os.environ, "SHOOTDOWN_SSH_CONFIG": str(ssh_env.ssh_config)}
+    cli = subprocess.Popen([sys.executable, "-m", "shootdown.cli", "run", "--guest", str(guest),
+                            "--debug-command", "hang"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not remote_qemus(ssh_env) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        qemus = remote_qemus(ssh_env)
+        assert qemus, "the remote QEMU did not start"
+        time.sleep(1.0)  # let the guest boot and hang
+        cli.send_signal(sig)
+        cli.wait(30)
+        for pid in qemus:
+            assert wait_gone(pid), f"remote QEMU {pid} survived {sig.name} of the run"
+    finally:
+        cli.kill()
+        cli.communicate()
 
 
 def test_hang_times_out_with_guest_timeout(remote_guest: Callable[..., Path],
