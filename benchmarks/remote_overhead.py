@@ -133,7 +133,8 @@ def main() -> int:
                     1)
         for kind in ("cli", "warm")}
     out = {"figures": figures, "overhead_ms": overhead,
-           "first_remote_run_with_upload_ms": round(first_upload * 1000, 1)}
+           "first_remote_run_with_upload_ms": round(first_upload * 1000, 1),
+           "load_average": [round(x, 2) for x in os.getloadavg()]}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -145,6 +146,8 @@ def main() -> int:
         print(f"overhead {kind:<5} +{ms:.1f} ms per run ({ratio:.2f}x)")
     print(f"first remote run (with the firmware upload): {out['first_remote_run_with_upload_ms']}"
           " ms")
+    print(f"load average at the end: {' '.join(map(str, out['load_average']))} "
+          f"({os.cpu_count()} CPUs)")
     return 0
 
 
