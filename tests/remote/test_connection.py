@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -234,3 +235,26 @@ def test_secrets_never_logged(ssh_env: Sshd, caplog: pytest.LogCaptureFixture) -
     body = "".join(key_text.strip().splitlines()[1:-1])
     for chunk in (body[i:i + 24] for i in range(0, len(body), 24)):
         assert chunk not in caplog.text
+
+
+def test_hosts_check_command(ssh_env: Sshd, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``shootdown hosts`` (module main): ready host, missing QEMU, refused host key."""
+    import argparse
+
+    from shootdown.remote import command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.main(parser.parse_args([ALIAS, "--json"])) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["ready"] and report["arch"] and report["cpus"] >= 1
+    assert report["kvm"] in ("yes", "no-access", "absent")
+    if report["qemu"]:
+        assert report["qemu_version"].startswith("QEMU emulator version")
+    assert command.main(parser.parse_args([ALIAS, "--qemu", "no-such-qemu"])) == 3
+    assert "no-such-qemu not found" in capsys.readouterr().err
+    pool = tmp_path / "hosts.toml"
+    pool.write_text(f'[[host]]\nname = "local"\n[[host]]\nname = "{JUMP_ALIAS}"\n')
+    assert command.main(parser.parse_args(["--hosts-file", str(pool)])) == 0
+    assert JUMP_ALIAS in capsys.readouterr().out
