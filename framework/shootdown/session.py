@@ -28,7 +28,7 @@ from shootdown.model.expected import expected_sequence
 from shootdown.scenario.load import load_scenario
 from shootdown.scenario.lower import to_protocol_lines
 from shootdown.scenario.types import Scenario
-from shootdown.trace.console import Record, encode_command
+from shootdown.trace.console import Record
 from shootdown.trace.scenario import read_scenario
 
 logger = logging.getLogger(__name__)
@@ -82,17 +82,13 @@ def load_all(paths: Iterable[str | os.PathLike[str]],
 
 
 def send_scenario(guest: Guest, lines: Sequence[str]) -> list[Record]:
-    """Send ``SCN`` .. ``GO`` and return the guest's records up to its ``READY``.
+    """Send ``SCN`` .. ``GO`` in one write; the guest's records up to its ``READY``.
 
-    The guest buffers the lines before ``GO`` silently (docs/protocol.md), so
-    they are written in one go and only ``GO`` waits for the answer.
+    The guest buffers the lines before ``GO`` silently (docs/protocol.md); a
+    rejected line comes back as an ``ERR`` record, which the verdict reports.
     """
-    proc = guest.process
-    assert proc is not None, "guest not launched"
     *head, last = lines
-    if head:
-        proc.console.send(b"".join(encode_command(line) for line in head))
-    return guest.command(last, allow_err=True)
+    return guest.command(last, allow_err=True, before=head)
 
 
 def expected_steps(job: Job) -> dict[int, tuple[Any, ...]]:
