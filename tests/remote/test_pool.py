@@ -128,5 +128,6 @@ def test_seat_places_a_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         launcher = seat.launcher()  # resolves the name; connects only on first spawn
         assert isinstance(launcher, SshLauncher)
         assert launcher.describe() == "ssh://arm64-kvm"
+        assert seat.launcher() is launcher, "one launcher (one connection) per host"
     with p.acquire(host="local", timeout=1) as seat:
         assert seat.place(d).host is None

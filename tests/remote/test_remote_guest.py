@@ -170,6 +170,30 @@ def test_trace_refused_under_kvm_and_remote(remote_guest: Callable[..., Path]) -
         check_trace_supported(kvm)
 
 
+def test_guests_on_pool_seats(remote_guest: Callable[..., Path], tmp_path: Path,
+                              no_remote_qemu_left: None) -> None:
+    """The matrix runner's pattern: take a seat, place the guest there, run, give it back."""
+    from shootdown.commands.run import run_smoke
+    from shootdown.remote.pool import HostPool, PoolHost
+
+    pool = HostPool([PoolHost(ALIAS, 1)], seats_dir=tmp_path / "seats")
+    base = load_definition(remote_guest())._replace(host=None)
+    connections = []
+    for i in range(2):
+        with pool.acquire(timeout=5, prefer="gw0") as seat:
+            assert pool.try_acquire() is None, "max_guests = 1"
+            definition = seat.place(base)
+            assert definition.host == ALIAS
+            launcher = seat.launcher()
+            result = run_smoke(Guest(definition, log_path=tmp_path / f"{i}.log",
+                                     launcher=launcher))
+            assert result.verdict.ok
+            assert result.guest.launcher == f"ssh://{ALIAS}"
+            connections.append(launcher.connection)  # type: ignore[attr-defined]
+    assert connections[0] is connections[1], "the second guest reused the connection"
+    connections[0].close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killing_the_run_kills_the_remote_qemu(remote_guest: Callable[..., Path],
                                                ssh_env: Sshd, tmp_path: Path,

@@ -47,6 +47,7 @@ from shootdown.errors import ConfigError, InfraError
 if TYPE_CHECKING:
     from shootdown.guest.definition import GuestDefinition
     from shootdown.guest.launcher import Launcher
+    from shootdown.remote.launcher import SshLauncher
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ LOCAL = "local"
 MAX_SEATS_PER_HOST = 256
 
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]")
+#: Per-process launchers, one per remote host (see :meth:`Seat.launcher`).
+_LAUNCHERS: dict[str, SshLauncher] = {}
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,23 @@ class Seat:
         return definition._replace(host=self.host.name)
 
     def launcher(self) -> Launcher:
-        """A launcher for this seat's host."""
+        """A launcher for this seat's host, shared by every seat on it in this process.
+
+        Reusing one :class:`SshLauncher` per host keeps its connection open and
+        its firmware checks and QEMU version cached, so a worker pays the SSH
+        handshake once per host, not once per guest (it reconnects by itself
+        when the link dropped).
+        """
         if self.host.is_local:
             from shootdown.guest.launcher import LocalLauncher
 
             return LocalLauncher()
-        from shootdown.remote.launcher import SshLauncher
+        launcher = _LAUNCHERS.get(self.host.name)
+        if launcher is None:
+            from shootdown.remote.launcher import SshLauncher
 
-        return SshLauncher(self.host.name)
+            launcher = _LAUNCHERS[self.host.name] = SshLauncher(self.host.name)
+        return launcher
 
 
 def default_seats_dir() -> Path:
