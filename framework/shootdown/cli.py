@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "guests": ("shootdown.commands.guests", "list the guest definitions"),
     "bugs": ("shootdown.commands.bugs", "list the firmware's bug injections"),
     "lint": ("shootdown.commands.lint", "check the barrier rules in an aarch64 ELF"),
+    "fuzz": ("shootdown.commands.fuzz", "random scenarios through guest and model"),
 }
 
 
