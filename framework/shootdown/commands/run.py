@@ -29,14 +29,28 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``shootdown run``."""
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help="scenario files or folders of them (default: the smoke scenario)")
+    parser.add_argument("--policy", metavar="P",
+                        help="kernel release(s) to validate: vX.Y, a comma-separated list, or "
+                             "'all' (default: the scenario's own, else v6.19)")
+    parser.add_argument("--inject", metavar="BUG",
+                        help="inject a firmware bug (see 'shootdown bugs'); the run passes "
+                             "only if some scenario catches it")
+    parser.add_argument("--kpti", action=argparse.BooleanOptionalAction, default=None,
+                        help="override the scenarios' kpti field")
+    parser.add_argument("--cpu-features", metavar="LIST",
+                        help="override the scenarios' cpu_features (comma-separated: ttl,"
+                             "tlbirange; empty for none)")
     parser.add_argument("--guest", metavar="NAME",
                         help="guest definition name in the guests directory, or a .toml path "
                              "(default: $SHOOTDOWN_GUEST or virt-a57)")
     parser.add_argument("--guests-dir", metavar="DIR",
                         help="where guest names resolve (default: $SHOOTDOWN_GUESTS or the "
                              "source tree's guests/)")
-    parser.add_argument("--granule", default="4k", choices=("4k", "16k", "64k"),
-                        help="firmware translation granule (default: 4k)")
+    parser.add_argument("--granule", choices=("4k", "16k", "64k"),
+                        help="translation granule: the smoke firmware's (default: 4k), or an "
+                             "override of the scenarios' own")
     parser.add_argument("--qemu", metavar="BINARY",
                         help="QEMU binary (default: $SHOOTDOWN_QEMU or qemu-system-aarch64)")
     parser.add_argument("--logdir", metavar="DIR",
@@ -64,6 +78,28 @@ def main(args: argparse.Namespace) -> int:
         os.makedirs(logdir, exist_ok=True)
     else:
         logdir, temporary = new_logdir(), True
+    if args.scenarios:
+        from shootdown.commands import run_scenarios
+
+        try:
+            code = run_scenarios.main(args, definition, logdir)
+        except BaseException:
+            if os.listdir(logdir):  # a guest ran: its console logs explain the error
+                print(f"logs: {logdir}", file=sys.stderr)
+            elif temporary:
+                os.rmdir(logdir)
+            raise
+        if code == 0 and temporary and not args.keep:
+            import shutil
+
+            shutil.rmtree(logdir, ignore_errors=True)
+        return code
+    if args.policy or args.inject or args.kpti is not None or args.cpu_features is not None:
+        from shootdown.errors import ConfigError
+
+        raise ConfigError("--policy, --inject, --kpti and --cpu-features need scenario files "
+                          "(shootdown run SCENARIO.toml|DIR ...)")
+    args.granule = args.granule or "4k"
     log_path = os.path.join(logdir, f"{definition.name}-{args.granule}.console.log")
 
     from shootdown.guest.machine import Guest

@@ -1,0 +1,144 @@
+"""``shootdown run SCENARIO.toml|DIR ...``: scenarios through guest and model.
+
+The scenario half of ``shootdown run`` (the smoke half is in
+:mod:`shootdown.commands.run`). Every scenario file is loaded and validated
+before anything boots, so bad input costs no QEMU start; then one boot per
+firmware granule runs every (scenario, policy) job, and each result is printed
+as it arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from shootdown.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shootdown.check.scenario import ScenarioResult
+    from shootdown.guest.definition import GuestDefinition
+    from shootdown.session import BootReport
+
+#: Jobs per boot: bounds what one crash can take down and keeps each boot
+#: inside its guest's total time budget.
+JOBS_PER_BOOT = 1000
+
+
+def policies_from(text: str | None) -> list[str] | None:
+    """``--policy``: a release, a comma-separated list, or ``all``; None: the scenario's own."""
+    from shootdown.model.policy import POLICIES
+
+    if text is None:
+        return None
+    names = list(POLICIES) if text == "all" else [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown or not names:
+        raise ConfigError(f"--policy: unknown policy {', '.join(unknown) or repr(text)} "
+                          f"(known: {', '.join(POLICIES)}, or all)")
+    return names
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.granule is not None:
+        out["granule"] = args.granule
+    if args.kpti is not None:
+        out["kpti"] = args.kpti
+    if args.cpu_features is not None:
+        out["cpu_features"] = [f for f in args.cpu_features.split(",") if f]
+    return out
+
+
+def _line(r: ScenarioResult) -> str:
+    label = str(r.verdict).upper()
+    obs = r.observed_counts
+    tail = r.reason or (f"{obs.get('tlbi', 0)} TLBI, {obs.get('dsb_ish', 0)} DSB ISH"
+                        if obs else "")
+    inject = f" inject={r.inject}" if r.inject != "none" else ""
+    return f"  {label:<7} {r.policy:<6} {r.granule:<4} {r.scenario}{inject}  {tail}"
+
+
+def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> int:
+    """Run the scenarios named on the command line; exit code per the verdict."""
+    from shootdown.bugs import check_inject, read_bugs
+    from shootdown.check.scenario import run_verdict
+    from shootdown.model.policy import DEFAULT_POLICY
+    from shootdown.result import Verdict
+    from shootdown.session import Job, group_by_granule, load_all, run_boot
+
+    from .run import launcher_for
+
+    scenarios = load_all(args.scenarios, _overrides(args))
+    policies = policies_from(args.policy)
+    inject = args.inject or "none"
+    jobs = [Job(sc, pol, inject) for sc in scenarios
+            for pol in (policies or [sc.policy or DEFAULT_POLICY])]
+    groups = group_by_granule(jobs)
+    if inject != "none":
+        for granule in groups:
+            elf = definition.firmware_path(granule)
+            check_inject(inject, read_bugs(elf), elf)
+    launcher = launcher_for(definition)
+
+    results: list[ScenarioResult] = []
+    boots: list[BootReport] = []
+    quiet = args.json
+
+    def show(r: ScenarioResult) -> None:
+        results.append(r)
+        if quiet:
+            return
+        print(_line(r), flush=True)
+        if not r.verdict.ok or r.verdict is Verdict.CAUGHT:
+            for detail in r.detail:
+                print(f"          {detail}")
+
+    t0 = time.monotonic()
+    for granule, group in groups.items():
+        for k in range(0, len(group), JOBS_PER_BOOT):
+            chunk = group[k:k + JOBS_PER_BOOT]
+            log_path = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}"
+                                            ".console.log")
+            if not quiet and k == 0:
+                print(f"{definition.name} ({definition.cpu}, smp {definition.smp}), "
+                      f"{granule} firmware: {len(group)} job(s)", flush=True)
+            boots.append(run_boot(definition, granule, chunk, log_path=log_path,
+                                  qemu=args.qemu, launcher=launcher, on_result=show))
+    elapsed = time.monotonic() - t0
+    verdict = run_verdict(results, inject)
+
+    if args.json:
+        import json
+
+        print(json.dumps({
+            "verdict": str(verdict), "guest": definition.name, "inject": inject,
+            "elapsed_s": round(elapsed, 3),
+            "boots": [{"granule": b.granule, "log": b.log_path, "cpus": b.cpus,
+                       "build_id": b.build_id, "qemu_argv": b.qemu_argv,
+                       "boot_s": round(b.boot_s, 4), "total_s": round(b.total_s, 4)}
+                      for b in boots],
+            "results": [r.to_dict() for r in results],
+        }, indent=2))
+    else:
+        tally: dict[str, int] = {}
+        for r in results:
+            tally[str(r.verdict)] = tally.get(str(r.verdict), 0) + 1
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(tally.items()))
+        rate = len(results) / elapsed if elapsed > 0 else 0.0
+        print(f"{len(results)} scenario run(s) in {elapsed:.2f} s ({rate:.0f}/s, "
+              f"{len(boots)} boot(s)): {counts}")
+        meaning = {
+            Verdict.PASS: "every scenario matched the golden model and every probe held",
+            Verdict.SKIP: "every scenario was skipped by the guest",
+            Verdict.FAIL: "the guest disagreed with the golden model or a probe failed",
+            Verdict.CAUGHT: f"the injected bug {inject} was caught",
+            Verdict.MISSED: f"the injected bug {inject} was NOT caught: the checks are blind "
+                            "to it on these scenarios",
+        }[verdict]
+        print(f"verdict: {str(verdict).upper()}: {meaning}")
+        if not verdict.ok or args.keep:
+            for b in boots:
+                print(f"log: {b.log_path}")
+    return 0 if verdict.ok else 1
