@@ -1,0 +1,58 @@
+"""``shootdown matrix MATRIX.toml``: run a validation matrix in parallel.
+
+Jobs (one boot each) run as pytest items spread over local cores by
+pytest-xdist; records go to ``OUT/results.jsonl`` as jobs finish, so an
+interrupted run keeps them and ``--resume`` runs only the rest.  The exit
+code says whether anything unexpected happened (``docs/matrix.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``shootdown matrix``."""
+    parser.add_argument("matrix", metavar="MATRIX.toml", help="matrix file (guests/nightly.toml)")
+    parser.add_argument("--workers", "-n", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="parallel workers (pytest-xdist processes; 0 runs in this "
+                             "process; default: the number of CPUs)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="results directory (default: ./matrix-<name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep OUT/results.jsonl and run only the jobs it does not finish")
+    parser.add_argument("--qemu", metavar="BINARY", help="QEMU binary")
+    parser.add_argument("--list", action="store_true",
+                        help="print the jobs the matrix expands to and exit")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="one line per finished job instead of a progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the matrix; print a summary."""
+    from shootdown.matrix.engine import describe_record, run_matrix
+    from shootdown.matrix.spec import load_matrix
+
+    matrix = load_matrix(args.matrix)
+    if args.list:
+        for j in matrix.jobs:
+            print(f"{j.id}  {j.set:<12} {j.guest:<10} {j.granule:<4} {j.policy:<6} "
+                  f"{j.inject:<28} expect {j.expect:<6} {len(j.scenarios)} scenarios")
+        print(f"{len(matrix.jobs)} jobs")
+        return 0
+    out = args.out or f"matrix-{matrix.name}"
+    summary = run_matrix(args.matrix, out, workers=args.workers, resume=args.resume,
+                         qemu=args.qemu, progress=False if args.no_progress else None)
+    for record in summary.unexpected:
+        for line in describe_record(record):
+            print(line)
+    for job in summary.missing:
+        print(f"not run: {job.set} {job.guest} {job.granule} {job.policy} {job.inject} "
+              f"({job.id})")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.outcomes.items()))
+    print(f"{summary.finished}/{summary.total} jobs ({counts}); "
+          f"{len(summary.unexpected)} unexpected, {len(summary.missing)} not run; "
+          f"{summary.wall_s:.1f} s")
+    print(f"results: {summary.results}")
+    return summary.exit_code

@@ -1,0 +1,154 @@
+"""Running one matrix job into a result record.
+
+A job boots once and runs its scenarios (:func:`shootdown.session.run_boot`).
+What can go wrong splits in three, and only one of them is retried:
+
+* a validation outcome (FAIL, MISSED, or an unwanted CAUGHT) is the answer,
+  never retried;
+* an infrastructure failure (:class:`~shootdown.errors.InfraError`: QEMU
+  would not start, the guest hung or crashed, the console broke, or the job
+  ran past its ``job_timeout``) is retried once with a fresh boot, and the
+  record keeps the first error;
+* bad input (:class:`~shootdown.errors.ConfigError`,
+  :class:`~shootdown.errors.FirmwareError`: a stale firmware, say) is
+  recorded as ``error`` and not retried: it would fail the same way.
+
+The record is plain JSON (``docs/matrix.md`` lists its fields); the
+controller appends it to the results file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from shootdown.errors import ConfigError, FirmwareError, GuestTimeout, InfraError
+from shootdown.matrix.spec import MatrixJob
+
+logger = logging.getLogger(__name__)
+
+#: attempts for a job whose failures are infrastructure failures
+MAX_ATTEMPTS = 2
+#: detail lines kept per scenario in a record (the console log has the rest)
+MAX_DETAIL_LINES = 40
+
+
+class JobHung(GuestTimeout):
+    """The whole job ran past its ``job_timeout`` (a hang the guest's own limits missed)."""
+
+
+@contextmanager
+def watchdog(seconds: float, what: str) -> Iterator[None]:
+    """Raise :class:`JobHung` in this thread if the block runs longer than ``seconds``.
+
+    SIGALRM works only in the main thread, which is where pytest (and xdist's
+    workers) run tests; elsewhere the guest's own idle/total limits remain.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise JobHung(f"{what}: still running after the job timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def region_bytes(scenario: Any) -> int | None:
+    """Bytes torn down by a scenario made only of munmap steps (the x axis of the plots)."""
+    from shootdown.scenario.types import MunmapStep
+
+    if not scenario.steps or not all(isinstance(s, MunmapStep) for s in scenario.steps):
+        return None
+    return int(sum(s.end - s.start for s in scenario.steps))
+
+
+def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None) -> dict[str, Any]:
+    """Run ``job`` (retrying an infrastructure failure once); its result record."""
+    from shootdown.check.scenario import run_verdict
+    from shootdown.guest.definition import find_guest
+    from shootdown.remote import launcher_for
+    from shootdown.scenario.load import load_scenario
+    from shootdown.session import Job
+
+    record: dict[str, Any] = job.params()
+    record.update(started=time.time(), worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                  attempts=0, errors=[], outcome="error", ok=False)
+    t0 = time.monotonic()
+    try:
+        definition = find_guest(job.guest, job.guests_dir)
+        overrides = dict(job.overrides) or None
+        scenarios = [load_scenario(p, overrides) for p in job.scenarios]
+        sizes = {s.path: region_bytes(s) for s in scenarios}
+        jobs = [Job(s, job.policy, job.inject) for s in scenarios]
+        launcher = launcher_for(definition)
+        record["qemu_version"] = launcher.qemu_version(qemu or _default_qemu())
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            record["attempts"] = attempt
+            log_path = os.path.join(logdir, f"{job.id}.{attempt}.console.log")
+            record["log_path"] = log_path
+            try:
+                with watchdog(job.timeout, f"job {job.id}"):
+                    _debug_hook(job, definition, log_path, qemu)
+                    from shootdown.session import run_boot
+
+                    report = run_boot(definition, job.granule, jobs, log_path=log_path,
+                                      qemu=qemu, launcher=launcher)
+            except InfraError as exc:
+                logger.warning("job %s attempt %d: %s", job.id, attempt, exc)
+                record["errors"].append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
+                record["outcome"] = "infra"
+                continue
+            verdict = run_verdict(report.results, job.inject)
+            record.update(
+                outcome=str(verdict), build_id=report.build_id, cpus=report.cpus,
+                boot_s=round(report.boot_s, 4), run_s=round(report.total_s, 4),
+                qemu_argv=report.qemu_argv,
+                results=[_scenario_dict(r, sizes.get(r.scenario)) for r in report.results])
+            break
+    except (ConfigError, FirmwareError) as exc:
+        record["errors"].append(f"{type(exc).__name__}: {exc}")
+        record["outcome"] = "error"
+    record["ok"] = record["outcome"] == record["expect"]
+    record["seconds"] = round(time.monotonic() - t0, 4)
+    record["finished"] = time.time()
+    return record
+
+
+def _scenario_dict(result: Any, size: int | None) -> dict[str, Any]:
+    d: dict[str, Any] = result.to_dict()
+    if len(d["detail"]) > MAX_DETAIL_LINES:
+        d["detail"] = [*d["detail"][:MAX_DETAIL_LINES], "... (see the console log)"]
+    d["region_bytes"] = size
+    return d
+
+
+def _debug_hook(job: MatrixJob, definition: Any, log_path: str, qemu: str | None) -> None:
+    """The ``debug`` test hook of a set: hang or crash the guest, or kill this worker."""
+    if job.debug is None:
+        return
+    if job.debug == "kill-worker":
+        logger.warning("job %s: debug hook kills this worker (pid %d)", job.id, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
+    from shootdown.guest.machine import Guest
+
+    with Guest(definition, log_path=log_path, granule=job.granule, qemu=qemu) as guest:
+        guest.command(f"DEBUG {job.debug}")
+
+
+def _default_qemu() -> str:
+    from shootdown.guest.argv import default_qemu
+
+    return default_qemu()

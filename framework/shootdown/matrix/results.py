@@ -1,0 +1,102 @@
+"""The results file: one JSON object per line, one line per finished job.
+
+Written only by the controller process (xdist workers send their records
+with their test reports), so lines never interleave.  Each line is written
+with one ``write`` and ``fsync`` ed before the next job is counted as done:
+a run killed at any moment leaves complete lines plus at most one torn last
+line, which :func:`repair` cuts off before a resumed run appends.
+
+A job whose worker died under it gets a record with ``final = false``; the
+matrix run retries it once (an infrastructure failure) and writes a second,
+final record.  :func:`finished_ids` counts only final records, so
+``--resume`` re-runs an unfinished retry, and :func:`latest` keeps the last
+record per job for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shootdown.errors import ConfigError
+
+
+class ResultsWriter:
+    """Appends records durably; safe to use from one process only."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line and flush it to the disk."""
+        data = (json.dumps(record, sort_keys=True) + "\n").encode()
+        os.write(self._fd, data)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def repair(path: Path) -> None:
+    """Cut a torn last line (a run killed mid-write) off the file, if there is one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every complete record in the file, in order (a torn last line is ignored)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such results file") from None
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last newline is empty or torn
+    for n, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "job_id" not in record:
+            raise ConfigError(f"{p}: line {n}: field 'job_id': missing")
+        yield record
+
+
+def finished_ids(path: str | os.PathLike[str]) -> set[str]:
+    """Ids of jobs with a final record (what ``--resume`` skips)."""
+    if not Path(path).exists():
+        return set()
+    return {r["job_id"] for r in iter_records(path) if r.get("final", True)}
+
+
+def latest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The last record of each job, in the order jobs first appear."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in iter_records(path):
+        by_id[r["job_id"]] = r
+    return list(by_id.values())

@@ -1,0 +1,323 @@
+"""The matrix file, validated and expanded into jobs.
+
+A matrix file lists *sets*; each set is a cross product::
+
+    name = "nightly"
+    job_timeout = 120                      # seconds one job (one boot) may take
+
+    [[set]]
+    name = "sizes"
+    guests = ["virt-a57", "virt-max"]
+    granules = ["4k", "16k", "64k"]
+    policies = ["v4.19", "v4.20", "v6.19"]
+    scenarios = ["scenarios/sizes/{granule}"]   # relative to this file
+    inject = ["none"]                           # or names, or "all"
+    exclude = [ { guest = "virt-a57", granule = "16k" } ]
+
+Every (guest, granule, policy, inject) left after ``exclude`` is one job that
+boots once and runs, in file order, every scenario of the set whose granule is
+the job's.  The expected outcome follows from the injection: a clean job must
+PASS, an injected one must be CAUGHT (``expect`` overrides it for a set).
+
+A job's id is a hash of everything that decides its result: its parameters,
+the bytes of its scenario files and of its guest definition.  ``--resume``
+skips ids already in the results file, so editing a scenario re-runs exactly
+the jobs that use it.
+
+Loading is strict (unknown keys, wrong types, unknown guests, policies or
+injections, scenario files that do not validate): a :class:`ConfigError`
+naming the file and the field, before anything boots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shootdown.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: outcomes a set may expect
+EXPECTS = ("pass", "caught")
+#: test hooks: make every job of a set hang, crash its guest, or kill its worker
+DEBUG_HOOKS = ("hang", "crash", "kill-worker")
+#: default seconds a job may run before the worker abandons it as hung
+DEFAULT_JOB_TIMEOUT = 300.0
+
+_TOP_KEYS = {"name", "description", "job_timeout", "guests_dir", "set"}
+_SET_KEYS = {"name", "description", "guests", "granules", "policies", "scenarios", "inject",
+             "exclude", "expect", "overrides", "debug"}
+_EXCLUDE_KEYS = {"guest", "granule", "policy", "inject"}
+
+
+@dataclass(frozen=True)
+class MatrixJob:
+    """One boot: a guest, a firmware granule, a policy, an injection, some scenarios."""
+
+    #: stable hash of everything that decides the result (16 hex digits)
+    id: str
+    #: the set it came from
+    set: str
+    guest: str
+    granule: str
+    policy: str
+    #: bug injection name, or "none"
+    inject: str
+    #: "pass" (clean) or "caught" (injected): what a good run looks like
+    expect: str
+    #: scenario files, absolute, in run order
+    scenarios: tuple[str, ...]
+    #: scenario field overrides (load_scenario's), as sorted pairs
+    overrides: tuple[tuple[str, Any], ...] = ()
+    #: test hook (DEBUG_HOOKS) or None
+    debug: str | None = None
+    #: directory guest names resolve in (None: the default)
+    guests_dir: str | None = None
+    #: seconds before the job counts as hung
+    timeout: float = DEFAULT_JOB_TIMEOUT
+
+    def params(self) -> dict[str, Any]:
+        """The job's parameters as plain JSON values (what a result record repeats)."""
+        return {"job_id": self.id, "set": self.set, "guest": self.guest,
+                "granule": self.granule, "policy": self.policy, "inject": self.inject,
+                "expect": self.expect, "scenario_files": list(self.scenarios)}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated matrix file and its jobs."""
+
+    path: str
+    name: str
+    description: str
+    job_timeout: float
+    jobs: tuple[MatrixJob, ...] = field(default=())
+
+    def job(self, job_id: str) -> MatrixJob:
+        """The job with this id (KeyError if none)."""
+        for j in self.jobs:
+            if j.id == job_id:
+                return j
+        raise KeyError(job_id)
+
+
+def load_matrix(path: str | os.PathLike[str]) -> Matrix:
+    """Read, validate and expand a matrix file."""
+    spath = os.fspath(path)
+    try:
+        with open(spath, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{spath}: no such matrix file") from None
+    except OSError as exc:
+        raise ConfigError(f"{spath}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{spath}: invalid TOML: {exc}") from None
+    return matrix_from_dict(data, spath)
+
+
+def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
+    """Validate a parsed matrix; paths in it are relative to ``source``'s folder."""
+    where = source
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{where}: key '{key}': unknown key (known: "
+                              f"{', '.join(sorted(_TOP_KEYS))})")
+    name = _get(data, "name", str, where, default=Path(source).stem)
+    description = _get(data, "description", str, where, default="")
+    timeout = float(_get(data, "job_timeout", (int, float), where, default=DEFAULT_JOB_TIMEOUT))
+    if timeout <= 0:
+        raise ConfigError(f"{where}: key 'job_timeout': must be positive")
+    base = Path(source).resolve().parent
+    gdir = _get(data, "guests_dir", str, where, default=None)
+    guests_dir = str((base / gdir).resolve()) if gdir else None
+    sets = _get(data, "set", list, where, default=None)
+    if not sets:
+        raise ConfigError(f"{where}: key 'set': missing (a matrix needs at least one [[set]])")
+    jobs: list[MatrixJob] = []
+    seen_sets: set[str] = set()
+    for n, table in enumerate(sets, 1):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: set {n}: expected a table")
+        new = _expand_set(table, n, where, base, guests_dir, timeout)
+        set_name = new[0].set if new else ""
+        if set_name in seen_sets:
+            raise ConfigError(f"{where}: set {n}: key 'name': '{set_name}' used twice")
+        seen_sets.add(set_name)
+        jobs += new
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: two sets expand to the same job (same guest, granule, "
+                          "policy, injection and scenarios)")
+    return Matrix(path=source, name=name, description=description, job_timeout=timeout,
+                  jobs=tuple(jobs))
+
+
+def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
+                guests_dir: str | None, timeout: float) -> list[MatrixJob]:
+    from shootdown.guest.definition import GRANULES, find_guest
+    from shootdown.model.policy import POLICIES
+
+    where = f"{source}: set {n}"
+    for key in table:
+        if key not in _SET_KEYS:
+            raise ConfigError(f"{where}: key '{key}': unknown key (known: "
+                              f"{', '.join(sorted(_SET_KEYS))})")
+    name = _get(table, "name", str, where, default=f"set{n}")
+    where = f"{source}: set '{name}'"
+    guests = _str_list(table, "guests", where)
+    granules = _str_list(table, "granules", where)
+    policies = _str_list(table, "policies", where)
+    patterns = _str_list(table, "scenarios", where)
+    for g in granules:
+        if g not in GRANULES:
+            raise ConfigError(f"{where}: key 'granules': '{g}' (known: {', '.join(GRANULES)})")
+    for p in policies:
+        if p not in POLICIES:
+            raise ConfigError(f"{where}: key 'policies': unknown policy '{p}' (known: "
+                              f"{', '.join(POLICIES)})")
+    definitions = {}
+    for g in guests:
+        try:
+            definitions[g] = find_guest(g, guests_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: key 'guests': {exc}") from None
+    expect_override = _get(table, "expect", str, where, default=None)
+    if expect_override is not None and expect_override not in EXPECTS:
+        raise ConfigError(f"{where}: key 'expect': '{expect_override}' (known: "
+                          f"{', '.join(EXPECTS)})")
+    debug = _get(table, "debug", str, where, default=None)
+    if debug is not None and debug not in DEBUG_HOOKS:
+        raise ConfigError(f"{where}: key 'debug': '{debug}' (known: {', '.join(DEBUG_HOOKS)})")
+    overrides = _get(table, "overrides", dict, where, default={})
+    raw_inject = table.get("inject", ["none"])
+    excludes = _get(table, "exclude", list, where, default=[])
+    for e in excludes:
+        if not isinstance(e, dict) or not set(e) <= _EXCLUDE_KEYS or not e:
+            raise ConfigError(f"{where}: key 'exclude': each entry is a table of "
+                              f"{', '.join(sorted(_EXCLUDE_KEYS))}")
+
+    guest_digest = {g: _digest_file(d.source) if d.source else "" for g, d in
+                    definitions.items()}
+    jobs: list[MatrixJob] = []
+    for granule in granules:
+        files = _scenario_files(patterns, granule, base, where)
+        scenarios = _load_for_granule(files, granule, overrides, where)
+        if not scenarios:
+            logger.debug("%s: no %s scenarios; no jobs for that granule", where, granule)
+            continue
+        digests = [(os.path.relpath(p, base), _digest_file(p)) for p in scenarios]
+        injects = _injections(raw_inject, definitions, granule, where)
+        for guest in guests:
+            for policy in policies:
+                for inject in injects:
+                    params = {"guest": guest, "granule": granule, "policy": policy,
+                              "inject": inject}
+                    if any(all(params[k] == v for k, v in e.items()) for e in excludes):
+                        continue
+                    expect = expect_override or ("pass" if inject == "none" else "caught")
+                    ident = _job_id(name, params, expect, overrides, debug, digests,
+                                    guest_digest[guest])
+                    jobs.append(MatrixJob(
+                        id=ident, set=name, guest=guest, granule=granule, policy=policy,
+                        inject=inject, expect=expect, scenarios=tuple(scenarios),
+                        overrides=tuple(sorted(overrides.items())), debug=debug,
+                        guests_dir=guests_dir, timeout=timeout))
+    if not jobs:
+        raise ConfigError(f"{where}: expands to no jobs (no scenario files of its granules, "
+                          "or everything excluded)")
+    return jobs
+
+
+def _injections(raw: Any, definitions: dict[str, Any], granule: str, where: str) -> list[str]:
+    """The set's injection names, checked against the firmware it boots."""
+    from shootdown.bugs import check_inject, read_bugs
+
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw) or not raw:
+        raise ConfigError(f"{where}: key 'inject': expected a list of bug names, or \"all\"")
+    elves = {d.firmware_path(granule) for d in definitions.values() if d.host is None}
+    bugs = read_bugs(next(iter(sorted(elves)))) if elves else []
+    if raw == ["all"]:
+        return [b.name for b in bugs]
+    for name in raw:
+        try:
+            check_inject(name, bugs, f"{granule} firmware")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: key 'inject': {exc}") from None
+    return list(raw)
+
+
+def _scenario_files(patterns: list[str], granule: str, base: Path, where: str) -> list[str]:
+    """The scenario files the patterns name for ``granule``, in order, without repeats."""
+    out: list[str] = []
+    for pattern in patterns:
+        p = Path(pattern.replace("{granule}", granule))
+        p = p if p.is_absolute() else base / p
+        if p.is_dir():
+            found = sorted(str(f.resolve()) for f in p.rglob("*.toml"))
+        elif p.is_file():
+            found = [str(p.resolve())]
+        elif "{granule}" in pattern:
+            found = []  # no scenarios for this granule (yet)
+        else:
+            raise ConfigError(f"{where}: key 'scenarios': {pattern}: no such file or folder")
+        out += [f for f in found if f not in out]
+    return out
+
+
+def _load_for_granule(files: list[str], granule: str, overrides: dict[str, Any],
+                      where: str) -> list[str]:
+    """Files whose scenario (validated now, with the overrides) is for ``granule``."""
+    from shootdown.scenario.load import load_scenario
+
+    keep = []
+    for f in files:
+        try:
+            scenario = load_scenario(f, overrides or None)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if scenario.granule == granule:
+            keep.append(f)
+    return keep
+
+
+def _job_id(set_name: str, params: dict[str, str], expect: str, overrides: dict[str, Any],
+            debug: str | None, digests: list[tuple[str, str]], guest_digest: str) -> str:
+    blob = json.dumps({"set": set_name, **params, "expect": expect,
+                       "overrides": overrides, "debug": debug, "guest_file": guest_digest,
+                       "scenarios": digests},
+                      sort_keys=True, default=sorted)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _digest_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *,
+         default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{where}: key '{key}': wrong type ({type(value).__name__})")
+    return value
+
+
+def _str_list(table: dict[str, Any], key: str, where: str) -> list[str]:
+    value = table.get(key)
+    if value is None:
+        raise ConfigError(f"{where}: key '{key}': missing")
+    if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
+        raise ConfigError(f"{where}: key '{key}': expected a non-empty list of strings")
+    return list(value)
