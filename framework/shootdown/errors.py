@@ -5,6 +5,7 @@ Every error the package raises on purpose derives from one root::
     ShootdownError
      +-- ConfigError            bad input: guest definition, scenario, CLI value  (exit 2)
      |    +-- ScenarioError     an invalid scenario file                          (exit 2)
+     |    +-- GuestUnsupported  the guest's CPU lacks what the firmware needs      (exit 2)
      +-- FirmwareError          firmware ELF missing, not aarch64, stale build    (exit 2)
      +-- InfraError             the machinery failed, not the thing under test    (exit 3)
           +-- LaunchError       QEMU missing or refused its command line
@@ -46,6 +47,18 @@ class ScenarioError(ConfigError):
         self.path = path
         self.step = step
         self.field = field
+
+
+class GuestUnsupported(ConfigError):
+    """The firmware refused to run on this guest's CPU (read from its ID registers).
+
+    ``why`` is the firmware's reason (``granule_unsupported``). A scenario run
+    turns this into SKIP results for the scenarios of that firmware.
+    """
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class FirmwareError(ShootdownError):

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from shootdown.check.scenario import ScenarioResult, judge
-from shootdown.errors import ScenarioError
+from shootdown.errors import GuestUnsupported, ScenarioError
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher
 from shootdown.guest.machine import Guest
 from shootdown.model.expected import expected_sequence
+from shootdown.result import Verdict
 from shootdown.scenario.load import load_scenario
 from shootdown.scenario.lower import to_protocol_lines
 from shootdown.scenario.types import Scenario
@@ -103,28 +104,45 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     report = BootReport(guest=definition.name, granule=granule, log_path=log_path)
     t0 = time.monotonic()
     guest = Guest(definition, log_path=log_path, granule=granule, qemu=qemu, launcher=launcher)
-    with guest:  # launches; shuts down (or kills) on the way out
-        report.boot_s = time.monotonic() - t0
-        report.qemu_argv = list(guest.argv)
-        report.cpus = guest.cpu.number("smp") if guest.cpu is not None else 1
-        report.build_id = guest.begin.text("build_id") if guest.begin is not None else ""
-        for n, job in enumerate(jobs):
-            lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,
-                                      inject=job.inject)
-            t1 = time.monotonic()
-            records = send_scenario(guest, lines)
-            observed = read_scenario(records)
-            seconds = time.monotonic() - t1
-            result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
-                           inject=job.inject, expected=expected_steps(job), observed=observed,
-                           cpus=report.cpus, seconds=seconds)
-            logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject,
-                        result.verdict)
+    try:
+        with guest:  # launches; shuts down (or kills) on the way out
+            report.boot_s = time.monotonic() - t0
+            report.qemu_argv = list(guest.argv)
+            report.cpus = guest.cpu.number("smp") if guest.cpu is not None else 1
+            report.build_id = guest.begin.text("build_id") if guest.begin is not None else ""
+            for n, job in enumerate(jobs):
+                lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,
+                                          inject=job.inject)
+                t1 = time.monotonic()
+                records = send_scenario(guest, lines)
+                observed = read_scenario(records)
+                seconds = time.monotonic() - t1
+                result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
+                               inject=job.inject, expected=expected_steps(job),
+                               observed=observed, cpus=report.cpus, seconds=seconds)
+                logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject,
+                            result.verdict)
+                report.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    except GuestUnsupported as exc:
+        # The firmware read the CPU's ID registers at boot and refused (a
+        # granule the CPU lacks): every job of this firmware is skipped.
+        for job in jobs:
+            result = skipped(job, granule, f"{definition.cpu} lacks the {granule} granule "
+                                           f"(ID_AA64MMFR0; firmware: {exc.why})")
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
     report.total_s = time.monotonic() - t0
     return report
+
+
+def skipped(job: Job, granule: str, why: str) -> ScenarioResult:
+    """A SKIP result for a job the guest cannot run."""
+    return ScenarioResult(scenario=job.scenario.path, policy=job.policy, granule=granule,
+                          inject=job.inject, verdict=Verdict.SKIP, reason=why,
+                          sequence=None, probes=None)
 
 
 def group_by_granule(jobs: Iterable[Job]) -> dict[str, list[Job]]:

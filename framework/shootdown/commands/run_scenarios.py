@@ -130,7 +130,8 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
         print(f"{len(results)} scenario run(s) in {elapsed:.2f} s ({rate:.0f}/s, "
               f"{len(boots)} boot(s)): {counts}")
         meaning = {
-            Verdict.PASS: "every scenario matched the golden model and every probe held",
+            Verdict.PASS: "every scenario that ran matched the golden model and every probe "
+                          "held" + (f" ({tally['skip']} skipped)" if tally.get("skip") else ""),
             Verdict.SKIP: "every scenario was skipped by the guest",
             Verdict.FAIL: "the guest disagreed with the golden model or a probe failed",
             Verdict.CAUGHT: f"the injected bug {inject} was caught",

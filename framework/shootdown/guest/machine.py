@@ -42,10 +42,10 @@ import time
 from typing import TYPE_CHECKING
 
 from shootdown.errors import (
-    ConfigError,
     FirmwareError,
     GuestCrash,
     GuestTimeout,
+    GuestUnsupported,
     InfraError,
     LaunchError,
     ProtocolError,
@@ -432,9 +432,9 @@ class Guest:
         refusal = next((r for r in self.records if r.tag == "ERR" and r.get("cmd") == "boot"),
                        None)
         if refusal is not None:  # e.g. a granule the CPU does not implement
-            raise ConfigError(f"{name}: the firmware cannot run on this guest: "
-                              f"{refusal.get('why')} (cpu {self.definition.cpu}, granule "
-                              f"{self.granule})")
+            raise GuestUnsupported(f"{name}: the firmware cannot run on this guest: "
+                                   f"{refusal.get('why')} (cpu {self.definition.cpu}, "
+                                   f"granule {self.granule})", why=str(refusal.get("why")))
         if self.parser.ended:
             raise GuestCrash(f"{name}: the guest powered off (END status="
                              f"{self.records[-1].get('status')}) while waiting for {what}",
