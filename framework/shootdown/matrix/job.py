@@ -19,6 +19,7 @@ controller appends it to the results file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -95,6 +96,9 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None) -> dict[str
         jobs = [Job(s, job.policy, job.inject) for s in scenarios]
         launcher = launcher_for(definition)
         record["qemu_version"] = launcher.qemu_version(qemu or _default_qemu())
+        if job.inject != "none":
+            record["inject_description"] = bug_description(
+                definition.firmware_path(job.granule), job.inject)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             record["attempts"] = attempt
             log_path = os.path.join(logdir, f"{job.id}.{attempt}.console.log")
@@ -146,6 +150,18 @@ def _debug_hook(job: MatrixJob, definition: Any, log_path: str, qemu: str | None
 
     with Guest(definition, log_path=log_path, granule=job.granule, qemu=qemu) as guest:
         guest.command(f"DEBUG {job.debug}")
+
+
+@functools.cache
+def _bugs(elf: str) -> dict[str, str]:
+    from shootdown.bugs import read_bugs
+
+    return {b.name: b.description for b in read_bugs(elf)}
+
+
+def bug_description(elf: str, name: str) -> str:
+    """What the injection ``name`` breaks, as the firmware ELF describes it."""
+    return _bugs(elf).get(name, "")
 
 
 def _default_qemu() -> str:
