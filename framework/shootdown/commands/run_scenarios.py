@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 #: Jobs per boot: bounds what one crash can take down and keeps each boot
 #: inside its guest's total time budget.
 JOBS_PER_BOOT = 1000
+#: Runs up to this many jobs list every result (``-v`` lists them always).
+SHOW_ALL_UP_TO = 40
 
 
 def policies_from(text: str | None) -> list[str] | None:
@@ -60,6 +62,22 @@ def _line(r: ScenarioResult) -> str:
     return f"  {label:<7} {r.policy:<6} {r.granule:<4} {r.scenario}{inject}  {tail}"
 
 
+def _count(results: list[ScenarioResult]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for r in results:
+        tally[str(r.verdict)] = tally.get(str(r.verdict), 0) + 1
+    return tally
+
+
+def _tally(results: list[ScenarioResult]) -> str:
+    """``12 pass, 3 skip (reason)``: counts per verdict, with a skip reason."""
+    text = ", ".join(f"{n} {v}" for v, n in sorted(_count(results).items()))
+    reasons = sorted({r.reason for r in results if str(r.verdict) == "skip"})
+    if len(reasons) == 1:
+        text += f" ({reasons[0]})"
+    return text
+
+
 def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> int:
     """Run the scenarios named on the command line; exit code per the verdict."""
     from shootdown.bugs import check_inject, read_bugs
@@ -86,26 +104,35 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
     boots: list[BootReport] = []
     quiet = args.json
 
+    # Small runs list every result; large ones list what needs a look (FAIL,
+    # CAUGHT, MISSED) and a tally per granule, so the verdict stays readable.
+    every = args.verbose > 0 or len(jobs) <= SHOW_ALL_UP_TO
+
     def show(r: ScenarioResult) -> None:
         results.append(r)
         if quiet:
             return
-        print(_line(r), flush=True)
-        if not r.verdict.ok or r.verdict is Verdict.CAUGHT:
+        noteworthy = not r.verdict.ok or r.verdict is Verdict.CAUGHT
+        if every or noteworthy:
+            print(_line(r), flush=True)
+        if noteworthy:
             for detail in r.detail:
                 print(f"          {detail}")
 
     t0 = time.monotonic()
     for granule, group in groups.items():
+        if not quiet:
+            print(f"{definition.name} ({definition.cpu}, smp {definition.smp}), "
+                  f"{granule} firmware: {len(group)} job(s)", flush=True)
+        first = len(results)
         for k in range(0, len(group), JOBS_PER_BOOT):
             chunk = group[k:k + JOBS_PER_BOOT]
             log_path = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}"
                                             ".console.log")
-            if not quiet and k == 0:
-                print(f"{definition.name} ({definition.cpu}, smp {definition.smp}), "
-                      f"{granule} firmware: {len(group)} job(s)", flush=True)
             boots.append(run_boot(definition, granule, chunk, log_path=log_path,
                                   qemu=args.qemu, launcher=launcher, on_result=show))
+        if not quiet and not every:
+            print(f"  {granule}: {_tally(results[first:])}", flush=True)
     elapsed = time.monotonic() - t0
     verdict = run_verdict(results, inject)
 
@@ -122,10 +149,8 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
             "results": [r.to_dict() for r in results],
         }, indent=2))
     else:
-        tally: dict[str, int] = {}
-        for r in results:
-            tally[str(r.verdict)] = tally.get(str(r.verdict), 0) + 1
-        counts = ", ".join(f"{n} {v}" for v, n in sorted(tally.items()))
+        tally = _count(results)
+        counts = _tally(results)
         rate = len(results) / elapsed if elapsed > 0 else 0.0
         print(f"{len(results)} scenario run(s) in {elapsed:.2f} s ({rate:.0f}/s, "
               f"{len(boots)} boot(s)): {counts}")
