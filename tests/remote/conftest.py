@@ -50,22 +50,27 @@ def ssh_env(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> Sshd:
     return sshd
 
 
+def _live(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def remote_qemus(server: Sshd) -> list[int]:
     """QEMU processes started through ``server`` (live, not zombies)."""
-    out = []
-    for pid in server.descendants():
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if comm(pid).startswith("qemu-system") and state != "Z":
-            out.append(pid)
-    return out
+    return [p for p in server.descendants() if comm(p).startswith("qemu-system") and _live(p)]
+
+
+def remote_leftovers(server: Sshd) -> list[str]:
+    """Anything but sshd itself still running under ``server``: QEMU, its
+    ``timeout`` wrapper, a start script shell."""
+    return [f"{p} {comm(p)}" for p in server.descendants() if comm(p) != "sshd" and _live(p)]
 
 
 @pytest.fixture
 def no_remote_qemu_left(sshd: Sshd) -> Iterator[None]:
-    """Fail the test if a QEMU started through the test sshd is still running after it.
+    """Fail the test if a process started through the test sshd still runs after it.
 
     Only the sshd's descendants are looked at: other QEMUs on the machine
     (other test runs) are none of this test's business.  A QEMU gets a few
@@ -73,7 +78,7 @@ def no_remote_qemu_left(sshd: Sshd) -> Iterator[None]:
     """
     yield
     deadline = time.monotonic() + 5
-    while remote_qemus(sshd) and time.monotonic() < deadline:
+    while remote_leftovers(sshd) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = remote_qemus(sshd)
-    assert not left, f"remote QEMU processes left behind: {left}"
+    left = remote_leftovers(sshd)
+    assert not left, f"remote processes left behind: {left}"

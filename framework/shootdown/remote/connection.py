@@ -238,12 +238,16 @@ class Connection:
         transport = self._clients[-1].get_transport() if self._clients else None
         return transport is not None and transport.is_active()
 
-    def close(self) -> None:
-        """Close the SFTP session and every hop, innermost first."""
+    def close_sftp(self) -> None:
+        """Close the SFTP session if one is open (it is reopened on demand)."""
         if self._sftp is not None:
             with contextlib.suppress(Exception):
                 self._sftp.close()
             self._sftp = None
+
+    def close(self) -> None:
+        """Close the SFTP session and every hop, innermost first."""
+        self.close_sftp()
         while self._clients:
             with contextlib.suppress(Exception):
                 self._clients.pop().close()
@@ -332,6 +336,8 @@ class Connection:
             except (OSError, paramiko.SSHException) as exc:
                 raise RemoteError(f"{self.host.describe()}: cannot find the home "
                                   f"directory: {exc}") from exc
+            finally:
+                self.close_sftp()
         return self._home
 
     def remote_sha256(self, path: str) -> str | None:
@@ -371,6 +377,8 @@ class Connection:
                 self.sftp.remove(tmp)
             raise RemoteError(f"{self.host.describe()}: uploading {local} to {remote} "
                               f"failed: {exc}") from exc
+        finally:
+            self.close_sftp()  # uploads are rare: no sftp-server idling on the host
         if self.remote_sha256(remote) != digest:
             raise RemoteError(f"{self.host.describe()}: {remote}: SHA-256 differs after "
                               f"upload ({local} changed meanwhile?)")
