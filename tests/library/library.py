@@ -119,18 +119,22 @@ def detections(results: Iterable[ScenarioResult]) -> dict[str, Detection]:
 
 
 def markdown_table(found: dict[str, Detection], order: Iterable[str]) -> list[str]:
-    """The "Detection table" of docs/bugs.md."""
-    lines = ["| bug | policy | caught by | scenarios that caught it | example |",
-             "| --- | --- | --- | --- | --- |"]
+    """The "Detection table" of docs/bugs.md (scenarios marked * were caught by probes too)."""
+    lines = ["| bug | policy (why) | caught by | library scenarios that caught it |",
+             "| --- | --- | --- | --- |"]
     for bug in order:
         d = found.get(bug)
+        why = BUG_POLICY.get(bug, DEFAULT_BUG_POLICY)[1]
         if d is None:
-            lines.append(f"| `{bug}` | - | not run | - | - |")
+            lines.append(f"| `{bug}` | - | not run | - |")
             continue
         if not d.caught:
-            lines.append(f"| `{bug}` | {d.policy} | **MISSED** | 0 of {d.ran} | - |")
+            lines.append(f"| `{bug}` | {d.policy} ({why}) | **MISSED** | none of {d.ran} |")
             continue
-        how = "sequence" + (f" and probes ({len(d.by_probe)})" if d.by_probe else " only")
-        lines.append(f"| `{bug}` | {d.policy} | {how} | {len(d.caught)} of {d.ran} | "
-                     f"`{d.example}` |")
+        how = "sequence" + (" + probes" if d.by_probe else " only")
+        shown = sorted(d.caught, key=lambda n: (n not in d.by_probe, n))[:3]
+        names = ", ".join(f"`{n}`" + ("*" if n in d.by_probe else "") for n in shown)
+        more = f" (+{len(d.caught) - len(shown)} more)" if len(d.caught) > len(shown) else ""
+        lines.append(f"| `{bug}` | {d.policy} ({why}) | {how} | {len(d.caught)} of {d.ran}: "
+                     f"{names}{more} |")
     return lines
