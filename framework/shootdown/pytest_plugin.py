@@ -307,7 +307,12 @@ class ScenarioRun:
 
     @property
     def ok(self) -> bool:
-        return bool(self.result.verdict.ok)
+        """The guest did what the model says (PASS, or SKIP where it cannot run it).
+
+        CAUGHT is not ok here: an injected run that is caught still differs
+        from the model; test for ``run.verdict == "caught"`` instead.
+        """
+        return self.result.verdict.name in ("PASS", "SKIP")
 
     def describe(self) -> list[str]:
         """Lines for a failure report: verdict, reason, diff, log."""

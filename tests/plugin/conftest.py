@@ -1,0 +1,3 @@
+"""pytester for the plugin tests: real pytest runs of small test files."""
+
+pytest_plugins = ["pytester"]

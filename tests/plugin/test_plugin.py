@@ -1,0 +1,144 @@
+"""The shootdown pytest plugin, driven through real pytest runs (pytester) on real guests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "munmap-2m.toml"
+
+pytestmark = pytest.mark.guest
+
+
+@pytest.fixture(autouse=True)
+def _machine(firmware_elf: Path, qemu: str, no_leftover_qemu: None) -> None:
+    """Real firmware and QEMU; no QEMU left behind by any inner run."""
+
+
+def test_import_is_cheap() -> None:
+    """Importing the plugin (every pytest run does) pulls in none of the machinery."""
+    code = ("import sys, shootdown.pytest_plugin; "
+            "heavy = [m for m in ('shootdown.guest.machine', 'shootdown.model.expected', "
+            "'shootdown.session', 'pexpect', 'matplotlib', 'rich', 'elftools') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_guest_fixture_run_scenario_and_golden_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(f"""
+        def test_clean(guest, run_scenario, golden_model):
+            assert guest.cpu is not None and guest.granule == "4k"
+            run = run_scenario({str(EXAMPLE)!r}, policy="v4.20")
+            assert run.ok and str(run.verdict) == "pass"
+            assert run.observed.steps[1] and run.expected[1]
+            assert run.probes is not None and run.probes.ok
+            model = golden_model.expected({str(EXAMPLE)!r}, "v4.20")
+            assert [r.instructions for r in model][0] == run.expected[1]
+
+        def test_injected_is_caught(run_scenario):
+            run = run_scenario({str(EXAMPLE)!r}, policy="v6.19", inject="skip_dsb_ish")
+            assert str(run.verdict) == "caught"
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-guest", "virt-a72")
+    result.assert_outcomes(passed=2)
+
+
+def test_failure_shows_diff_and_log_path(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(f"""
+        def test_expects_a_pass(run_scenario):
+            run = run_scenario({str(EXAMPLE)!r}, policy="v6.19", inject="skip_dsb_ish")
+            assert run.ok
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "shootdown: munmap-2m.toml" in out
+    assert "caught: sequence differs from the model at step 1" in out
+    assert "--- expected" in out or "+++ observed" in out or "expected" in out
+    logs = [line.split("console log: ", 1)[1].strip() for line in out.splitlines()
+            if "console log: " in line]
+    assert logs and all(Path(p).is_file() for p in logs)
+
+
+def test_capability_marker_reads_the_guest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.shootdown_needs(granule="16k")
+        def test_16k(guest):
+            assert guest.granule == "16k"
+
+        @pytest.mark.shootdown_needs(features=["tlbirange", "ttl"], smp=2)
+        def test_range(guest):
+            pass
+
+        @pytest.mark.shootdown_needs(smp=8)
+        def test_eight_cpus(guest):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs",
+                                "--shootdown-guest", "virt-a57,virt-max")
+    result.assert_outcomes(passed=2, skipped=4)
+    out = result.stdout.str()
+    assert "guest virt-a57 (MIDR 0x411fd070) needs the 16k granule (ID_AA64MMFR0_EL1" in out
+    assert "needs CPU feature tlbirange (ID_AA64ISAR0_EL1.TLB says no)" in out
+    assert "needs 8 CPUs, the guest brought up 2" in out
+
+
+def test_junit_properties(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(f"""
+        def test_one(run_scenario):
+            assert run_scenario({str(EXAMPLE)!r}).ok
+    """)
+    xml = pytester.path / "junit.xml"
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--junitxml={xml}",
+                                "--shootdown-policy", "v5.4")
+    result.assert_outcomes(passed=1)
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert props["guest"] == "virt-a57" and props["policy"] == "v5.4"
+    assert len(props["firmware_build_id"]) == 40
+    assert props["qemu_version"].startswith("QEMU emulator version")
+    assert Path(props["console_log"]).is_file()
+
+
+def test_scenario_files_are_items(pytester: pytest.Pytester) -> None:
+    """Scenario TOML under a scenarios/ folder: one item per policy; guest definitions not."""
+    scen = pytester.mkdir("scenarios")
+    (scen / "a.toml").write_text(EXAMPLE.read_text())
+    (scen / "b.toml").write_text((ROOT / "docs" / "examples" / "thp.toml").read_text())
+    (scen / "virt-a57.toml").write_text((ROOT / "guests" / "virt-a57.toml").read_text())
+    (scen / "notes.toml").write_text('title = "not a scenario"\n')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "scenarios",
+                                "--shootdown-policy", "v4.19,v6.19")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*a.toml::v4.19 PASSED*", "*b.toml::v6.19 PASSED*"])
+
+
+def test_xdist_and_several_guests(pytester: pytest.Pytester) -> None:
+    """`pytest -n 2` with two guests: the guest fixture is parametrised, items spread."""
+    scen = pytester.mkdir("scenarios")
+    (scen / "a.toml").write_text(EXAMPLE.read_text())
+    pytester.makepyfile("""
+        def test_boot(guest):
+            assert guest.cpu.number("smp") == 2
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v",
+                                           "--shootdown-guest", "virt-a57,virt-max", ".",
+                                           "scenarios")
+    result.assert_outcomes(passed=4)
+    for name in ("virt-a57", "virt-max"):
+        result.stdout.fnmatch_lines([f"*PASSED*test_boot?{name}?*"])
+
+
+def test_trace_option_is_accepted_with_a_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-trace")
+    result.assert_outcomes(passed=1, warnings=1)
+    assert "not yet supported" in result.stdout.str()
