@@ -122,16 +122,22 @@ def check_gone() -> Callable[[int], None]:
 
 
 @pytest.fixture
-def no_leftover_qemu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail the test if a QEMU it started (directly or through a subprocess) still runs.
+def own_qemus(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
+    """A function listing the live QEMUs this test started (directly or not).
 
     Other QEMUs may run on the machine at the same time, so the test's own
     are recognised by a unique environment variable they inherit.
     """
     mark = f"{os.getpid()}-{uuid.uuid4().hex}"
     monkeypatch.setenv(MARK_VARIABLE, mark)
+    return lambda: marked_qemu_pids(mark)
+
+
+@pytest.fixture
+def no_leftover_qemu(own_qemus: Callable[[], list[int]]) -> Iterator[None]:
+    """Fail the test if a QEMU it started (directly or through a subprocess) still runs."""
     yield
-    left = marked_qemu_pids(mark)
+    left = own_qemus()
     assert not left, f"QEMU processes left behind: {left}"
 
 

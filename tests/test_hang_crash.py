@@ -22,7 +22,6 @@ from shootdown.guest.machine import Guest
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
 
-
 def pid_of(guest: Guest) -> int:
     process = guest.process
     assert isinstance(process, LocalProcess)
@@ -143,3 +142,27 @@ def test_ctrl_c_leaves_no_qemu(guests_dir: Path, tmp_path: Path) -> None:
     proc.communicate(timeout=20)
     assert proc.returncode != 0
     # no_leftover_qemu (autouse for this module) checks that QEMU is gone.
+
+
+def test_qemu_does_not_outlive_a_killed_host(make_guest: Callable[..., Path], firmware_elf: Path,
+                                             tmp_path: Path, qemu: str,
+                                             own_qemus: Callable[[], list[int]]) -> None:
+    """SIGKILL the host (no cleanup runs): the pty is QEMU's controlling terminal, so
+    the kernel hangs it up and QEMU quits instead of spinning on, orphaned."""
+    make_guest(tmp_path / "g", "patient", firmware_elf, idle=60, total=120)
+    log = tmp_path / "patient-4k.console.log"
+    proc = subprocess.Popen([sys.executable, "-m", "shootdown.cli", "run", "--guests-dir",
+                             str(tmp_path / "g"), "--guest", "patient", "--logdir",
+                             str(tmp_path), "--debug-command", "hang"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "READY" in log.read_text()):
+        assert time.monotonic() < deadline, "the guest never became ready"
+        time.sleep(0.05)
+    assert own_qemus(), "QEMU should be running (hanging) before its host dies"
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while own_qemus():
+        assert time.monotonic() < deadline, f"QEMU outlived its host: {own_qemus()}"
+        time.sleep(0.05)

@@ -278,11 +278,17 @@ class LocalLauncher:
             raise LaunchError(f"{binary}: QEMU binary not found or not executable "
                               "(install qemu-system-arm, or set --qemu / SHOOTDOWN_QEMU)")
         log = open(log_path, "wb")  # noqa: SIM115 - owned and closed by LocalProcess.kill
-        master, slave = os.openpty()  # both close-on-exec; dup2 clears it on 0-2
+        master, slave = os.openpty()  # both close-on-exec
         try:
             pid = os.posix_spawn(
                 path, list(argv), os.environ,
-                file_actions=[(os.POSIX_SPAWN_DUP2, slave, fd) for fd in (0, 1, 2)],
+                # The child opens the pty by name after setsid() (glibc applies
+                # setsid before the file actions), so the pty becomes QEMU's
+                # controlling terminal: if we die without cleaning up, the
+                # kernel hangs it up when the master closes and QEMU quits on
+                # SIGHUP instead of running on, orphaned.
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
+                              (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)],
                 setsid=True,
                 # Python ignores SIGPIPE and SIGXFSZ; QEMU should not inherit that.
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
