@@ -7,10 +7,13 @@ ROM for ever: a hung guest without needing the firmware build.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -255,3 +258,86 @@ def test_start_direct(ssh_env: Sshd, tmp_path: Path) -> None:
         assert int(proc.console.match.group(1)) == proc.pid, "QEMU is what the pid names"
         assert proc.wait(10) == 0
         proc.kill()
+
+
+class FreezableProxy:
+    """A TCP relay to the sshd that can stop relaying without closing anything:
+    the link goes silent, as a dead network path does (no FIN, no RST)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.frozen = threading.Event()
+        self.stopped = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self.stopped.is_set():
+            if self.frozen.is_set():
+                time.sleep(0.05)
+                continue
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@needs_qemu
+def test_silently_dead_link(ssh_env: Sshd, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FIN, no RST, just silence: reads time out, kill gives up in bounded time,
+    and the lifetime cap ends the remote QEMU that sshd never hears about."""
+    from dataclasses import replace
+
+    from shootdown.remote import process
+
+    monkeypatch.setattr(process, "KILL_TIMEOUT", 2.0)
+    proxy = FreezableProxy(ssh_env.port)
+    known = tmp_path / "known_hosts"
+    kind, b64 = ssh_env.host_key_pub.split()[:2]
+    known.write_text(f"[127.0.0.1]:{proxy.port} {kind} {b64}\n")
+    host = replace(resolve_host(ALIAS), port=proxy.port, user_known_hosts=(str(known),))
+    try:
+        with SshLauncher(host, max_lifetime=3) as launcher:
+            proc = launcher.spawn(hung_qemu_argv("sd-silent"), tmp_path / "log")
+            pid = proc.pid
+            proxy.frozen.set()
+            with pytest.raises(pexpect.TIMEOUT):
+                proc.console.read_nonblocking(100, timeout=0.5)
+            t0 = time.monotonic()
+            proc.kill()
+            assert time.monotonic() - t0 < 10, "kill must not hang on a dead link"
+            assert wait_gone(pid, timeout=20), "the lifetime cap did not end QEMU"
+    finally:
+        proxy.close()

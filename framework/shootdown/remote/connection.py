@@ -35,6 +35,7 @@ import posixpath
 import select
 import shlex
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -260,10 +261,10 @@ class Connection:
 
     # -- commands -----------------------------------------------------------
 
-    def open_session(self) -> paramiko.Channel:
+    def open_session(self, timeout: float | None = None) -> paramiko.Channel:
         """A new session channel on the connection (for a long-running command)."""
         try:
-            return self.transport.open_session(timeout=self.timeout)
+            return self.transport.open_session(timeout=timeout or self.timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"{self.host.describe()}: cannot open a session: {exc}") from exc
 
@@ -275,10 +276,23 @@ class Connection:
         """
         command = shell_join(argv)
         log.debug("%s: run %s", self.host.alias, command)
-        chan = self.open_session()
+        started = time.monotonic()
+        chan = self.open_session(timeout=min(timeout, self.timeout))
         out: list[bytes] = []
         err: list[bytes] = []
-        deadline = time.monotonic() + timeout
+        deadline = started + timeout
+        # paramiko waits for the answer to an exec request without a time
+        # limit; on a link that died silently that is for ever.  Closing the
+        # channel at the deadline wakes it up (SSHException: channel closed).
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            chan.close()
+
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             chan.exec_command(command)
             chan.shutdown_write()  # no stdin: a command that reads it sees EOF
@@ -297,7 +311,7 @@ class Connection:
                                       f"finish within {timeout:g} s")
                 else:
                     select.select([chan], [], [], min(remaining, 1.0))
-            if not chan.exit_status_ready():
+            if expired.is_set() or not chan.exit_status_ready():
                 raise RemoteError(f"{self.host.describe()}: {argv[0]} did not "
                                   f"finish within {timeout:g} s")
             status = chan.exit_status
@@ -305,8 +319,12 @@ class Connection:
                 raise RemoteError(f"{self.host.describe()}: connection lost while "
                                   f"running {argv[0]}")
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if expired.is_set():
+                raise RemoteError(f"{self.host.describe()}: {argv[0]} did not finish "
+                                  f"within {timeout:g} s (link dead?)") from exc
             raise RemoteError(f"{self.host.describe()}: {argv[0]}: {exc}") from exc
         finally:
+            watchdog.cancel()
             chan.close()
         result = CommandResult(tuple(argv), status, b"".join(out), b"".join(err))
         if check and status != 0:

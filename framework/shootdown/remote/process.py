@@ -93,6 +93,8 @@ START_TIMEOUT = 30.0
 #: Seconds after which a remote QEMU is killed whatever happens (watchdog of
 #: last resort, for links that die without sshd noticing).
 DEFAULT_MAX_LIFETIME = 6 * 3600
+#: Seconds the kill command over SSH may take (a silently dead link never answers).
+KILL_TIMEOUT = 15.0
 #: Seconds to wait for an exit status after end of file before calling it lost.
 _EOF_GRACE = 2.0
 
@@ -309,12 +311,12 @@ class RemoteProcess:
                 self._killed_with = signal.SIGKILL
                 try:
                     self._conn.run(["kill", "-KILL", "--", f"-{self._pid}"],
-                                   check=False, timeout=15)
+                                   check=False, timeout=KILL_TIMEOUT)
                 except RemoteError as exc:
                     # Closing the channel below still hangs up QEMU's pty.
                     log.warning("%s: could not kill remote pid %d: %s",
                                 self._conn.host.alias, self._pid, exc)
-                self.wait(5.0)
+                self.wait(min(5.0, KILL_TIMEOUT))
         finally:
             self._closed = True
             with contextlib.suppress(Exception):
