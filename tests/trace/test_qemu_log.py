@@ -141,3 +141,21 @@ def test_expand_report_runs_and_kpti_copies() -> None:
         MaintOp("DSB", "ish", None),
         MaintOp("ISB", "", None),
     ]
+
+
+def test_split_at_marks(maint_elf: Path) -> None:
+    image = ElfImage(maint_elf)
+    start = image.get_function("_start").address
+    kernel = image.get_function("kernel_flush").address
+    from shootdown.trace.qemu_log import Executed, split_at_marks
+
+    regs = tuple(range(31))
+    executed = [Executed(0, start + 8, regs, 1),           # dsb ishst
+                Executed(0, kernel, (7, 1, *regs[2:]), 2),   # the mark: scenario 7, step 1
+                Executed(0, kernel + 8, regs, 3),            # dsb ishst
+                Executed(0, kernel + 12, regs, 4)]           # tlbi vaale1is, x3
+    before, segments = split_at_marks(image, executed, kernel)
+    assert [op.key() for op in before] == [("DSB", "ishst", None)]
+    assert [s.mark for s in segments] == [(7, 1)]
+    assert [op.key() for op in segments[0].ops] == [("DSB", "ishst", None),
+                                                    ("TLBI", "vaale1is", 3)]

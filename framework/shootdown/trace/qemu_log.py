@@ -200,6 +200,41 @@ def trace_ops(image: ElfImage, log_path: str) -> dict[int, list[MaintOp]]:
             for cpu, entries in sorted(read_log(log_path).items())}
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The maintenance executed between two step marks (see :func:`split_at_marks`)."""
+
+    #: X0 and X1 at the mark (the firmware passes the scenario id and step number).
+    mark: tuple[int, int]
+    #: What ran after the mark, up to the next one.
+    ops: tuple[MaintOp, ...]
+
+
+def split_at_marks(image: ElfImage, executed: Iterable[Executed],
+                   mark: int) -> tuple[tuple[MaintOp, ...], list[Segment]]:
+    """Cut one CPU's executed sequence at the executions of the instruction at ``mark``.
+
+    ``mark`` is the address of a marker function the firmware calls at the
+    start of each step with (scenario id, step) in X0/X1; include it in the
+    ``-dfilter`` ranges.  Returns what ran before the first mark, and one
+    :class:`Segment` per mark, in order.
+    """
+    before: list[MaintOp] = []
+    marks: list[tuple[int, int]] = []
+    groups: list[list[MaintOp]] = []
+    current = before
+    for e in executed:
+        if e.pc == mark:
+            if e.regs is None:
+                raise TraceError(f"line {e.line}: step mark without a register dump")
+            marks.append((e.regs[0], e.regs[1]))
+            current = []
+            groups.append(current)
+        else:
+            current.extend(decode_executed(image, [e]))
+    return tuple(before), [Segment(m, tuple(g)) for m, g in zip(marks, groups, strict=True)]
+
+
 def maintenance_ranges(image: ElfImage, functions: Iterable[str] | None = None,
                        merge_gap: int = 0) -> list[tuple[int, int]]:
     """[start, end) address ranges of every TLBI/DSB/ISB in ``functions`` (default all).
