@@ -139,3 +139,11 @@ def test_guests_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_bad_granule() -> None:
     with pytest.raises(ConfigError, match="granule '8k'"):
         find_guest("virt-a57").firmware_path("8k")
+
+
+def test_matrix_files_beside_the_guests_are_not_guests(tmp_path: Path) -> None:
+    write(tmp_path, GOOD.format(name="t1"))
+    write(tmp_path, 'name = "nightly"\n[[set]]\nname = "clean"\n', name="nightly")
+    assert list_guest_names(tmp_path) == ["t1"]
+    with pytest.raises(ConfigError, match=r"nightly\.toml: a matrix file"):
+        find_guest("nightly", tmp_path)

@@ -103,6 +103,8 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "host": (str, "a string (user@host)"),
 }
 _REQUIRED = ("name", "machine", "cpu", "firmware")
+#: The top-level key that marks a matrix file kept among the guests.
+MATRIX_KEY = "set"
 _TIMEOUT_KEYS = ("boot", "idle", "total")
 
 
@@ -131,6 +133,8 @@ def definition_from_dict(data: dict[str, Any], source: str) -> GuestDefinition:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{where}: key '{key}': {why}")
 
+    if MATRIX_KEY in data:
+        raise ConfigError(f"{where}: a matrix file (docs/matrix.md), not a guest definition")
     for key, value in data.items():
         if key not in _KEYS:
             raise bad(key, f"unknown key (known: {', '.join(_KEYS)})")
@@ -242,11 +246,29 @@ def find_guest(name: str, directory: str | os.PathLike[str] | None = None) -> Gu
 
 
 def list_guest_names(directory: str | os.PathLike[str] | None = None) -> list[str]:
-    """Names of the guest definitions in the guests directory, sorted."""
+    """Names of the guest definitions in the guests directory, sorted.
+
+    Matrix files live beside the guests (``guests/nightly.toml``,
+    docs/matrix.md); they are recognised by their ``[[set]]`` tables and left
+    out.  Every other ``.toml`` file is a guest definition, checked strictly
+    when it is loaded.
+    """
     where = guests_dir(directory)
     try:
         entries = os.listdir(where)
     except OSError:
         return []
     return sorted(e[:-5] for e in entries
-                  if e.endswith(".toml") and os.path.isfile(os.path.join(where, e)))
+                  if e.endswith(".toml") and os.path.isfile(os.path.join(where, e))
+                  and not _is_matrix_file(os.path.join(where, e)))
+
+
+def _is_matrix_file(path: str) -> bool:
+    """Whether ``path`` is a matrix file (top-level ``[[set]]``), not a guest."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return MATRIX_KEY in tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # not a matrix; loading it as a guest reports the problem
