@@ -240,11 +240,23 @@ def test_qemu_version_cached_by_binary_identity(ssh_env: Sshd, tmp_path: Path,
         assert launcher.qemu_version(QEMU) == "from the cache"
 
 
-def test_trace_options_refused(launcher: SshLauncher) -> None:
-    from shootdown.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="--trace"):
-        launcher.remote_argv([QEMU, "-d", "in_asm", "-D", "/tmp/x"])
+@needs_qemu
+def test_tcg_log_is_fetched_back(launcher: SshLauncher, tmp_path: Path,
+                                 minimal_elf: Path, no_remote_qemu_left: None) -> None:
+    """``-d in_asm -D <local file>``: QEMU logs on the host, the file comes back."""
+    local_log = tmp_path / "trace" / "qemu.log"
+    local_log.parent.mkdir()
+    argv = [QEMU, "-M", "virt", "-cpu", "cortex-a57", "-nographic", "-nodefaults",
+            "-no-user-config", "-serial", "stdio", "-kernel", str(minimal_elf),
+            "-d", "in_asm", "-D", str(local_log)]
+    proc = launcher.spawn(argv, tmp_path / "console.log")
+    proc.console.expect(pexpect.EOF, timeout=30)
+    assert proc.wait(10) == 0
+    proc.kill()
+    text = local_log.read_text()
+    assert "IN:" in text, text[:500]
+    logs = tmp_path / "logs"
+    assert logs.is_dir() and not list(logs.iterdir()), "the remote copy is removed"
 
 
 def test_start_direct(ssh_env: Sshd, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ exceptions.  What it does on top:
   checks in the same round trip that starts QEMU;
 - has the start script check that the QEMU binary exists there, so a
   missing QEMU is a LaunchError naming the host, as it is locally;
-- refuses options that would write files on the remote host that we never
-  fetch back (``-D``/``-d``: TCG logging, used by ``--trace``).
+- writes QEMU's ``-D`` log (TCG logging, ``--trace``) on the host and
+  fetches it into the local file the argv named once QEMU has ended.
 
 :func:`launcher_for` picks the launcher for a guest definition: the SSH one
 when it names a ``host``, the local one otherwise.
@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -50,26 +52,23 @@ log = logging.getLogger(__name__)
 REMOTE_CACHE_ENV = "SHOOTDOWN_REMOTE_CACHE_DIR"
 #: QEMU options whose value is a local file QEMU reads: uploaded first.
 FILE_OPTIONS = frozenset({"-kernel", "-bios", "-dtb", "-initrd"})
-#: QEMU options that write logs on the host running QEMU (``--trace``).
-TRACE_OPTIONS = frozenset({"-d", "-D"})
+#: The QEMU option naming its log file (TCG logging, ``--trace``): the log is
+#: written on the host and fetched back into the named local file.
+LOG_OPTION = "-D"
 
 
 def check_trace_supported(definition: GuestDefinition) -> None:
     """Refuse ``--trace`` for a guest it cannot work on, with the reason.
 
     Under KVM the guest runs on the real CPU: QEMU's TCG logging (``-d``),
-    which ``--trace`` reads, does not exist there.  On any remote host the
-    log file would also stay on that host; fetching it back is not built yet.
+    which ``--trace`` reads, does not exist there.  On a remote TCG host it
+    works: the launcher fetches the ``-D`` log back when QEMU has ended.
     """
     if definition.accel == "kvm":
         raise ConfigError(
             f"{definition.source or definition.name}: --trace needs TCG (QEMU's -d logging); "
             f"this guest runs under accel = 'kvm' on the real CPU, where there is no TCG log. "
             "The console protocol and the probes still work: run without --trace")
-    if definition.host:
-        raise ConfigError(
-            f"{definition.source or definition.name}: --trace is not supported on remote "
-            f"hosts yet (host = '{definition.host}'): the TCG log would stay on that host")
 
 
 class SshLauncher:
@@ -86,6 +85,10 @@ class SshLauncher:
         #: Where uploads go on the host; relative to the login directory.
         self.remote_cache_dir = (remote_cache_dir or os.environ.get(REMOTE_CACHE_ENV)
                                  or REMOTE_CACHE_DIR)
+        #: Where QEMU's -D logs are written on the host before they are fetched.
+        self.remote_log_dir = posixpath.join(posixpath.dirname(
+            self.remote_cache_dir.rstrip("/")) or ".", "logs")
+        self._log_dir_made = False
         self._conn: Connection | None = None
         self._versions: dict[str, str] = {}
         #: QEMU binary name -> ``size:mtime`` on the host, from the start script.
@@ -117,14 +120,19 @@ class SshLauncher:
     def describe(self) -> str:
         return f"ssh://{self.host.alias}"
 
-    def _plan(self, argv: Sequence[str]) -> tuple[list[str], list[_Upload]]:
-        """The remote argv and the files it needs uploaded (nothing is sent yet)."""
+    def _plan(self, argv: Sequence[str]) -> tuple[list[str], list[_Upload],
+                                                  list[tuple[str, str]]]:
+        """The remote argv, the files to upload and the logs to fetch (nothing sent yet)."""
         out = list(argv)
         uploads: list[_Upload] = []
+        downloads: list[tuple[str, str]] = []
         for i, arg in enumerate(out[:-1]):
-            if arg in TRACE_OPTIONS:
-                raise ConfigError(f"QEMU option {arg}: TCG logging (--trace) is not "
-                                  f"supported on remote host {self.host.alias} yet")
+            if arg == LOG_OPTION:
+                local_log = out[i + 1]
+                remote_log = posixpath.join(self.remote_log_dir,
+                                            f"{uuid.uuid4().hex[:12]}-{Path(local_log).name}")
+                downloads.append((remote_log, local_log))
+                out[i + 1] = remote_log
             if arg in FILE_OPTIONS:
                 local = Path(out[i + 1])
                 if not local.is_file():
@@ -133,11 +141,11 @@ class SshLauncher:
                 remote = remote_cache_path(local, digest, self.remote_cache_dir)
                 uploads.append(_Upload(local, digest, remote))
                 out[i + 1] = remote
-        return out, uploads
+        return out, uploads, downloads
 
     def remote_argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` with the files QEMU loads uploaded now and their paths rewritten."""
-        remote, uploads = self._plan(argv)
+        remote, uploads, _ = self._plan(argv)
         for up in uploads:
             self.connection.upload_cached(up.local, cache_dir=self.remote_cache_dir,
                                           digest=up.digest)
@@ -153,21 +161,26 @@ class SshLauncher:
         """
         if not argv:
             raise LaunchError("empty QEMU command line")
-        remote, uploads = self._plan(argv)
+        remote, uploads, downloads = self._plan(argv)
         conn = self.connection
+        if downloads and not self._log_dir_made:
+            conn.run(["mkdir", "-p", "--", self.remote_log_dir])
+            self._log_dir_made = True
         log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
         try:
             checks = [(u.digest, u.remote) for u in uploads
                       if (u.digest, u.remote) not in self._verified]
             try:
                 proc = RemoteProcess.start(conn, remote, log_file,
-                                           max_lifetime=self.max_lifetime, checks=checks)
+                                           max_lifetime=self.max_lifetime, checks=checks,
+                                           downloads=downloads)
             except RemoteFilesStale:
                 for up in uploads:
                     conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
                                        digest=up.digest)
                 proc = RemoteProcess.start(conn, remote, log_file,
-                                           max_lifetime=self.max_lifetime)
+                                           max_lifetime=self.max_lifetime,
+                                           downloads=downloads)
         except BaseException:
             log_file.close()
             raise

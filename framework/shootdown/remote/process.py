@@ -56,6 +56,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
+import paramiko
 import pexpect
 import pexpect.spawnbase
 
@@ -63,8 +64,6 @@ from shootdown.errors import LaunchError, RemoteError
 from shootdown.remote.connection import shell_join
 
 if TYPE_CHECKING:
-    import paramiko
-
     from shootdown.remote.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -217,8 +216,10 @@ class RemoteProcess:
     """A QEMU started on a remote host; see the module docstring for how."""
 
     def __init__(self, conn: Connection, channel: paramiko.Channel, pid: int,
-                 console: ChannelSpawn, log_file: BinaryIO, *, binary_id: str = "") -> None:
+                 console: ChannelSpawn, log_file: BinaryIO, *, binary_id: str = "",
+                 downloads: Sequence[tuple[str, str]] = ()) -> None:
         self._conn = conn
+        self._downloads = list(downloads)
         #: ``size:mtime`` of the QEMU binary that was started (for version caching).
         self.binary_id = binary_id
         self._channel = channel
@@ -231,11 +232,13 @@ class RemoteProcess:
     @classmethod
     def start(cls, conn: Connection, argv: list[str], log_file: BinaryIO, *,
               max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
-              checks: Sequence[tuple[str, str]] = ()) -> RemoteProcess:
+              checks: Sequence[tuple[str, str]] = (),
+              downloads: Sequence[tuple[str, str]] = ()) -> RemoteProcess:
         """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``.
 
         Raises :class:`RemoteFilesStale` when a file of ``checks`` is not in
         place (nothing was started), LaunchError when ``argv[0]`` is not found.
+        ``downloads``: (remote, local) files QEMU writes, fetched by :meth:`kill`.
         """
         command = start_command(argv, max_lifetime, checks)
         log.debug("%s: start %s", conn.host.alias, command)
@@ -273,7 +276,8 @@ class RemoteProcess:
         console.push_back(bytes(console.buffer))
         console.buffer = b""
         console.logfile_read = log_file
-        return cls(conn, channel, pid, console, log_file, binary_id=binary_id)
+        return cls(conn, channel, pid, console, log_file, binary_id=binary_id,
+                   downloads=downloads)
 
     @property
     def pid(self) -> int:
@@ -303,7 +307,12 @@ class RemoteProcess:
         return self.exitstatus
 
     def kill(self) -> None:
-        """SIGKILL QEMU's process group over a separate channel; close the console."""
+        """SIGKILL QEMU's process group over a separate channel; close the console.
+
+        Then fetch the files QEMU wrote on the host (its ``-D`` log) into their
+        local paths and remove them there; a failure is logged, not raised
+        (whoever reads the file will find it missing).
+        """
         if self._closed:
             return
         try:
@@ -323,3 +332,19 @@ class RemoteProcess:
                 self._console.close()
             with contextlib.suppress(OSError):
                 self._log.close()
+            self._fetch_downloads()
+
+    def _fetch_downloads(self) -> None:
+        while self._downloads:
+            remote, local = self._downloads.pop(0)
+            if not self._conn.is_active():
+                log.warning("%s: connection lost, %s not fetched", self._conn.host.alias, remote)
+                continue
+            try:
+                self._conn.sftp.get(remote, local)
+                self._conn.run(["rm", "-f", "--", remote], timeout=KILL_TIMEOUT)
+            except (OSError, RemoteError, paramiko.SSHException) as exc:
+                log.warning("%s: cannot fetch %s to %s: %s", self._conn.host.alias, remote,
+                            local, exc)
+            finally:
+                self._conn.close_sftp()
