@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Matrix throughput on 1 against 2 workers (target: a ratio of at least 1.8 on 2 cores).
+
+A fixed matrix (one guest, the 4K scenario library and size sweep, every
+policy, clean and with one injection: ``--jobs`` jobs) runs as whole
+``shootdown matrix`` processes, alternately with ``--workers 1`` and
+``--workers 2``, ``--repeat`` times each, so machine noise hits both alike.
+
+Two figures per run:
+
+* *throughput*: jobs per second between the first job's start and the last
+  job's end, from the records' own ``started``/``finished`` times: the
+  parallel part, which is what the number of workers changes;
+* *wall*: the whole command, pytest and xdist start-up included (what a
+  user waits for; the fixed start-up weighs more on small matrices).
+
+The scaling ratio is of the medians.  The load average is printed too: on a
+shared machine other processes take cores from the 2-worker run first.
+``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ["v4.19", "v4.20", "v5.0", "v5.2", "v5.4", "v5.9", "v5.14", "v6.8", "v6.9",
+            "v6.10", "v6.13", "v6.19"]
+
+
+def write_matrix(where: Path, jobs: int, guest: str) -> Path:
+    policies = (POLICIES * ((jobs + 23) // 24))[: max(1, (jobs + 1) // 2)]
+    sets = []
+    # repeated policies need distinct sets (a job id must be unique)
+    for n in range(0, len(policies), len(POLICIES)):
+        chunk = policies[n:n + len(POLICIES)]
+        sets.append(f"""
+[[set]]
+name = "s{n // len(POLICIES)}"
+guests = ["{guest}"]
+granules = ["4k"]
+policies = {json.dumps(chunk)}
+scenarios = ["{ROOT}/guests/scenarios/4k", "{ROOT}/guests/scenarios/sizes/4k"]
+inject = ["none", "skip_dsb_ish"]
+""")
+    path = where / "scaling.toml"
+    path.write_text('name = "scaling"\njob_timeout = 300\n' + "".join(sets))
+    return path
+
+
+def run_once(matrix: Path, workers: int, out: Path) -> dict[str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "shootdown.cli", "matrix", str(matrix),
+                           "--workers", str(workers), "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"matrix run failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    span = max(r["finished"] for r in records) - min(r["started"] for r in records)
+    return {"jobs": len(records), "wall_s": wall, "span_s": span,
+            "throughput": len(records) / span}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=24, help="jobs in the matrix (default 24)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per worker count")
+    parser.add_argument("--guest", default="virt-a57")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    subprocess.run(["make", "-s", "-C", str(ROOT / "firmware")], check=True)
+    runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="matrix-scaling-") as tmp:
+        matrix = write_matrix(Path(tmp), args.jobs, args.guest)
+        for i in range(args.repeat):
+            for workers in (1, 2):
+                r = run_once(matrix, workers, Path(tmp) / f"out-{workers}-{i}")
+                runs[workers].append(r)
+                if not args.json:
+                    print(f"workers={workers} run {i + 1}: {r['jobs']} jobs, "
+                          f"{r['throughput']:.2f} jobs/s, span {r['span_s']:.1f} s, "
+                          f"wall {r['wall_s']:.1f} s", flush=True)
+    med = {w: {k: statistics.median(r[k] for r in rs) for k in ("throughput", "wall_s")}
+           for w, rs in runs.items()}
+    result = {
+        "jobs": runs[1][0]["jobs"], "repeat": args.repeat, "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "throughput_1": med[1]["throughput"], "throughput_2": med[2]["throughput"],
+        "scaling": med[2]["throughput"] / med[1]["throughput"],
+        "wall_1_s": med[1]["wall_s"], "wall_2_s": med[2]["wall_s"],
+        "wall_scaling": med[1]["wall_s"] / med[2]["wall_s"],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"throughput: {result['throughput_1']:.2f} -> {result['throughput_2']:.2f} jobs/s, "
+              f"scaling {result['scaling']:.2f}x (target >= 1.8)")
+        print(f"wall: {result['wall_1_s']:.1f} s -> {result['wall_2_s']:.1f} s, "
+              f"{result['wall_scaling']:.2f}x; load average "
+              + " ".join(f"{x:.2f}" for x in result["loadavg"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
