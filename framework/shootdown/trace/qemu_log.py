@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from shootdown.elfsyms import ElfImage
 from shootdown.errors import ShootdownError
-from shootdown.trace.decode import Dsb, Isb, Tlbi, decode
+from shootdown.trace.decode import Dsb, Isb, Tlbi, decode, is_tlbi_word
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,13 @@ class MaintOp:
         return text + (f" xt={self.xt:#018x}" if self.xt is not None else "")
 
 
-def parse_log(lines: Iterable[str], path: str = "<log>") -> dict[int, list[Executed]]:
+def parse_log(lines: Iterable[str], path: str = "<log>",
+              want_regs: Callable[[int], bool] | None = None) -> dict[int, list[Executed]]:
     """Executed instructions per CPU, in order, from QEMU's log lines.
+
+    ``want_regs(pc)`` says whose register dump to keep (default: all); the
+    others get ``regs=None``, which saves most of the parsing time when only
+    TLBIs need their operand.
 
     Raises :class:`TraceError` on a ``Trace`` line that does not parse or a
     dump whose PC disagrees with its ``Trace`` line (an interleaved log).
@@ -111,24 +116,23 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> dict[int, list[Execu
     per_cpu: dict[int, list[Executed]] = {}
     order: list[tuple[int, str, int]] = []  # (cpu, block ptr, pc) of each entry, for "Stopped"
     pending: tuple[int, str, int, int] | None = None  # cpu, ptr, pc, line
-    regs: dict[str, int] = {}
+    xregs: list[int] = []  # X00.. in the order QEMU prints them
+    dump_pc: int | None = None
+    keep = True  # parse the current entry's dump
 
     def flush() -> None:
-        nonlocal pending, regs
+        nonlocal pending, xregs, dump_pc
         if pending is None:
             return
         cpu, ptr, pc, line = pending
-        values: tuple[int, ...] | None = None
-        if regs:
-            if regs.get("PC", pc) != pc:
-                raise TraceError(f"{path}:{line}: register dump PC {regs['PC']:#x} does not "
-                                 f"match Trace PC {pc:#x} (interleaved vCPUs? use "
-                                 "-accel tcg,thread=single)")
-            if all(f"X{i:02d}" in regs for i in range(31)):
-                values = tuple(regs[f"X{i:02d}"] for i in range(31))
+        if dump_pc is not None and dump_pc != pc:
+            raise TraceError(f"{path}:{line}: register dump PC {dump_pc:#x} does not "
+                             f"match Trace PC {pc:#x} (interleaved vCPUs? use "
+                             "-accel tcg,thread=single)")
+        values = tuple(xregs) if len(xregs) == 31 else None
         per_cpu.setdefault(cpu, []).append(Executed(cpu, pc, values, line))
         order.append((cpu, ptr, pc))
-        pending, regs = None, {}
+        pending, xregs, dump_pc = None, [], None
 
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
@@ -138,6 +142,7 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> dict[int, list[Execu
             if m is None:
                 raise TraceError(f"{path}:{number}: malformed Trace line: {line[:100]}")
             pending = (int(m.group(1)), m.group(2), int(m.group(4), 16), number)
+            keep = want_regs is None or want_regs(pending[2])
         elif line.startswith("Stopped execution of TB chain"):
             flush()
             m = _STOPPED_RE.match(line)
@@ -154,19 +159,27 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> dict[int, list[Execu
                               path, number, pc, cpu, dropped.line)
                     break
         elif pending is not None:
+            if not keep:
+                if line.startswith("PSTATE="):
+                    flush()
+                continue
             for name, value in _REG_RE.findall(line):
-                regs[name] = int(value, 16)
+                if name[0] == "X":
+                    xregs.append(int(value, 16))
+                elif name == "PC":
+                    dump_pc = int(value, 16)
             if line.startswith("PSTATE="):
                 flush()
     flush()
     return per_cpu
 
 
-def read_log(path: str) -> dict[int, list[Executed]]:
+def read_log(path: str, want_regs: Callable[[int], bool] | None = None
+             ) -> dict[int, list[Executed]]:
     """:func:`parse_log` of a log file."""
     try:
         with open(path, encoding="ascii", errors="replace") as f:
-            return parse_log(f, path)
+            return parse_log(f, path, want_regs)
     except OSError as exc:
         raise TraceError(f"{path}: cannot read the QEMU log: {exc}") from exc
 
@@ -196,8 +209,15 @@ def decode_executed(image: ElfImage, executed: Iterable[Executed]) -> Iterator[M
 
 def trace_ops(image: ElfImage, log_path: str) -> dict[int, list[MaintOp]]:
     """The executed maintenance sequence per CPU, from a log file and the ELF it ran."""
+    tlbi_at: dict[int, bool] = {}
+
+    def is_tlbi(pc: int) -> bool:
+        if pc not in tlbi_at:
+            tlbi_at[pc] = is_tlbi_word(image.word_at(pc))
+        return tlbi_at[pc]
+
     return {cpu: list(decode_executed(image, entries))
-            for cpu, entries in sorted(read_log(log_path).items())}
+            for cpu, entries in sorted(read_log(log_path, is_tlbi).items())}
 
 
 @dataclass(frozen=True)
