@@ -433,7 +433,7 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., ScenarioRun]:
         from shootdown.scenario.load import load_scenario
 
         if isinstance(scenario, str | os.PathLike):
-            scenario = load_scenario(scenario, overrides or None)
+            scenario = load_scenario(os.fspath(scenario), overrides or None)
         pol = policy or scenario.policy or state.policies[0]
         if own is not None and own.granule == scenario.granule:
             target = own
@@ -455,7 +455,7 @@ class GoldenModel:
     def load(self, path: str | os.PathLike[str], **overrides: Any) -> Scenario:
         from shootdown.scenario.load import load_scenario
 
-        return load_scenario(path, overrides or None)
+        return load_scenario(os.fspath(path), overrides or None)
 
     def expected(self, scenario: str | os.PathLike[str] | Scenario,
                  policy: str | None = None, **overrides: Any) -> list[Any]:

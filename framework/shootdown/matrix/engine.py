@@ -165,14 +165,15 @@ class MatrixController:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record = next((json.loads(v) for k, v in report.user_properties if k == RECORD_KEY),
-                      None)
+        record = next((json.loads(str(v)) for k, v in report.user_properties
+                       if k == RECORD_KEY), None)
+        when = str(report.when)  # xdist reports a crashed item with when "???"
         if record is None:
-            if report.when == "???" or (report.failed and report.when == "setup"):
+            if when == "???" or (report.failed and when == "setup"):
                 record = self._crash_record(report)
             else:
                 return
-        elif report.when != "call":
+        elif when != "call":
             return
         if record["job_id"] in self._written:
             return
@@ -183,7 +184,7 @@ class MatrixController:
     def _crash_record(self, report: pytest.TestReport) -> dict[str, Any]:
         job = self._by_id[job_id_of(report.nodeid)]
         why = str(report.longrepr).strip().splitlines()
-        crashed = report.when == "???"
+        crashed = str(report.when) == "???"
         node = getattr(report, "node", None)
         worker = getattr(getattr(node, "gateway", None), "id", "main")
         return {**job.params(), "outcome": "crashed" if crashed else "error",

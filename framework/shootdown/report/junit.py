@@ -63,4 +63,5 @@ def render_junit(data: ReportData) -> bytes:
     for k, v in totals.items():
         root.set(k, str(v))
     ET.indent(root)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    body: bytes = ET.tostring(root, encoding="unicode").encode("utf-8")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
