@@ -56,6 +56,8 @@ def test_definition_with_host_gets_the_ssh_launcher(remote_guest: Callable[..., 
     assert isinstance(launcher, SshLauncher)
     assert launcher.describe() == f"ssh://{ALIAS}"
     assert launcher.max_lifetime == 60.0  # 2 x total (30 s), at least a minute
+    assert launcher_for(definition) is launcher, "one shared launcher per host and settings"
+    assert launcher_for(definition, accept_new_host_key=True) is not launcher
 
 
 def test_smoke_passes_remotely(remote_guest: Callable[..., Path], no_remote_qemu_left: None,

@@ -23,6 +23,7 @@ when it names a ``host``, the local one otherwise.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -261,13 +262,39 @@ def launcher_for(target: str | GuestDefinition, *,
     QEMU's lifetime is capped at twice the guest's total budget (at least a
     minute): the watchdog of last resort for a link that dies without either
     side noticing.  A bare host name gets :data:`DEFAULT_MAX_LIFETIME`.
+
+    SSH launchers are shared within a process (one per host and settings), so
+    a matrix worker that runs many guests on one host keeps one connection
+    open, checks the firmware once and asks the QEMU version once.  They are
+    closed at interpreter exit.
     """
     if isinstance(target, str):
-        return SshLauncher(target, accept_new_host_key=accept_new_host_key)
-    if not target.host:
+        host, lifetime = target, float(DEFAULT_MAX_LIFETIME)
+    elif not target.host:
         from shootdown.guest.launcher import LocalLauncher
 
         return LocalLauncher()
-    lifetime = max(60.0, 2 * target.timeouts.total)
-    return SshLauncher(target.host, accept_new_host_key=accept_new_host_key,
-                       max_lifetime=lifetime)
+    else:
+        host, lifetime = target.host, max(60.0, 2 * target.timeouts.total)
+    # Keyed by the resolved host and the cache directory (the environment may
+    # change between calls, in tests at least), not by the name.
+    resolved = resolve_host(host)
+    key = (resolved, lifetime, accept_new_host_key, os.environ.get(REMOTE_CACHE_ENV))
+    launcher = _SHARED.get(key)
+    if launcher is None:
+        if not _SHARED:
+            atexit.register(close_shared_launchers)
+        launcher = _SHARED[key] = SshLauncher(resolved, accept_new_host_key=accept_new_host_key,
+                                              max_lifetime=lifetime)
+    return launcher
+
+
+#: Launchers handed out by :func:`launcher_for`, by (host, lifetime, accept-new).
+_SHARED: dict[tuple[SshHost, float, bool | None, str | None], SshLauncher] = {}
+
+
+def close_shared_launchers() -> None:
+    """Close every shared launcher's connection (sshd then ends its sessions)."""
+    while _SHARED:
+        _, launcher = _SHARED.popitem()
+        launcher.close()
