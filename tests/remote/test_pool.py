@@ -131,3 +131,9 @@ def test_seat_places_a_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert seat.launcher() is launcher, "one launcher (one connection) per host"
     with p.acquire(host="local", timeout=1) as seat:
         assert seat.place(d).host is None
+    # seat_for: a pinned guest gets its host; one the pool does not list, max 1.
+    with p.seat_for(d._replace(host="arm64-kvm"), prefer="gw1", timeout=1) as seat:
+        assert seat.host.name == "arm64-kvm"
+    with p.seat_for(d._replace(host="elsewhere"), timeout=1) as seat:
+        assert (seat.host.name, seat.host.max_guests) == ("elsewhere", 1)
+        assert p.try_acquire(host="elsewhere") is None

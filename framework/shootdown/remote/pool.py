@@ -199,6 +199,20 @@ class HostPool:
         start = offset % len(pairs)
         yield from pairs[start:] + pairs[:start]
 
+    def seat_for(self, definition: GuestDefinition, *, prefer: str | None = None,
+                 timeout: float = 3600.0) -> Seat:
+        """A seat for ``definition``: on its own host if it names one, else anywhere.
+
+        A guest pinned to a host the pool does not list gets that host with
+        ``max_guests = 1`` (its lock files work the same), so a pinned KVM
+        guest never runs twice at once on a machine nobody declared.
+        """
+        if definition.host and definition.host not in {h.name for h in self.hosts}:
+            log.info("host %s is not in the pool: at most one guest at a time there",
+                     definition.host)
+            self.hosts.append(PoolHost(definition.host, 1))
+        return self.acquire(host=definition.host or None, prefer=prefer, timeout=timeout)
+
     def try_acquire(self, *, host: str | None = None, prefer: str | None = None) -> Seat | None:
         """A free seat now (on ``host`` if given), or None.
 
