@@ -8,7 +8,8 @@ How the remote process is started
 ---------------------------------
 One session channel with a pseudo-terminal runs::
 
-    exec /bin/sh -c START_SCRIPT shootdown-qemu BINARY [SHA256 PATH]... -- ARGV...
+    exec /bin/sh -c START_SCRIPT shootdown-qemu BINARY [SHA256 PATH]... -- \
+        [timeout -k 10 CAP] ARGV...
 
 with every word quoted (:func:`~shootdown.remote.connection.shell_join`).
 :data:`START_SCRIPT` is a constant; the binary, the files and the QEMU argv
@@ -17,17 +18,19 @@ Before starting QEMU the script checks, in the same round trip, that each
 uploaded file is there with its SHA-256 (``sha256sum``) and that the binary
 exists; it answers with a marker line (stale files, missing binary, or the
 pid), so a warm start costs one exec, not three.  Because sshd gives a pty
-session its own ``setsid()`` and every step ``exec``\\ s, QEMU ends up with
-the pid ``sh`` printed, leading its own session and process group, with the
-pty as its controlling terminal.  That gives us:
+session its own ``setsid()`` and every step ``exec``\\ s, the pid ``sh``
+printed leads its own session and process group, with the pty as its
+controlling terminal: it is QEMU itself, or the ``timeout`` wrapper (the
+lifetime cap below) with QEMU as its child in the same group.  That gives us:
 
 - **kill**: ``kill -KILL -- -<pid>`` on a second exec channel ends QEMU and
   anything it started (the whole process group);
 - **a dropped connection**: sshd closes the pty master when the connection
   (or the sshd session process) dies, the kernel sends SIGHUP to the session
-  leader (QEMU), and QEMU quits on SIGHUP.  Nothing stays behind without a
-  watchdog process of our own; ``tests/remote`` kills the sshd session in
-  the middle of a run and checks it.  As a last resort against a link that
+  leader (QEMU, or ``timeout``, which passes it on), and QEMU quits on
+  SIGHUP.  Nothing stays behind without a watchdog process of our own;
+  ``tests/remote`` kills the sshd session in the middle of a run and checks
+  it, with and without the cap.  As a last resort against a link that
   dies silently (no FIN, so sshd never notices), QEMU runs under
   ``timeout -k`` with a lifetime cap.
 
