@@ -83,6 +83,41 @@ def write_guest(directory: Path, name: str, firmware: Path | str, *, cpu: str = 
     return path
 
 
+def patched_elf(elf: Path, out: Path, function: str, kind: str, option: str,
+                word: int) -> Path:
+    """A copy of ``elf`` with the first ``kind`` ("tlbi"/"dsb") instruction named
+    ``option`` in ``function`` replaced by the instruction ``word``: a firmware
+    that misreports (its log says one thing, the CPU executes another)."""
+    import struct
+
+    from shootdown.elfsyms import ElfImage
+    from shootdown.trace.decode import Dsb, Tlbi, decode
+
+    want = {"tlbi": Tlbi, "dsb": Dsb}[kind]
+    image = ElfImage(elf)
+    fn = image.get_function(function)
+    for offset, w in image.iter_words(fn):
+        m = decode(w)
+        if isinstance(m, want) and option in (getattr(m, "op", ""), getattr(m, "option", "")):
+            address = fn.address + offset
+            break
+    else:
+        raise AssertionError(f"no {kind} {option} in {function}")
+    data = bytearray(elf.read_bytes())
+    original = image.read_va(address - 8, 16)  # unique enough in context
+    at = data.find(original)
+    assert at >= 0 and data.find(original, at + 1) < 0
+    data[at + 8:at + 12] = struct.pack("<I", word)
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.fixture(scope="session")
+def patch_elf() -> Callable[..., Path]:
+    """:func:`patched_elf`, for tests."""
+    return patched_elf
+
+
 @pytest.fixture
 def guests_dir(tmp_path: Path, firmware_elf: Path, qemu: str) -> Path:
     """A guests directory with ``quick``: the real firmware, a 2 s idle timeout."""

@@ -13,6 +13,7 @@ Every error the package raises on purpose derives from one root::
           +-- GuestCrash        QEMU died, or the guest took an unexpected exception
           +-- ProtocolError     console records lost, corrupted or out of order
           +-- RemoteError       SSH connection, host key or remote command failed
+          +-- TraceError        QEMU's execution log cannot be read as a trace
 
 A validation failure (the guest did the wrong thing) is never an exception:
 it is a result with a FAIL verdict.  The CLI maps exceptions to exit codes in
@@ -97,3 +98,7 @@ class ProtocolError(InfraError):
 
 class RemoteError(InfraError):
     """An SSH connection, host-key check or remote command failed."""
+
+
+class TraceError(InfraError):
+    """QEMU's execution log cannot be read as an execution trace (a malformed line)."""

@@ -11,6 +11,7 @@ firmware build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shootdown.check.scenario import ScenarioResult, judge
-from shootdown.errors import GuestUnsupported, ScenarioError
+from shootdown.errors import ConfigError, GuestUnsupported, ScenarioError
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher
 from shootdown.guest.machine import Guest
@@ -30,6 +31,7 @@ from shootdown.scenario.load import load_scenario
 from shootdown.scenario.lower import to_protocol_lines
 from shootdown.scenario.types import Scenario
 from shootdown.trace.console import Record
+from shootdown.trace.qemu_log import MaintOp, expand_report
 from shootdown.trace.scenario import read_scenario
 
 logger = logging.getLogger(__name__)
@@ -97,12 +99,47 @@ def expected_steps(job: Job) -> dict[int, tuple[Any, ...]]:
     return {r.index: r.instructions for r in expected_sequence(job.scenario, job.policy)}
 
 
+#: The firmware's maintenance helpers: the only functions that issue (and
+#: log) TLBI, DSB and ISB in a scenario, hence the trace's address filter.
+MAINTENANCE_HELPERS = ("op_tlbi", "op_dsb", "op_isb")
+
+
+def traced(definition: GuestDefinition, granule: str, trace_log: str) -> GuestDefinition:
+    """``definition`` with QEMU's execution log of the maintenance helpers switched on.
+
+    Single-threaded TCG when there are several CPUs, so the log lines of two
+    vCPUs cannot interleave.
+    """
+    from shootdown.elfsyms import ElfImage
+    from shootdown.trace.qemu_log import maintenance_ranges, trace_qemu_args
+
+    if definition.accel.split(",")[0] != "tcg":
+        raise ConfigError(f"{definition.source or definition.name}: key 'accel': --trace needs "
+                          f"QEMU's TCG execution log, not accel={definition.accel}")
+    ranges = maintenance_ranges(ElfImage(definition.firmware_path(granule)),
+                                list(MAINTENANCE_HELPERS))
+    accel = "tcg,thread=single" if definition.smp > 1 else definition.accel
+    return definition._replace(accel=accel, extra_args=(
+        *definition.extra_args, *trace_qemu_args(trace_log, ranges)))
+
+
 def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
              log_path: str, qemu: str | None = None, launcher: Launcher | None = None,
-             on_result: Callable[[ScenarioResult], None] | None = None) -> BootReport:
-    """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it."""
+             on_result: Callable[[ScenarioResult], None] | None = None,
+             trace_log: str | None = None) -> BootReport:
+    """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it.
+
+    With ``trace_log``, QEMU logs what the CPU executed in the firmware's
+    maintenance helpers; after the boot the trace must equal the guest's
+    report, or the scenario where they part fails as "firmware misreports".
+    Results then reach ``on_result`` after the boot, once the trace is read.
+    """
     report = BootReport(guest=definition.name, granule=granule, log_path=log_path)
     t0 = time.monotonic()
+    if trace_log is not None:
+        definition = traced(definition, granule, trace_log)
+    reported: list[list[MaintOp]] = []
+    deliver = on_result if trace_log is None else None
     guest = Guest(definition, log_path=log_path, granule=granule, qemu=qemu, launcher=launcher)
     try:
         with guest:  # launches; shuts down (or kills) on the way out
@@ -116,6 +153,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
                 t1 = time.monotonic()
                 records = send_scenario(guest, lines)
                 observed = read_scenario(records)
+                if trace_log is not None:
+                    reported.append(expand_report((r.tag, r.fields) for r in records))
                 seconds = time.monotonic() - t1
                 result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
                                inject=job.inject, expected=expected_steps(job),
@@ -123,8 +162,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
                 logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject,
                             result.verdict)
                 report.results.append(result)
-                if on_result is not None:
-                    on_result(result)
+                if deliver is not None:
+                    deliver(result)
     except GuestUnsupported as exc:
         # The firmware read the CPU's ID registers at boot and refused (a
         # granule the CPU lacks): every job of this firmware is skipped.
@@ -134,8 +173,36 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
+        report.total_s = time.monotonic() - t0
+        return report
+    if trace_log is not None:
+        report.results = _check_trace(report.results, reported, definition, granule, trace_log)
+        if on_result is not None:
+            for result in report.results:
+                on_result(result)
     report.total_s = time.monotonic() - t0
     return report
+
+
+def _check_trace(results: list[ScenarioResult], reported: list[list[MaintOp]],
+                 definition: GuestDefinition, granule: str,
+                 trace_log: str) -> list[ScenarioResult]:
+    """Mark the scenario where report and trace part as FAIL (firmware misreports)."""
+    from shootdown.check.trace import check_trace
+    from shootdown.elfsyms import ElfImage
+    from shootdown.trace.qemu_log import trace_ops
+
+    image = ElfImage(definition.firmware_path(granule))
+    trace = check_trace(reported, trace_ops(image, trace_log), image.symbolize)
+    logger.info("trace: %d reported, %d executed: %s", trace.reported, trace.executed,
+                trace.reason or "equal")
+    if trace.ok:
+        return results
+    at = trace.scenario if trace.scenario is not None else len(results) - 1
+    out = list(results)
+    out[at] = dataclasses.replace(out[at], verdict=Verdict.FAIL, reason=trace.reason,
+                                  trace_log=trace_log)
+    return out
 
 
 def skipped(job: Job, granule: str, why: str) -> ScenarioResult:

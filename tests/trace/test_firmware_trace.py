@@ -5,8 +5,8 @@ a reported TLBI that never runs, or a TLBI that runs where a DSB is reported).""
 from __future__ import annotations
 
 import re
-import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ from shootdown.elfsyms import ElfImage
 from shootdown.guest.argv import build_argv
 from shootdown.guest.definition import find_guest
 from shootdown.trace.console import encode_command
-from shootdown.trace.decode import Dsb, Tlbi, decode
 from shootdown.trace.qemu_log import (
     MaintOp,
     expand_report,
@@ -70,28 +69,6 @@ def traced_session(elf: Path, log: Path) -> tuple[list[MaintOp], list[MaintOp]]:
     return expand_report(records), executed
 
 
-def patched(elf: Path, out: Path, function: str, want: type, option: str, word: int) -> Path:
-    """A copy of ``elf`` with the first ``want`` instruction named ``option`` in
-    ``function`` replaced by ``word``."""
-    image = ElfImage(elf)
-    fn = image.get_function(function)
-    for offset, w in image.iter_words(fn):
-        m = decode(w)
-        if isinstance(m, want) and option in (getattr(m, "op", ""), getattr(m, "option", "")):
-            address = fn.address + offset
-            break
-    else:
-        raise AssertionError(f"no {option} in {function}")
-    data = bytearray(elf.read_bytes())
-    # Find the file offset of that address: the word is unique enough in context.
-    original = image.read_va(address - 8, 16)
-    at = data.find(original)
-    assert at >= 0 and data.find(original, at + 1) < 0
-    data[at + 8:at + 12] = struct.pack("<I", word)
-    out.write_bytes(bytes(data))
-    return out
-
-
 def keys(ops: list[MaintOp]) -> list[tuple[str, str, int | None]]:
     return [op.key() for op in ops]
 
@@ -102,18 +79,21 @@ def test_trace_equals_report(firmware_elf: Path, qemu: str, tmp_path: Path) -> N
     assert keys(executed) == keys(report)
 
 
-def test_reported_but_not_executed(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
-    """op_tlbi logs a VALE1IS it no longer issues: only the trace can tell."""
-    bad = patched(firmware_elf, tmp_path / "nop.elf", "op_tlbi", Tlbi, "vale1is", NOP)
+def test_reported_but_not_executed(firmware_elf: Path, qemu: str, tmp_path: Path,
+                                   patch_elf: Callable[..., Path]) -> None:
+    """op_tlbi logs a VALE1IS it no longer issues: the trace tells."""
+    bad = patch_elf(firmware_elf, tmp_path / "nop.elf", "op_tlbi", "tlbi", "vale1is", NOP)
     report, executed = traced_session(bad, tmp_path / "exec.log")
     assert sum(1 for op in report if op.op == "vale1is") == 32
     assert not any(op.op == "vale1is" for op in executed)
     assert keys(executed) != keys(report)
 
 
-def test_executed_but_not_reported(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
+def test_executed_but_not_reported(firmware_elf: Path, qemu: str, tmp_path: Path,
+                                   patch_elf: Callable[..., Path]) -> None:
     """op_dsb issues a TLBI VMALLE1IS where it logs DSB ISHST: the trace shows it."""
-    bad = patched(firmware_elf, tmp_path / "swap.elf", "op_dsb", Dsb, "ishst", TLBI_VMALLE1IS)
+    bad = patch_elf(firmware_elf, tmp_path / "swap.elf", "op_dsb", "dsb", "ishst",
+                    TLBI_VMALLE1IS)
     report, executed = traced_session(bad, tmp_path / "exec.log")
     assert keys(report)[0] == ("DSB", "ishst", None)
     assert keys(executed)[0] == ("TLBI", "vmalle1is", None)

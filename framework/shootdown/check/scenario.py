@@ -42,6 +42,8 @@ class ScenarioResult:
     observed_counts: dict[str, int] = field(default_factory=dict)
     #: seconds from sending the scenario to its last record
     seconds: float = 0.0
+    #: the QEMU execution log, when a trace disagreed with the report
+    trace_log: str = ""
 
     @property
     def detail(self) -> list[str]:
@@ -52,6 +54,8 @@ class ScenarioResult:
             lines += list(self.sequence.diff)
         if self.probes is not None:
             lines += [f"probe: {p}" for p in self.probes.problems]
+        if self.trace_log:
+            lines.append(f"trace: {self.trace_log}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inject", metavar="BUG",
                         help="inject a firmware bug (see 'shootdown bugs'); the run passes "
                              "only if some scenario catches it")
+    parser.add_argument("--trace", action="store_true",
+                        help="also log what the CPU executed (QEMU -d exec,cpu on the "
+                             "firmware's maintenance helpers) and require it to equal the "
+                             "guest's report (TCG only)")
     parser.add_argument("--kpti", action=argparse.BooleanOptionalAction, default=None,
                         help="override the scenarios' kpti field")
     parser.add_argument("--cpu-features", metavar="LIST",
@@ -94,11 +98,12 @@ def main(args: argparse.Namespace) -> int:
 
             shutil.rmtree(logdir, ignore_errors=True)
         return code
-    if args.policy or args.inject or args.kpti is not None or args.cpu_features is not None:
+    if (args.policy or args.inject or args.trace or args.kpti is not None
+            or args.cpu_features is not None):
         from shootdown.errors import ConfigError
 
-        raise ConfigError("--policy, --inject, --kpti and --cpu-features need scenario files "
-                          "(shootdown run SCENARIO.toml|DIR ...)")
+        raise ConfigError("--policy, --inject, --trace, --kpti and --cpu-features need "
+                          "scenario files (shootdown run SCENARIO.toml|DIR ...)")
     args.granule = args.granule or "4k"
     log_path = os.path.join(logdir, f"{definition.name}-{args.granule}.console.log")
 

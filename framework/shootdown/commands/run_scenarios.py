@@ -127,10 +127,10 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
         first = len(results)
         for k in range(0, len(group), JOBS_PER_BOOT):
             chunk = group[k:k + JOBS_PER_BOOT]
-            log_path = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}"
-                                            ".console.log")
-            boots.append(run_boot(definition, granule, chunk, log_path=log_path,
-                                  qemu=args.qemu, launcher=launcher, on_result=show))
+            stem = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}")
+            boots.append(run_boot(definition, granule, chunk, log_path=f"{stem}.console.log",
+                                  qemu=args.qemu, launcher=launcher, on_result=show,
+                                  trace_log=f"{stem}.exec.log" if args.trace else None))
         if not quiet and not every:
             print(f"  {granule}: {_tally(results[first:])}", flush=True)
     elapsed = time.monotonic() - t0

@@ -42,14 +42,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from shootdown.elfsyms import ElfImage
-from shootdown.errors import ShootdownError
+from shootdown.errors import TraceError as TraceError  # re-exported for callers
 from shootdown.trace.decode import Dsb, Isb, Tlbi, decode, is_tlbi_word
 
 log = logging.getLogger(__name__)
-
-
-class TraceError(ShootdownError):
-    """The QEMU log cannot be read as an execution trace (a malformed line)."""
 
 
 _TRACE_RE = re.compile(
