@@ -320,7 +320,17 @@ class _Builder:
         geo = self.geo
         page = geo.page_size
         last_level = self.rng.random() < 0.5
-        if self.rng.random() < 0.65:
+        r = self.rng.random()
+        if r < 0.06:
+            # MAX_TLBI_RANGE_PAGES (2^21 pages, or one less) over PMD blocks: the
+            # range-op limit (v5.9 `>=`, v6.10 `>`) and NUM = 31 at SCALE 3.
+            n = (1 << 21) // geo.ptrs_per_pte
+            base = self.slot(n * geo.pmd_size)
+            self.maps.append(f"level = 2\naddr = {_hex(base)}\ncount = {n}")
+            start = base
+            end = base + n * geo.pmd_size - (page if self.rng.random() < 0.3 else 0)
+            stride = self.rng.choice([page, geo.pmd_size])
+        elif r < 0.65:
             # Pages, page stride.
             n = self.pages(big=True)
             spans = -(-n // geo.ptrs_per_pte) + 1
@@ -411,6 +421,8 @@ def generate_one(seed: int, index: int, *, granules: Sequence[str] | None = None
         feats = [f for f in ("ttl", "tlbirange") if features and rng.random() < 0.3]
         asid = rng.choice([1, 2, 42, 255, 256, 0x1234, 0xFFFF, rng.randrange(1, 1 << 16)])
         kpti = rng.random() < 0.4
+        if kpti:  # the kernel's ASID is even under KPTI (the user ASID is ASID | 1)
+            asid = (asid & ~1) or 2
         text = _Builder(rng, granule, va_bits, feats, with_level=with_level).build(asid, kpti)
         header = f"# shootdown fuzz: seed {seed}, scenario {index}\n"
         text = header + text
