@@ -88,19 +88,35 @@ def test_known_disagreements_name_real_files() -> None:
 
 CASES = [("virt-max", "4k"), ("virt-max", "16k"), ("virt-max", "64k"),
          ("virt-a57", "4k"), ("virt-a57", "16k"), ("virt-a57", "64k")]
+#: the third guest of the acceptance matrix: a second ARMv8.0 core, same verdicts as the A57
+SLOW_CASES = [("virt-a72", "4k"), ("virt-a72", "16k"), ("virt-a72", "64k")]
 
 
 @pytest.mark.guest
 @pytest.mark.parametrize(("guest", "granule"), CASES, ids=[f"{g}-{n}" for g, n in CASES])
 def test_library_passes(guest: str, granule: str, firmware_elf: Path, qemu: str,
                         tmp_path: Path) -> None:
+    check_library(guest, granule, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.guest
+@pytest.mark.parametrize(("guest", "granule"), SLOW_CASES,
+                         ids=[f"{g}-{n}" for g, n in SLOW_CASES])
+def test_library_passes_slow_matrix(guest: str, granule: str, firmware_elf: Path, qemu: str,
+                                    tmp_path: Path) -> None:
+    check_library(guest, granule, tmp_path)
+
+
+def check_library(guest: str, granule: str, tmp_path: Path) -> None:
+    """All policies over the granule's library on ``guest``: PASS or an expected SKIP."""
     definition = find_guest(guest)
     report = run_library(definition, load_library([granule]), logdir=str(tmp_path))
     assert not report.errors, report.errors
     results = report.results
     assert len(results) == len([p for p in FILES if p.parent.name == granule]) * len(POLICIES)
-    if guest == "virt-a57" and granule == "16k":
-        # The Cortex-A57 has no 16K granule: the firmware says so, nothing runs.
+    if guest in ("virt-a57", "virt-a72") and granule == "16k":
+        # The Cortex-A57/A72 have no 16K granule: the firmware says so, nothing runs.
         assert {r.verdict for r in results} == {Verdict.SKIP}
         assert all("granule_unsupported" in r.reason for r in results)
         return
@@ -118,7 +134,7 @@ def test_library_passes(guest: str, granule: str, firmware_elf: Path, qemu: str,
     if guest == "virt-max":
         assert not skipped, f"virt-max has every feature, yet: {skipped}"
     else:
-        # A57: only the scenarios asking for TTL / TLBIRANGE are skipped.
+        # A57/A72: only the scenarios asking for TTL / TLBIRANGE are skipped.
         assert all("cpu_lacks_feat" in why for why in skipped), skipped
 
 
