@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "docs" / "examples" / "munmap-2m.toml"
+DATA = ROOT / "tests" / "matrix" / "data"
+EXAMPLE = DATA / "munmap-2m.toml"
 
 pytestmark = pytest.mark.guest
 
@@ -112,7 +113,7 @@ def test_scenario_files_are_items(pytester: pytest.Pytester) -> None:
     """Scenario TOML under a scenarios/ folder: one item per policy; guest definitions not."""
     scen = pytester.mkdir("scenarios")
     (scen / "a.toml").write_text(EXAMPLE.read_text())
-    (scen / "b.toml").write_text((ROOT / "docs" / "examples" / "thp.toml").read_text())
+    (scen / "b.toml").write_text((DATA / "thp-kpti.toml").read_text())
     (scen / "virt-a57.toml").write_text((ROOT / "guests" / "virt-a57.toml").read_text())
     (scen / "notes.toml").write_text('title = "not a scenario"\n')
     result = pytester.runpytest("-p", "no:cacheprovider", "-v", "scenarios",

@@ -15,6 +15,7 @@ from shootdown.matrix.engine import run_matrix
 from shootdown.report import write_reports
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "matrix" / "data"
 
 pytestmark = pytest.mark.guest
 
@@ -34,7 +35,7 @@ name = "bugs"
 guests = ["virt-a57"]
 granules = ["4k"]
 policies = ["v4.20", "v6.19"]
-scenarios = ["{ROOT}/guests/scenarios/sizes/{{granule}}", "{ROOT}/docs/examples/thp.toml"]
+scenarios = ["{ROOT}/guests/scenarios/sizes/{{granule}}", "{DATA}/thp-kpti.toml"]
 inject = ["skip_dsb_ish", "kpti_copy_missing"]
 
 [[set]]
@@ -42,7 +43,7 @@ name = "surprise"            # expects a pass from an injected run: one unexpect
 guests = ["virt-a57"]
 granules = ["4k"]
 policies = ["v6.19"]
-scenarios = ["{ROOT}/docs/examples/munmap-2m.toml"]
+scenarios = ["{DATA}/munmap-2m.toml"]
 inject = ["skip_dsb_ishst"]
 expect = "pass"
 """
