@@ -159,10 +159,15 @@ class _Parser:
             raise self.err(f"{va_bits} is not a VA size of the {granule} granule ({allowed})",
                            fld="va_bits")
         self.geo = Geometry(granule, va_bits)
-        asid = self.integer(data.get("asid", 1), None, "asid")
+        asid = self.integer(data.get("asid", 2), None, "asid")
         if not 0 <= asid <= _MAX_ASID:
             raise self.err(f"ASID {asid} out of range 0..{_MAX_ASID}", fld="asid")
         kpti = self.boolean(data.get("kpti", False), None, "kpti")
+        if kpti and asid & 1:
+            # Under KPTI the kernel uses the even ASID and asid|1 for user space;
+            # an odd ASID would make the "user copy" the same TLBI twice.
+            raise self.err(f"ASID {asid} is odd: with kpti = true the ASID must be even "
+                           "(the user ASID is ASID | 1)", fld="asid")
         features = data.get("cpu_features", [])
         if isinstance(features, str):
             features = [f for f in features.split(",") if f]
