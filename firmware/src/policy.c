@@ -225,6 +225,19 @@ static void flush_range_v5_2(uint64_t start, uint64_t end, uint64_t stride,
 	range_loop_simple(start, end, stride, last_level);
 }
 
+/*
+ * Pages left after one non-range step of stride. The kernel subtracts
+ * (pages is a multiple of the stride once rounded); with no_stride_round
+ * injected it is not, and the unsigned count would wrap into an endless
+ * loop, so the walk stops at zero instead.
+ */
+static uint64_t pages_after_stride(uint64_t pages, uint64_t stride)
+{
+	uint64_t step = stride >> PAGE_SHIFT;
+
+	return pages > step ? pages - step : 0;
+}
+
 /* One by-VA TLBI (+ copy) with the level hint: the non-range step. */
 static void range_single(enum tlbi_op op, uint64_t start, uint16_t asid, int level, bool user)
 {
@@ -258,7 +271,7 @@ static void range_loop_scale_up(enum tlbi_op op, uint64_t start, uint64_t pages,
 		if (!tlb_env.range || pages % 2 == 1) {
 			range_single(op, start, asid, level, user);
 			start += stride;
-			pages -= stride >> PAGE_SHIFT;
+			pages = pages_after_stride(pages, stride);
 			continue;
 		}
 		if (scale > 3)
@@ -291,7 +304,7 @@ static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t page
 		if (!tlb_env.range || pages == 1) {
 			range_single(op, start, asid, level, user);
 			start += stride;
-			pages -= stride >> PAGE_SHIFT;
+			pages = pages_after_stride(pages, stride);
 			continue;
 		}
 		if (scale < 0)

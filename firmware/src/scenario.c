@@ -182,7 +182,7 @@ static int parse_step(const char *line)
 		    s->end < s->start)
 			return reject("STEP", "range");
 		if (!need_u64(line, "stride", &s->stride) || !s->stride ||
-		    (s->stride & (s->stride - 1)) || s->stride < 4096)
+		    (s->stride & (s->stride - 1)) || s->stride < PAGE_SIZE)
 			return reject("STEP", "stride");
 		if (!need_bool(line, "last_level", &s->last_level))
 			return reject("STEP", "last_level");
