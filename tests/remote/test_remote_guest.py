@@ -78,6 +78,50 @@ def test_smoke_through_a_jump_host(remote_guest: Callable[..., Path],
     assert cli_main(["run", "--guest", str(remote_guest(host=JUMP_ALIAS))]) == 0
 
 
+SCENARIO = Path(__file__).resolve().parents[2] / "docs" / "examples" / "basic.toml"
+
+
+def test_scenario_fail_verdict_remotely(remote_guest: Callable[..., Path],
+                                        no_remote_qemu_left: None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A validation failure over SSH is a verdict (exit 1), exactly as locally.
+
+    ``end_off_by_one`` is not caught by the basic scenario: a missed injection
+    means the checks are blind there, which is a FAIL.
+    """
+    guest = str(remote_guest())
+    assert cli_main(["run", "--guest", guest, "--inject", "end_off_by_one", str(SCENARIO)]) == 1
+    assert "MISSED" in capsys.readouterr().out
+    assert cli_main(["run", "--guest", guest, "--inject", "skip_dsb_ish", str(SCENARIO)]) == 0
+    assert "CAUGHT" in capsys.readouterr().out
+
+
+def test_trace_on_a_remote_tcg_host(remote_guest: Callable[..., Path], tmp_path: Path,
+                                    no_remote_qemu_left: None,
+                                    capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--trace: QEMU's execution log is written on the host, fetched back, and must
+    equal the guest's report, as locally."""
+    monkeypatch.setenv("SHOOTDOWN_REMOTE_CACHE_DIR", str(tmp_path / "logs-on-host" / "fw"))
+    code = cli_main(["run", "--guest", str(remote_guest()), "--trace", "--keep",
+                     "--logdir", str(tmp_path / "logs"), str(SCENARIO)])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "PASS" in out.out
+    (trace,) = (tmp_path / "logs").glob("*.exec.log")
+    assert trace.stat().st_size > 0, "the execution log came back from the host"
+    remote_logs = tmp_path / "logs-on-host" / "logs"  # beside the firmware cache
+    assert remote_logs.is_dir() and not list(remote_logs.iterdir()), "removed on the host"
+
+
+def test_trace_refused_for_a_kvm_guest(remote_guest: Callable[..., Path],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = remote_guest(name="kvm-guest", cpu="host")
+    path.write_text(path.read_text().replace("[timeouts]", 'accel = "kvm"\n[timeouts]'))
+    assert cli_main(["run", "--guest", str(path), "--trace", str(SCENARIO)]) == 2
+    assert "--trace" in capsys.readouterr().err
+
+
 def test_hang_is_killed(remote_guest: Callable[..., Path], no_remote_qemu_left: None,
                         capsys: pytest.CaptureFixture[str]) -> None:
     t0 = time.monotonic()
