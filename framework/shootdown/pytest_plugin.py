@@ -63,9 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          f"several make one item per policy (default: {DEFAULT_POLICY})")
     group.addoption("--shootdown-qemu", default=None, metavar="PATH",
                     help="qemu-system-aarch64 binary to use")
-    group.addoption("--shootdown-trace", default=None, nargs="?", const="exec", metavar="MODE",
-                    help="also check QEMU's own trace of the guest (not yet supported: "
-                         "accepted and ignored with a warning)")
+    group.addoption("--shootdown-trace", action="store_true", default=False,
+                    help="also check the guest's report against QEMU's execution log of "
+                         "the maintenance helpers (one boot per scenario, single-threaded "
+                         "TCG; a disagreement fails the scenario as 'firmware misreports')")
     group.addoption("--shootdown-logdir", default=None, metavar="DIR",
                     help="keep console logs here (default: a new directory under the "
                          "pytest temporary directory)")
@@ -83,6 +84,8 @@ class State:
     policies: list[str]
     qemu: str | None
     logdir_option: str | None
+    #: check each scenario against QEMU's execution log (--shootdown-trace)
+    trace: bool = False
     #: guest name -> what its CPU reports (from a boot's CPU record)
     capabilities: dict[str, Capabilities] = field(default_factory=dict)
     #: (guest, granule) -> a live guest shared by scenario items and run_scenario
@@ -128,11 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = State(
         guests=guests, guests_dir=config.getoption("shootdown_guests_dir"),
         policies=policies, qemu=config.getoption("shootdown_qemu"),
-        logdir_option=config.getoption("shootdown_logdir"))
-    if config.getoption("shootdown_trace"):
-        config.issue_config_time_warning(pytest.PytestWarning(
-            "--shootdown-trace: not yet supported (the QEMU trace checker of issue 5 is not "
-            "wired into the plugin); running without it"), stacklevel=2)
+        logdir_option=config.getoption("shootdown_logdir"),
+        trace=bool(config.getoption("shootdown_trace")))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -289,8 +289,9 @@ class ScenarioRun:
     result: ScenarioResult
     #: the golden model's instructions per step
     expected: dict[int, tuple[Any, ...]]
-    #: what the guest reported (instructions per step, probes)
-    observed: ObservedScenario
+    #: what the guest reported (instructions per step, probes); None for a traced run,
+    #: whose judged result holds the comparison
+    observed: ObservedScenario | None
     guest: str
     #: console log of the boot it ran in
     log_path: str
@@ -349,6 +350,28 @@ def run_on(guest: Guest, scenario: Scenario, policy: str, inject: str = "none",
                        qemu_version=guest.qemu_version())
 
 
+def run_traced(config: pytest.Config, name: str, scenario: Scenario, policy: str,
+               inject: str = "none") -> ScenarioRun:
+    """Run one scenario in its own boot with QEMU's execution log, and judge both.
+
+    The trace needs QEMU started with its log switched on, so a traced run
+    does not share a pooled guest (:func:`shootdown.session.run_boot` does it all).
+    """
+    from shootdown.guest.argv import default_qemu
+    from shootdown.session import Job, expected_steps, run_boot
+
+    state = config.stash[STATE]
+    definition = _definition(config, name)
+    launcher = _launcher(definition)
+    log = state.new_log(config, f"trace-{name}-{scenario.granule}")
+    job = Job(scenario, policy, inject)
+    report = run_boot(definition, scenario.granule, [job], log_path=log, qemu=state.qemu,
+                      launcher=launcher, trace_log=log.replace(".console.log", ".exec.log"))
+    return ScenarioRun(result=report.results[0], expected=expected_steps(job), observed=None,
+                       guest=name, log_path=log, build_id=report.build_id,
+                       qemu_version=launcher.qemu_version(state.qemu or default_qemu()))
+
+
 def _skip_unless_runnable(config: pytest.Config, guest: str, scenario: Scenario) -> None:
     caps = get_capabilities(config, guest)
     why = caps.lacks(features=scenario.cpu_features, granule=scenario.granule)
@@ -373,6 +396,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "guest" not in metafunc.fixturenames:
         return
     if any("guest" in _argnames(m) for m in metafunc.definition.iter_markers("parametrize")):
+        return
+    # Only our own fixture: a conftest may define another fixture called "guest".
+    defs = getattr(metafunc, "_arg2fixturedefs", {}).get("guest")
+    if defs and getattr(defs[-1].func, "__module__", __name__) != __name__:
         return
     names = metafunc.config.stash[STATE].guests
     metafunc.parametrize("guest", names, indirect=True, ids=names)
@@ -435,12 +462,15 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., ScenarioRun]:
         if isinstance(scenario, str | os.PathLike):
             scenario = load_scenario(os.fspath(scenario), overrides or None)
         pol = policy or scenario.policy or state.policies[0]
-        if own is not None and own.granule == scenario.granule:
-            target = own
+        if state.trace:
+            _skip_unless_runnable(config, name, scenario)
+            done = run_traced(config, name, scenario, pol, inject)
+        elif own is not None and own.granule == scenario.granule:
+            done = run_on(own, scenario, pol, inject, scn_id=next(counter))
         else:
             _skip_unless_runnable(config, name, scenario)
             target = _pooled(config, name, scenario.granule)
-        done = run_on(target, scenario, pol, inject, scn_id=next(counter))
+            done = run_on(target, scenario, pol, inject, scn_id=next(counter))
         item.stash.setdefault(RUNS, []).append(done)
         _record_properties(item, done)
         return done
@@ -567,8 +597,11 @@ class ScenarioItem(pytest.Item):
 
         scenario = load_scenario(self.path)
         _skip_unless_runnable(self.config, self.guest_name, scenario)
-        guest = _pooled(self.config, self.guest_name, scenario.granule)
-        run = run_on(guest, scenario, self.policy)
+        if self.config.stash[STATE].trace:
+            run = run_traced(self.config, self.guest_name, scenario, self.policy)
+        else:
+            guest = _pooled(self.config, self.guest_name, scenario.granule)
+            run = run_on(guest, scenario, self.policy)
         self.stash.setdefault(RUNS, []).append(run)
         _record_properties(self, run)
         if run.result.verdict.name == "SKIP":

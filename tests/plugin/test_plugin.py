@@ -138,8 +138,17 @@ def test_xdist_and_several_guests(pytester: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines([f"*PASSED*test_boot?{name}?*"])
 
 
-def test_trace_option_is_accepted_with_a_warning(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-trace")
-    result.assert_outcomes(passed=1, warnings=1)
-    assert "not yet supported" in result.stdout.str()
+def test_trace_checks_the_report_against_qemu(pytester: pytest.Pytester) -> None:
+    """--shootdown-trace: each scenario in its own boot, QEMU's execution log compared."""
+    scen = pytester.mkdir("scenarios")
+    (scen / "a.toml").write_text(EXAMPLE.read_text())
+    pytester.makepyfile(f"""
+        def test_traced(run_scenario):
+            run = run_scenario({str(EXAMPLE)!r}, policy="v4.20")
+            assert run.ok and run.observed is None
+            assert run.log_path.endswith(".console.log")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-trace", ".", "scenarios")
+    result.assert_outcomes(passed=2)
+    logs = list(pytester.path.rglob("trace-*.exec.log"))
+    assert len(logs) == 2 and all(p.stat().st_size > 0 for p in logs)

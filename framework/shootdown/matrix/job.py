@@ -108,8 +108,10 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None) -> dict[str
                     _debug_hook(job, definition, log_path, qemu)
                     from shootdown.session import run_boot
 
+                    trace_log = log_path.replace(".console.log", ".exec.log") \
+                        if job.trace else None
                     report = run_boot(definition, job.granule, jobs, log_path=log_path,
-                                      qemu=qemu, launcher=launcher)
+                                      qemu=qemu, launcher=launcher, trace_log=trace_log)
             except InfraError as exc:
                 logger.warning("job %s attempt %d: %s", job.id, attempt, exc)
                 record["errors"].append(f"attempt {attempt}: {type(exc).__name__}: {exc}")

@@ -53,7 +53,7 @@ DEFAULT_JOB_TIMEOUT = 300.0
 
 _TOP_KEYS = {"name", "description", "job_timeout", "guests_dir", "set"}
 _SET_KEYS = {"name", "description", "guests", "granules", "policies", "scenarios", "inject",
-             "exclude", "expect", "overrides", "debug"}
+             "exclude", "expect", "overrides", "debug", "trace"}
 _EXCLUDE_KEYS = {"guest", "granule", "policy", "inject"}
 
 
@@ -82,6 +82,8 @@ class MatrixJob:
     guests_dir: str | None = None
     #: seconds before the job counts as hung
     timeout: float = DEFAULT_JOB_TIMEOUT
+    #: also compare the guest's report with QEMU's execution log (slower: single-threaded TCG)
+    trace: bool = False
 
     def params(self) -> dict[str, Any]:
         """The job's parameters as plain JSON values (what a result record repeats)."""
@@ -193,6 +195,9 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
     if expect_override is not None and expect_override not in EXPECTS:
         raise ConfigError(f"{where}: key 'expect': '{expect_override}' (known: "
                           f"{', '.join(EXPECTS)})")
+    trace = table.get("trace", False)
+    if not isinstance(trace, bool):
+        raise ConfigError(f"{where}: key 'trace': expected true or false")
     debug = _get(table, "debug", str, where, default=None)
     if debug is not None and debug not in DEBUG_HOOKS:
         raise ConfigError(f"{where}: key 'debug': '{debug}' (known: {', '.join(DEBUG_HOOKS)})")
@@ -224,12 +229,12 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
                         continue
                     expect = expect_override or ("pass" if inject == "none" else "caught")
                     ident = _job_id(name, params, expect, overrides, debug, digests,
-                                    guest_digest[guest])
+                                    guest_digest[guest], trace)
                     jobs.append(MatrixJob(
                         id=ident, set=name, guest=guest, granule=granule, policy=policy,
                         inject=inject, expect=expect, scenarios=tuple(scenarios),
                         overrides=tuple(sorted(overrides.items())), debug=debug,
-                        guests_dir=guests_dir, timeout=timeout))
+                        guests_dir=guests_dir, timeout=timeout, trace=trace))
     if not jobs:
         raise ConfigError(f"{where}: expands to no jobs (no scenario files of its granules, "
                           "or everything excluded)")
@@ -291,8 +296,9 @@ def _load_for_granule(files: list[str], granule: str, overrides: dict[str, Any],
 
 
 def _job_id(set_name: str, params: dict[str, str], expect: str, overrides: dict[str, Any],
-            debug: str | None, digests: list[tuple[str, str]], guest_digest: str) -> str:
-    blob = json.dumps({"set": set_name, **params, "expect": expect,
+            debug: str | None, digests: list[tuple[str, str]], guest_digest: str,
+            trace: bool) -> str:
+    blob = json.dumps({"set": set_name, **params, "expect": expect, "trace": trace,
                        "overrides": overrides, "debug": debug, "guest_file": guest_digest,
                        "scenarios": digests},
                       sort_keys=True, default=sorted)
