@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--quiet", action="store_true", help="only SKIP/ERR/PROBEFAIL/SCNEND/END")
     ap.add_argument("--repeat", type=int, default=1, help="send the blocks this many times")
+    ap.add_argument("--window", type=int, default=1,
+                    help="blocks in flight: send the next one before READY (pipelining)")
     args = ap.parse_args()
 
     blocks = blocks_of(args.script) * args.repeat
@@ -87,13 +89,19 @@ def main() -> int:
             counts[tag] = counts.get(tag, 0) + 1
             if not args.quiet or tag in ("SKIP", "ERR", "PROBEFAIL", "SCNEND", "END", "FAULT"):
                 print(body)
-            if tag == "READY" and nblk < len(blocks):
+            if tag == "READY":
                 if t_first is None:
                     t_first = time.monotonic()
-                data = "".join(f"{c} *{zlib.crc32(c.encode()):08x}\n" for c in blocks[nblk])
-                proc.stdin.write(data.encode())
+                    want = args.window
+                else:
+                    want = 1
+                for _ in range(want):
+                    if nblk < len(blocks):
+                        data = "".join(f"{c} *{zlib.crc32(c.encode()):08x}\n"
+                                       for c in blocks[nblk])
+                        proc.stdin.write(data.encode())
+                        nblk += 1
                 proc.stdin.flush()
-                nblk += 1
             if tag == "END":
                 status = body
     t_end = time.monotonic()
