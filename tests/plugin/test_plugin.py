@@ -148,7 +148,9 @@ def test_trace_checks_the_report_against_qemu(pytester: pytest.Pytester) -> None
             assert run.ok and run.observed is None
             assert run.log_path.endswith(".console.log")
     """)
-    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-trace", ".", "scenarios")
+    logdir = pytester.path / "logs"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-trace",
+                                f"--shootdown-logdir={logdir}", ".", "scenarios")
     result.assert_outcomes(passed=2)
-    logs = list(pytester.path.rglob("trace-*.exec.log"))
+    logs = list(logdir.glob("trace-*.exec.log"))
     assert len(logs) == 2 and all(p.stat().st_size > 0 for p in logs)
