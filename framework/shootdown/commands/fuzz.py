@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from shootdown.guest.definition import GuestDefinition
     from shootdown.session import Job
 
-#: scenarios per boot: a guest's whole-run budget is 60 s (a loaded machine runs ~10/s), a boot ~0.1 s
+#: scenarios per boot: small enough for a guest's whole-run budget on a loaded machine
+#: (~10 scenarios/s at worst), large enough that the ~0.1 s boot does not matter
 DEFAULT_CHUNK = 200
 
 
