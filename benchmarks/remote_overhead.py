@@ -11,6 +11,9 @@ every variant alike, ``--repeat`` times each:
   exchange, authentication), a ``command -v`` for the QEMU binary, a
   ``sha256sum`` of the firmware (the upload itself is skipped after the first
   run) and the console over an SSH channel.
+* ``set-local`` / ``set-remote``: ``shootdown run docs/examples/*.toml``,
+  the example scenario set (several boots, one command exchange per
+  scenario over the console): what the per-message latency adds.
 * ``warm-local`` / ``warm-remote``: one boot-to-verdict in a long-lived
   process (:class:`~shootdown.guest.machine.Guest` + SMOKE), the remote one
   reusing one open connection: what a matrix worker that holds a seat on a
@@ -68,10 +71,14 @@ def write_guests(directory: Path) -> tuple[Path, Path]:
     return local, remote
 
 
-def timed_cli(guest: Path, env: dict[str, str]) -> float:
+SCENARIO_SET = sorted(str(p) for p in (ROOT / "docs" / "examples").glob("*.toml"))
+
+
+def timed_cli(guest: Path, env: dict[str, str], scenarios: list[str] | None = None) -> float:
     """Wall time of one ``shootdown run``, fork to exit; it must pass."""
     start = time.perf_counter()
-    proc = subprocess.run([*shootdown_command(), "run", "--guest", str(guest)], env=env,
+    proc = subprocess.run([*shootdown_command(), "run", "--guest", str(guest),
+                           *(scenarios or [])], env=env,
                           capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
@@ -118,20 +125,24 @@ def main() -> int:
             first_upload = timed_cli(remote, env)
             timed_cli(local, env)
             samples: dict[str, list[float]] = {k: [] for k in (
-                "cli-local", "cli-remote", "warm-local", "warm-remote")}
+                "cli-local", "cli-remote", "set-local", "set-remote",
+                "warm-local", "warm-remote")}
             with SshLauncher(ALIAS) as ssh:
                 timed_warm(remote, ssh, d)
                 loc = LocalLauncher()
                 for _ in range(args.repeat):
                     samples["cli-local"].append(timed_cli(local, env))
                     samples["cli-remote"].append(timed_cli(remote, env))
+                    if SCENARIO_SET:
+                        samples["set-local"].append(timed_cli(local, env, SCENARIO_SET))
+                        samples["set-remote"].append(timed_cli(remote, env, SCENARIO_SET))
                     samples["warm-local"].append(timed_warm(local, loc, d))
                     samples["warm-remote"].append(timed_warm(remote, ssh, d))
-    figures = summary(samples)
+    figures = summary({k: v for k, v in samples.items() if v})
     overhead = {
         kind: round(figures[f"{kind}-remote"]["median_ms"] - figures[f"{kind}-local"]["median_ms"],
                     1)
-        for kind in ("cli", "warm")}
+        for kind in ("cli", "set", "warm") if f"{kind}-local" in figures}
     out = {"figures": figures, "overhead_ms": overhead,
            "first_remote_run_with_upload_ms": round(first_upload * 1000, 1),
            "load_average": [round(x, 2) for x in os.getloadavg()]}
