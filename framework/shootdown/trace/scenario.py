@@ -171,10 +171,18 @@ def _check_totals(observed: ObservedScenario, end: Record) -> None:
         "tlbi": sum(1 for i in listed if isinstance(i, Tlbi)),
         "dsb": sum(1 for i in listed if isinstance(i, Dsb)),
         "isb": sum(1 for i in listed if isinstance(i, Isb)),
-        "probefail": len(observed.probe_failures),
     }
     for key, mine in counts.items():
         theirs = end.number(key)
         if theirs != mine:
             raise ProtocolError(f"scenario {observed.scn_id}: SCNEND says {key}={theirs} "
                                 f"but {mine} were reported: {end.line!r}")
+    # PROBEFAIL records are capped per step and CPU (docs/protocol.md); the
+    # total counts every failing probe, so it can exceed the records, and the
+    # PROBE summaries carry the exact counts.
+    failed = sum(p.unmapped - p.faulted + p.mapped - p.intact for p in observed.probes)
+    total = end.number("probefail")
+    if not len(observed.probe_failures) <= total == failed:
+        raise ProtocolError(f"scenario {observed.scn_id}: SCNEND says probefail={total}, "
+                            f"{len(observed.probe_failures)} PROBEFAIL records and {failed} "
+                            f"failures in the PROBE summaries: {end.line!r}")
