@@ -258,3 +258,17 @@ def test_hosts_check_command(ssh_env: Sshd, tmp_path: Path,
     pool.write_text(f'[[host]]\nname = "local"\n[[host]]\nname = "{JUMP_ALIAS}"\n')
     assert command.main(parser.parse_args(["--hosts-file", str(pool)])) == 0
     assert JUMP_ALIAS in capsys.readouterr().out
+
+
+def test_sha256sum_output_parsing(tmp_path: Path) -> None:
+    """Real sha256sum output (escaped names too), after a login-shell banner."""
+    from shootdown.remote.connection import _SHA256_LINE
+
+    odd = tmp_path / "new\nline\\name.elf"
+    odd.write_bytes(b"payload")
+    out = subprocess.run(["sha256sum", "--", str(odd)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("\\")  # GNU escapes such names
+    banner = "Welcome to the lab!\nLast login: never\n"
+    (digest,) = _SHA256_LINE.findall(banner + out)
+    assert digest == hashlib.sha256(b"payload").hexdigest()

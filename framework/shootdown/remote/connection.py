@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import select
 import shlex
 import socket
@@ -77,6 +78,9 @@ def shell_join(argv: Sequence[str]) -> str:
         if "\0" in arg:
             raise RemoteError(f"remote command argument contains NUL: {arg!r}")
     return " ".join(shlex.quote(a) for a in argv)
+
+
+_SHA256_LINE = re.compile(r"^\\?([0-9a-fA-F]{64}) [ *]", re.MULTILINE)
 
 
 def remote_cache_path(local: Path, digest: str, cache_dir: str = REMOTE_CACHE_DIR) -> str:
@@ -359,14 +363,17 @@ class Connection:
         return self._home
 
     def remote_sha256(self, path: str) -> str | None:
-        """SHA-256 of a file on the host (``sha256sum``), None if it does not exist."""
+        """SHA-256 of a file on the host (``sha256sum``), None if it does not exist.
+
+        The digest is looked for on its own line, so a login shell that
+        prints a banner to stdout does not confuse it.
+        """
         result = self.run(["sha256sum", "--", path], check=False)
-        if result.exit_status != 0 or not result.stdout:
+        if result.exit_status != 0:
             return None
-        # sha256sum marks a line whose file name needed escaping with a leading '\'.
-        digest = result.stdout.split(maxsplit=1)[0].decode("ascii", errors="replace")
-        digest = digest.lstrip("\\").lower()
-        return digest if len(digest) == 64 else None
+        # sha256sum marks a line whose file name needed escaping with a leading '\\'.
+        found = _SHA256_LINE.findall(result.stdout.decode("ascii", errors="replace"))
+        return found[-1].lower() if found else None
 
     def upload_cached(self, local: Path, *, cache_dir: str = REMOTE_CACHE_DIR,
                       digest: str | None = None) -> str:
