@@ -210,9 +210,11 @@ class SshLauncher:
             if result.exit_status == 127:
                 raise LaunchError(f"{binary}: QEMU binary not found on "
                                   f"{self.host.describe()}")
-            lines = (result.stdout or result.stderr).decode(errors="replace").strip()
-            first = lines.splitlines()[0] if lines else \
-                f"unknown (exit status {result.exit_status})"
+            lines = (result.stdout or result.stderr).decode(errors="replace").splitlines()
+            # Skip a login-shell banner: QEMU's line starts with its name.
+            first = next((ln.strip() for ln in lines if ln.startswith("QEMU")),
+                         next((ln.strip() for ln in lines if ln.strip()),
+                              f"unknown (exit status {result.exit_status})"))
             self._versions[binary] = first
             if key is not None and result.exit_status == 0:
                 _write_version_cache(key, first)
