@@ -18,7 +18,7 @@ static void *data_pool[DATA_POOL_PAGES];
 static uint64_t data_pool_pa[DATA_POOL_PAGES];
 
 /* Tables this firmware linked under the core's TTBR1 root. */
-#define KTABLES_MAX	256
+#define KTABLES_MAX	4096
 static struct {
 	void *table;
 	uint64_t *parent;		/* the entry that points at it */
