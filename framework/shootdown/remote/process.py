@@ -248,8 +248,11 @@ class RemoteProcess:
         channel = conn.open_session()
         where = conn.host.alias
         try:
-            channel.get_pty(term="dumb", width=200, height=50)
-            channel.exec_command(command)
+            try:
+                channel.get_pty(term="dumb", width=200, height=50)
+                channel.exec_command(command)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise RemoteError(f"{where}: cannot start QEMU: {exc}") from exc
             console = ChannelSpawn(channel, where)
             try:
                 which = console.expect([_PID_RE, re.escape(_STALE_MARK),
