@@ -73,6 +73,8 @@ def test_junit(reports: dict[str, Path]) -> None:
     failure = case.find("failure")
     assert failure is not None and "expected pass, got caught" in failure.get("message", "")
     assert "console log:" in (failure.text or "")
+    caught = next(c for c in suites["bugs"].iter("testcase"))
+    assert (caught.findtext("system-out") or "").startswith("expected failure caught: ")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["guest"] == "virt-a57" and props["policy"] == "v6.19"
     assert len(props["build_id"]) == 40 and props["qemu_version"].startswith("QEMU")
@@ -82,8 +84,8 @@ def test_markdown(reports: dict[str, Path]) -> None:
     md = reports["markdown"].read_text()
     assert "11 jobs" in md and "**1 unexpected**" in md
     assert re.search(r"\| clean \| virt-a57 \| 64k \| ✅ 1/1 \| ✅ 1/1 \| ✅ 1/1 \|", md)
-    assert re.search(r"\| `kpti_copy_missing` \|  \| caught 1/1 \| caught 1/1 \| no second TLBI",
-                     md)
+    assert re.search(r"\| `kpti_copy_missing` \|  \| expected failure caught 1/1 \| "
+                     r"expected failure caught 1/1 \| no second TLBI", md)
     # the executed counts of the size sweep, one column per region size
     assert "### 64k (virt-a57)" in md and "| policy | 64K | 256K |" in md
 

@@ -80,7 +80,8 @@ def render_html(data: ReportData) -> str:
                 else:
                     ok = c.ok == c.total
                     cells.append(f'<td class="{"ok" if ok else "bad"}">'
-                                 f'{"caught" if ok else "MISSED"} {c.ok}/{c.total}</td>')
+                                 f'{"expected failure caught" if ok else "MISSED"} '
+                                 f'{c.ok}/{c.total}</td>')
             parts.append(f"<tr><td><code>{_e(bug)}</code></td>" + "".join(cells)
                          + f"<td>{_e(data.bug_descriptions.get(bug, ''))}</td></tr>")
         parts.append("</table>")

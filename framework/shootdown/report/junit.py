@@ -53,6 +53,12 @@ def render_junit(data: ReportData) -> bytes:
                                        message=f"expected {r['expect']}, got {r['outcome']}",
                                        type="validation")
                 el.text = text
+            elif r["outcome"] == "caught":
+                first = next((s for s in r.get("results", []) if s.get("verdict") == "caught"),
+                             None)
+                out = ET.SubElement(case, "system-out")
+                out.text = "expected failure caught" + (
+                    f": {first['scenario']}: {first['reason']}" if first else "")
             elif r["outcome"] == "skip":
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message="skipped by the guest")

@@ -37,7 +37,8 @@ def render_markdown(data: ReportData) -> str:
             for p in data.policies:
                 c = row.get(p)
                 cells.append("" if c is None else
-                             f"{'caught' if c.ok == c.total else '**MISSED**'} {c.ok}/{c.total}")
+                             f"{'expected failure caught' if c.ok == c.total else '**MISSED**'} "
+                             f"{c.ok}/{c.total}")
             desc = data.bug_descriptions.get(bug, "").replace("|", "\\|")
             lines.append(f"| `{bug}` | " + " | ".join(cells) + f" | {desc} |")
         lines.append("")
