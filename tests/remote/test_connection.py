@@ -92,6 +92,25 @@ def test_unknown_host_key_accepted_on_opt_in(ssh_env: Sshd, tmp_path: Path,
     assert b64 in out.stdout
 
 
+def test_accepted_key_hashed_when_configured(ssh_env: Sshd, tmp_path: Path) -> None:
+    """HashKnownHosts yes: the new entry is hashed, and both paramiko and OpenSSH find it."""
+    config = tmp_path / "ssh_config"
+    known = tmp_path / "known_hosts"
+    config.write_text(ssh_env.ssh_config.read_text().replace(
+        str(ssh_env.known_hosts), str(known)) + "\nHost *\n    HashKnownHosts yes\n")
+    host = resolve_host(ALIAS, config_path=config)
+    assert host.hash_known_hosts
+    with Connection(host, accept_new_host_key=True) as conn:
+        conn.run(["true"])
+    line = known.read_text()
+    assert line.startswith("|1|") and "127.0.0.1" not in line
+    with Connection(host, accept_new_host_key=False) as conn:
+        conn.run(["true"])
+    out = subprocess.run(["ssh-keygen", "-F", ssh_env.known_hosts_name, "-f", str(known)],
+                         capture_output=True, text=True, check=True)
+    assert "found" in out.stdout
+
+
 @pytest.mark.parametrize("accept_new", [False, True])
 def test_changed_host_key_refused(ssh_env: Sshd, tmp_path: Path, accept_new: bool) -> None:
     other = tmp_path / "other_key"

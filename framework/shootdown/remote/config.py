@@ -64,6 +64,8 @@ class SshHost:
     jumps: tuple[SshHost, ...] = ()
     #: Files that hold this user's known host keys; new keys go to the first.
     user_known_hosts: tuple[str, ...] = (DEFAULT_USER_KNOWN_HOSTS,)
+    #: ``HashKnownHosts yes``: record new host keys under a hashed name.
+    hash_known_hosts: bool = False
     #: System-wide known host keys, read only.
     global_known_hosts: tuple[str, ...] = (DEFAULT_GLOBAL_KNOWN_HOSTS,)
     #: The configuration file this came from, for error messages.
@@ -96,13 +98,27 @@ def get_config_path() -> Path:
     return Path(os.environ.get(SSH_CONFIG_ENV) or "~/.ssh/config").expanduser()
 
 
+#: OpenSSH's system-wide client configuration, read after the user's file.
+SYSTEM_SSH_CONFIG = Path("/etc/ssh/ssh_config")
+
+
 def _load_config(path: Path) -> paramiko.SSHConfig:
-    if not path.exists():
-        return paramiko.SSHConfig()
-    try:
-        return paramiko.SSHConfig.from_path(str(path))
-    except (OSError, paramiko.ssh_exception.ConfigParseError) as exc:
-        raise ConfigError(f"{path}: cannot read ssh client configuration: {exc}") from exc
+    """The user's file, then the system's, first value winning, as ``ssh`` does.
+
+    With ``$SHOOTDOWN_SSH_CONFIG`` only that file is read, as with ``ssh -F``.
+    (paramiko ignores ``Include``.)
+    """
+    config = paramiko.SSHConfig()
+    files = [path] if os.environ.get(SSH_CONFIG_ENV) else [path, SYSTEM_SSH_CONFIG]
+    for f in files:
+        if not f.exists():
+            continue
+        try:
+            with f.open() as fh:
+                config.parse(fh)
+        except (OSError, UnicodeDecodeError, paramiko.ssh_exception.ConfigParseError) as exc:
+            raise ConfigError(f"{f}: cannot read ssh client configuration: {exc}") from exc
+    return config
 
 
 def _split_destination(text: str) -> tuple[str | None, str, int | None]:
@@ -179,6 +195,7 @@ def _resolve(name: str, config: paramiko.SSHConfig, path: str, depth: int) -> Ss
         user=user or entry.get("user"),
         identity_files=_paths(entry.get("identityfile"), ()),
         identities_only=entry.get("identitiesonly", "no").lower() == "yes",
+        hash_known_hosts=entry.get("hashknownhosts", "no").lower() == "yes",
         jumps=jumps,
         user_known_hosts=_paths(entry.get("userknownhostsfile"),
                                 (os.path.expanduser(DEFAULT_USER_KNOWN_HOSTS),)),

@@ -194,7 +194,8 @@ class Connection:
         record_in = hop.user_known_hosts[0] if hop.user_known_hosts else os.path.expanduser(
             "~/.ssh/known_hosts")
         policy: paramiko.MissingHostKeyPolicy = (
-            AcceptNewHostKey(record_in) if self.accept_new_host_key
+            AcceptNewHostKey(record_in, hashed=hop.hash_known_hosts)
+            if self.accept_new_host_key
             else RefuseUnknownHostKey(", ".join(hop.user_known_hosts) or "known_hosts"))
         client.set_missing_host_key_policy(policy)
         log.debug("connecting to %s (keys: %s, agent: %s)", hop.describe(),

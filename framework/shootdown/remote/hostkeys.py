@@ -69,15 +69,18 @@ class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
     comments and hashed entries survive.
     """
 
-    def __init__(self, known_hosts: str) -> None:
+    def __init__(self, known_hosts: str, *, hashed: bool = False) -> None:
         self.known_hosts = known_hosts
+        #: Write the host name hashed (``HashKnownHosts yes``), as ssh would.
+        self.hashed = hashed
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
         path = Path(self.known_hosts).expanduser()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = paramiko.HostKeys.hash_host(hostname) if self.hashed else hostname
         with path.open("a", encoding="ascii") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("%s: accepted new host key %s %s, recorded in %s",
                     hostname, key.get_name(), fingerprint(key), path)
