@@ -14,6 +14,7 @@ DATA = ROOT / "tests" / "matrix" / "data"
 EXAMPLE = DATA / "munmap-2m.toml"
 
 pytestmark = pytest.mark.guest
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ def cost_figures(data: ReportData) -> list[tuple[str, bytes]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     colour = {p: _COLOURS[i % len(_COLOURS)] for i, p in enumerate(data.policies)}
     out = []
@@ -41,6 +42,8 @@ def cost_figures(data: ReportData) -> list[tuple[str, bytes]]:
                         label=policy, color=colour[policy], linewidth=1.6, markersize=4)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())  # 1, 10, 100: counts, not 10^n
+            ax.yaxis.set_minor_formatter(NullFormatter())
             sizes = sorted({p[0] for pts in series.values() for p in pts})
             ax.set_xticks(sizes, [human_size(s) for s in sizes], rotation=45, fontsize=8)
             ax.set_xlabel("region torn down (munmap)")

@@ -1,3 +1,0 @@
-"""pytester for the plugin tests: real pytest runs of small test files."""
-
-pytest_plugins = ["pytester"]
