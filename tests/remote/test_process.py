@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -122,6 +123,7 @@ def test_dropped_connection_is_remote_error_and_leaves_nothing(
         with pytest.raises(RemoteError, match="connection lost"):
             proc.console.read_nonblocking(100, timeout=10)
         assert wait_gone(proc.pid), "QEMU survived the dropped connection"
+        assert proc.exitstatus == -signal.SIGHUP
     finally:
         proc.kill()  # must not raise on a dead connection
     # The launcher reconnects for the next guest.

@@ -302,8 +302,14 @@ class RemoteProcess:
         if chan.exit_status != -1:
             return int(chan.exit_status)
         # No exit-status message: killed by a signal (paramiko does not read
-        # OpenSSH's exit-signal message) or the connection died.
-        return -(self._killed_with or signal.SIGKILL)
+        # OpenSSH's exit-signal message, so the signal is the one we sent, or
+        # SIGKILL when someone else did), or the connection died, in which
+        # case the pty's hang-up is what ends QEMU on the host.
+        if self._killed_with is not None:
+            return -self._killed_with
+        if not self._conn.is_active():
+            return -signal.SIGHUP
+        return -signal.SIGKILL
 
     def is_alive(self) -> bool:
         return not self._channel.exit_status_ready()
