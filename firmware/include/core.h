@@ -15,6 +15,17 @@
 #define DEV_PA_START	0x08000000UL	/* device window mapped at KVA_DEV_BASE + PA */
 #define DEV_PA_END	0x0a000000UL
 
+/*
+ * The batch region (docs/protocol.md, BATCH): the top BATCH_REGION_SIZE
+ * bytes of the RAM window (RAM_PA_BASE up to the end of RAM or of the linear
+ * map, whichever is first), kept out of the page pool so that a blob QEMU's
+ * loader device put there before boot survives. Only when the window is at
+ * least BATCH_MIN_WINDOW, so small guests keep their whole pool. The host
+ * computes the same address from the guest's -m (session.py).
+ */
+#define BATCH_REGION_SIZE	0x400000UL	/* 4 MiB: ~10 000 small scenarios */
+#define BATCH_MIN_WINDOW	0x4000000UL	/* 64 MiB */
+
 /* struct boot_params offsets (start.S reads it with the MMU off). */
 #define BP_MAIR		0
 #define BP_TCR_BOOT	8	/* TCR with TTBR0 walks on, for the identity map */
@@ -53,6 +64,8 @@ extern char vectors[], secondary_entry[];
 void head_init(void);
 /* mmu.c (MMU on): drop the identity-map leftovers, start the page pool. */
 void mmu_init_late(void);
+/* The batch region's PA and size; false if this guest has none. */
+bool mmu_batch_region(uint64_t *pa, uint64_t *size);
 void cpu_features_init(void);
 
 /* uart.c: polled PL011. uart_use_va() after the MMU is on. */

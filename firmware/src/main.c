@@ -136,14 +136,151 @@ static void debug_command(const char *line)
 	report("ERR", "cmd=DEBUG why=arg");
 }
 
+/* Where the command loop is; one instance, on CPU0. */
+struct cmd_state {
+	bool in_scn;		/* inside a multi-line scenario (SCN .. GO) */
+	bool in_batch;		/* lines come from a BATCH blob, not the UART */
+	unsigned commands;	/* complete commands so far (READY n=) */
+};
+
+static void handle_line(char *line, int len, struct cmd_state *st);
+
+/*
+ * BATCH addr=<PA> len=<bytes> crc=<CRC-32 of the bytes>: the command lines
+ * QEMU's loader device put in the batch region before boot, each framed and
+ * checked as on the UART, fed one by one to handle_line(). Same records, no
+ * READY between commands: the caller prints one after the whole batch. The
+ * blob is only read (the pool never reaches the region), so a batch can be
+ * run again.
+ */
+static void batch_command(const char *cmd, struct cmd_state *st)
+{
+	static char line[LINE_MAX];
+	uint64_t addr, len, crc, base, size;
+	const char *blob;
+
+	if (arg_u64(cmd, "addr", &addr) || arg_u64(cmd, "len", &len) ||
+	    arg_u64(cmd, "crc", &crc) || crc > 0xffffffffUL) {
+		report("ERR", "cmd=BATCH why=arg");
+		return;
+	}
+	if (st->in_batch) {
+		report("ERR", "cmd=BATCH why=nested");
+		return;
+	}
+	/* Inside the region, without overflowing: addr - base first. */
+	if (!mmu_batch_region(&base, &size) || !len || addr < base ||
+	    addr - base >= size || len > size - (addr - base)) {
+		report("ERR", "cmd=BATCH why=range");
+		return;
+	}
+	blob = phys_to_virt(addr);
+	if (crc32_update(0, blob, len) != crc) {
+		report("ERR", "cmd=BATCH why=crc");
+		return;
+	}
+	st->in_batch = true;
+	for (uint64_t pos = 0; pos < len;) {
+		uint64_t end = pos;
+		int n;
+
+		while (end < len && blob[end] != '\n' && blob[end] != '\r')
+			end++;
+		if (end == pos) {	/* an empty line, or the \n of \r\n */
+			pos++;
+			continue;
+		}
+		if (end - pos >= LINE_MAX) {
+			n = -1;
+		} else {
+			n = (int)(end - pos);
+			memcpy(line, blob + pos, (size_t)n);
+			line[n] = '\0';
+		}
+		handle_line(line, n, st);
+		pos = end + 1;
+	}
+	st->in_batch = false;
+	report_set_command("BATCH");
+	if (st->in_scn) {
+		/* The blob ended inside a scenario: drop it, leave scenario.c idle. */
+		report("ERR", "cmd=BATCH why=truncated");
+		scenario_handle_line(NULL);
+		scenario_handle_line("GO");
+		st->in_scn = false;
+	}
+}
+
+/*
+ * One command line from the UART or a batch, still with its " *crc" (len
+ * -1: it was too long). Updates st; READY is due when !st->in_scn.
+ */
+static void handle_line(char *line, int len, struct cmd_state *st)
+{
+	bool ok = false;
+
+	if (len < 0) {
+		report_set_command("?");
+		report("ERR", "cmd=? why=toolong");
+	} else {
+		set_word(line);
+		ok = !check_crc(line, len);
+		if (!ok)
+			report("ERR", "cmd=%s why=crc", current_command());
+	}
+	if (!ok) {
+		/*
+		 * A rejected line. Inside a scenario, or at the start of one, it
+		 * drops the scenario: scenario.c discards lines up to GO. A
+		 * damaged GO still ends it, so READY comes.
+		 */
+		bool scn_line = len >= 0 && is_scenario_line(line);
+		bool go = len >= 0 && is_word(line, "GO");
+
+		if (st->in_scn || (scn_line && !go)) {
+			scenario_handle_line(NULL);
+			st->in_scn = !go;
+			if (st->in_scn)
+				return;
+		}
+		st->commands++;
+		return;
+	}
+	if (is_scenario_line(line)) {
+		st->in_scn = scenario_handle_line(line) == SCN_MORE;
+		if (st->in_scn)
+			return;
+	} else if (st->in_scn) {
+		/* Another command inside a scenario: drop the scenario. */
+		report("ERR", "cmd=%s why=inscenario", current_command());
+		scenario_handle_line(NULL);
+		st->in_scn = false;
+	} else if (!strcmp(line, "PING")) {
+		report("PONG", NULL);
+	} else if (!strcmp(line, "SMOKE")) {
+		smoke_run();
+	} else if (is_word(line, "BATCH")) {
+		batch_command(line, st);
+	} else if (is_word(line, "DEBUG")) {
+		debug_command(line);
+	} else if (!strcmp(line, "BYE")) {
+		report_end("ok");
+	} else if (is_word(line, "PING") || is_word(line, "SMOKE") ||
+		   is_word(line, "BYE")) {
+		report("ERR", "cmd=%s why=arg", current_command());
+	} else {
+		report("ERR", "cmd=%s why=unknown", current_command());
+	}
+	st->commands++;
+}
+
 void fw_main(void);
 
 void fw_main(void)
 {
 	static char line[LINE_MAX];
 	const struct cpu_features *f = cpu_features();
-	bool in_scn = false;	/* inside a multi-line scenario (SCN .. GO) */
-	unsigned commands = 0;
+	struct cmd_state st = { 0 };
 
 	uart_use_va();
 	mmu_init_late();
@@ -157,62 +294,8 @@ void fw_main(void)
 	       read_sysreg(tcr_el1), read_sysreg(ttbr1_el1));
 
 	for (;;) {
-		bool ok = false;
-		int len;
-
-		if (!in_scn)
-			report("READY", "n=%u", commands);
-		len = read_line(line, sizeof(line));
-		if (len < 0) {
-			report_set_command("?");
-			report("ERR", "cmd=? why=toolong");
-		} else {
-			set_word(line);
-			ok = !check_crc(line, len);
-			if (!ok)
-				report("ERR", "cmd=%s why=crc", current_command());
-		}
-		if (!ok) {
-			/*
-			 * A rejected line. Inside a scenario, or at the start of
-			 * one, it drops the scenario: scenario.c discards lines up
-			 * to GO. A damaged GO still ends it, so READY comes.
-			 */
-			bool scn_line = len >= 0 && is_scenario_line(line);
-			bool go = len >= 0 && is_word(line, "GO");
-
-			if (in_scn || (scn_line && !go)) {
-				scenario_handle_line(NULL);
-				in_scn = !go;
-				if (in_scn)
-					continue;
-			}
-			commands++;
-			continue;
-		}
-		if (is_scenario_line(line)) {
-			in_scn = scenario_handle_line(line) == SCN_MORE;
-			if (in_scn)
-				continue;
-		} else if (in_scn) {
-			/* Another command inside a scenario: drop the scenario. */
-			report("ERR", "cmd=%s why=inscenario", current_command());
-			scenario_handle_line(NULL);
-			in_scn = false;
-		} else if (!strcmp(line, "PING")) {
-			report("PONG", NULL);
-		} else if (!strcmp(line, "SMOKE")) {
-			smoke_run();
-		} else if (is_word(line, "DEBUG")) {
-			debug_command(line);
-		} else if (!strcmp(line, "BYE")) {
-			report_end("ok");
-		} else if (is_word(line, "PING") || is_word(line, "SMOKE") ||
-			   is_word(line, "BYE")) {
-			report("ERR", "cmd=%s why=arg", current_command());
-		} else {
-			report("ERR", "cmd=%s why=unknown", current_command());
-		}
-		commands++;
+		if (!st.in_scn)
+			report("READY", "n=%u", st.commands);
+		handle_line(line, read_line(line, sizeof(line)), &st);
 	}
 }

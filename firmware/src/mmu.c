@@ -56,7 +56,8 @@ void *phys_to_virt(uint64_t pa)
 
 /*
  * The pool: every page from the end of the image to the end of RAM or of
- * the linear map, whichever comes first. RAM size from the DTB that QEMU
+ * the linear map, whichever comes first, less the batch region at the top
+ * (core.h). RAM size from the DTB that QEMU
  * leaves at the bottom of RAM; without one, QEMU virt's default 128 MiB.
  * Bump allocation, plus a free list threaded through freed pages.
  */
@@ -66,14 +67,22 @@ static uintptr_t pool_next, pool_end;
 static void *free_list;
 static unsigned long free_count;
 static uint64_t ram_size;
+static uint64_t batch_pa;	/* 0: no batch region */
 
 void mmu_init_late(void)
 {
+	uint64_t window;
+
 	ram_size = fdt_ram_size(phys_to_virt(RAM_PA_BASE), RAM_PA_BASE);
 	if (!ram_size)
 		ram_size = RAM_SIZE_DEFAULT;
+	window = ram_size < RAM_MAP_SIZE ? ram_size : RAM_MAP_SIZE;
+	if (window >= BATCH_MIN_WINDOW) {
+		window -= BATCH_REGION_SIZE;	/* the top: BATCH blobs, never the pool */
+		batch_pa = RAM_PA_BASE + window;
+	}
 	pool_next = ((uintptr_t)__image_end + PAGE_SIZE - 1) & PAGE_MASK;
-	pool_end = KVA_RAM_BASE + (ram_size < RAM_MAP_SIZE ? ram_size : RAM_MAP_SIZE);
+	pool_end = KVA_RAM_BASE + window;
 	if (pool_end < pool_next)
 		pool_end = pool_next;	/* no pool: page_alloc returns NULL */
 }
@@ -81,6 +90,13 @@ void mmu_init_late(void)
 uint64_t mmu_ram_size(void)
 {
 	return ram_size;
+}
+
+bool mmu_batch_region(uint64_t *pa, uint64_t *size)
+{
+	*pa = batch_pa;
+	*size = batch_pa ? BATCH_REGION_SIZE : 0;
+	return batch_pa != 0;
 }
 
 void *page_alloc(void)

@@ -7,6 +7,18 @@ told the calls to make and the mappings to build, never the answer.
 Many scenarios share one boot (the firmware resets its address space between
 them); scenarios are grouped by granule because each granule has its own
 firmware build.
+
+Two ways to hand a boot's scenarios to the guest (docs/protocol.md):
+
+* the console: each scenario's ``SCN`` .. ``GO`` lines over the PL011, one
+  scenario per command.  QEMU 7.2's PL011 takes one input byte per main-loop
+  turn (~20 us), so a small scenario costs ~8 ms of input alone;
+* a batch (the default for more than one job on a local guest): every job's
+  lines, framed exactly as on the console, in one file that QEMU's generic
+  loader device puts in the firmware's batch region before the CPUs start,
+  then one ``BATCH`` command.  The records are the same, without a
+  ``READY`` between scenarios; :func:`split_batch` cuts them per job.  The
+  loader works the same under TCG and KVM (no semihosting).
 """
 
 from __future__ import annotations
@@ -18,19 +30,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shootdown.check.scenario import ScenarioResult, judge
-from shootdown.errors import ConfigError, GuestUnsupported, ScenarioError
+from shootdown.errors import ConfigError, GuestUnsupported, ProtocolError, ScenarioError
 from shootdown.guest.definition import GuestDefinition
-from shootdown.guest.launcher import Launcher
+from shootdown.guest.launcher import Launcher, LocalLauncher
 from shootdown.guest.machine import Guest
 from shootdown.model.expected import expected_sequence
 from shootdown.result import Verdict
 from shootdown.scenario.load import load_scenario
 from shootdown.scenario.lower import to_protocol_lines
 from shootdown.scenario.types import Scenario
-from shootdown.trace.console import Record
+from shootdown.trace.console import Record, crc32_hex, encode_command
 from shootdown.trace.qemu_log import MaintOp, expand_report
 from shootdown.trace.scenario import read_scenario
 
@@ -123,11 +135,126 @@ def traced(definition: GuestDefinition, granule: str, trace_log: str) -> GuestDe
         *definition.extra_args, *trace_qemu_args(trace_log, ranges)))
 
 
+#: The firmware's batch region (firmware/include/core.h): the top
+#: BATCH_REGION_SIZE bytes of the RAM window that starts at RAM_PA_BASE and
+#: ends at the end of RAM or of the firmware's 512 MiB linear map, when that
+#: window is at least BATCH_MIN_WINDOW.
+RAM_PA_BASE = 0x40000000
+RAM_MAP_SIZE = 512 << 20
+BATCH_REGION_SIZE = 4 << 20
+BATCH_MIN_WINDOW = 64 << 20
+
+
+def memory_bytes(memory: str) -> int:
+    """QEMU's ``-m`` size in bytes: ``128M``, ``1G``, or a bare number of MiB."""
+    scale = {"M": 1 << 20, "G": 1 << 30}.get(memory[-1:].upper())
+    return int(memory[:-1]) * scale if scale else int(memory) << 20
+
+
+def batch_region(definition: GuestDefinition) -> tuple[int, int] | None:
+    """(PA, size) of ``definition``'s batch region, or None if its RAM is too small."""
+    window = min(memory_bytes(definition.memory), RAM_MAP_SIZE)
+    if window < BATCH_MIN_WINDOW:
+        return None
+    return RAM_PA_BASE + window - BATCH_REGION_SIZE, BATCH_REGION_SIZE
+
+
+class Batch(NamedTuple):
+    """One boot's jobs as a loader blob, and how to start them."""
+
+    #: the guest definition with the loader device added to its QEMU arguments
+    definition: GuestDefinition
+    #: the blob file QEMU loads
+    path: str
+    #: the ``BATCH`` command line (without its checksum)
+    command: str
+    #: how many of the jobs, from the first, the blob holds (the rest did not fit)
+    count: int
+
+
+def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -> Batch | None:
+    """Write the jobs' framed protocol lines to ``path``; None if the guest has no region.
+
+    Scenario ``n`` of the blob gets ``id=n``, as on the console.  Jobs are
+    taken in order while they fit the region; the caller sends the rest over
+    the console.
+    """
+    region = batch_region(definition)
+    if region is None:
+        return None
+    pa, size = region
+    chunks: list[bytes] = []
+    used = 0
+    for n, job in enumerate(jobs):
+        lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy, inject=job.inject)
+        chunk = b"".join(encode_command(line) for line in lines)
+        if used + len(chunk) > size:
+            logger.warning("batch region full (%d bytes) after %d of %d jobs: the rest go "
+                           "over the console", size, n, len(jobs))
+            break
+        chunks.append(chunk)
+        used += len(chunk)
+    if not chunks:
+        return None
+    blob = b"".join(chunks)
+    with open(path, "wb") as f:
+        f.write(blob)
+    # QEMU's option syntax doubles a comma inside a value.
+    loader = f"loader,file={os.path.abspath(path).replace(',', ',,')},addr={pa:#x},force-raw=on"
+    return Batch(definition=definition._replace(extra_args=(
+                     *definition.extra_args, "-device", loader)),
+                 path=path, command=f"BATCH addr={pa:#x} len={len(blob)} crc=0x{crc32_hex(blob)}",
+                 count=len(chunks))
+
+
+def split_batch(records: Sequence[Record], count: int) -> list[list[Record]]:
+    """Cut the records of a ``BATCH`` into its ``count`` scenarios (ids 0..count-1).
+
+    A scenario's records run from its ``SCN``/``SKIP`` (or, for one the guest
+    rejected, its ``ERR``) to its ``SCNEND``/``SKIP``; ids come in order, so
+    records before ``SCN id=k`` that no earlier scenario claimed (``ERR``
+    rejections of a line) belong to the first unfinished scenario.  Anything
+    out of order is a protocol error.  A rejection of the batch itself
+    (``ERR cmd=BATCH``: bad blob checksum, range) raises too.
+    """
+    out: list[list[Record]] = [[] for _ in range(count)]
+    cur = 0
+    for rec in records:
+        if rec.tag == "ERR" and rec.get("cmd") == "BATCH":
+            raise ProtocolError(f"guest rejected the batch: {rec.line}")
+        if rec.tag in ("SCN", "SKIP", "SCNEND"):
+            k = rec.number("id")
+            if not cur <= k < count or (rec.tag == "SCNEND" and k != cur):
+                raise ProtocolError(f"batch record out of order (expected scenario {cur}): "
+                                    f"{rec.line}")
+            cur = k
+        elif cur >= count:
+            raise ProtocolError(f"batch record after its last scenario: {rec.line}")
+        out[cur].append(rec)
+        if rec.tag in ("SKIP", "SCNEND"):
+            cur += 1
+    return out
+
+
+def _use_batch(batch: bool | None, jobs: Sequence[Job], launcher: Launcher | None) -> bool:
+    """Batch by default for several jobs on a local guest (a remote host lacks the file)."""
+    if batch is None:
+        return len(jobs) > 1 and (launcher is None or isinstance(launcher, LocalLauncher))
+    return batch
+
+
 def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
              log_path: str, qemu: str | None = None, launcher: Launcher | None = None,
              on_result: Callable[[ScenarioResult], None] | None = None,
-             trace_log: str | None = None) -> BootReport:
+             trace_log: str | None = None, batch: bool | None = None) -> BootReport:
     """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it.
+
+    ``batch`` (default: when there are several jobs and the guest is local)
+    hands the jobs over in one loader blob, ``<log_path>.batch``, and one
+    ``BATCH`` command instead of line by line over the console; the verdicts
+    are the same.  Jobs that do not fit the batch region follow over the
+    console.  A guest whose RAM is too small for the region runs all of them
+    over the console.
 
     With ``trace_log``, QEMU logs what the CPU executed in the firmware's
     maintenance helpers; after the boot the trace must equal the guest's
@@ -140,30 +267,53 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
         definition = traced(definition, granule, trace_log)
     reported: list[list[MaintOp]] = []
     deliver = on_result if trace_log is None else None
+    plan = (prepare_batch(definition, jobs, f"{log_path}.batch")
+            if _use_batch(batch, jobs, launcher) else None)
+    if plan is not None:
+        definition = plan.definition
     guest = Guest(definition, log_path=log_path, granule=granule, qemu=qemu, launcher=launcher)
+
+    def finish(job: Job, records: Sequence[Record], seconds: float) -> None:
+        observed = read_scenario(records)
+        if trace_log is not None:
+            reported.append(expand_report((r.tag, r.fields) for r in records))
+        result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
+                       inject=job.inject, expected=expected_steps(job),
+                       observed=observed, cpus=report.cpus, seconds=seconds)
+        logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject, result.verdict)
+        report.results.append(result)
+        if deliver is not None:
+            deliver(result)
+
     try:
         with guest:  # launches; shuts down (or kills) on the way out
             report.boot_s = time.monotonic() - t0
             report.qemu_argv = list(guest.argv)
             report.cpus = guest.cpu.number("smp") if guest.cpu is not None else 1
             report.build_id = guest.begin.text("build_id") if guest.begin is not None else ""
-            for n, job in enumerate(jobs):
+            first = 0
+            if plan is not None:
+                t1 = time.monotonic()
+                answer = guest.command(plan.command, allow_err=True)
+                if [(r.tag, r.get("cmd"), r.get("why")) for r in answer] == [
+                        ("ERR", "BATCH", "range")]:
+                    # The firmware sees another RAM size than the guest
+                    # definition says (an -m in extra_args?): no harm done.
+                    logger.warning("%s: the firmware refused the batch region %s; running "
+                                   "the jobs over the console", definition.name, plan.command)
+                else:
+                    groups = split_batch(answer, plan.count)
+                    share = (time.monotonic() - t1) / plan.count  # no per-scenario clock
+                    for job, records in zip(jobs[:plan.count], groups, strict=True):
+                        finish(job, records, share)
+                    first = plan.count
+            for n in range(first, len(jobs)):
+                job = jobs[n]
                 lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,
                                           inject=job.inject)
                 t1 = time.monotonic()
                 records = send_scenario(guest, lines)
-                observed = read_scenario(records)
-                if trace_log is not None:
-                    reported.append(expand_report((r.tag, r.fields) for r in records))
-                seconds = time.monotonic() - t1
-                result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
-                               inject=job.inject, expected=expected_steps(job),
-                               observed=observed, cpus=report.cpus, seconds=seconds)
-                logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject,
-                            result.verdict)
-                report.results.append(result)
-                if deliver is not None:
-                    deliver(result)
+                finish(job, records, time.monotonic() - t1)
     except GuestUnsupported as exc:
         # The firmware read the CPU's ID registers at boot and refused (a
         # granule the CPU lacks): every job of this firmware is skipped.
