@@ -516,6 +516,13 @@ def golden_model() -> GoldenModel:
 def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    exc = call.excinfo.value if call.excinfo is not None else None
+    log_path = getattr(exc, "log_path", None)
+    if report.failed and log_path and type(exc).__module__ == "shootdown.errors":
+        # an infrastructure error (boot, hang, crash) in any phase: the log and its tail
+        tail = [f"  | {t}" for t in getattr(exc, "tail", None) or []]
+        report.sections.append((f"shootdown {report.when}: {type(exc).__name__}",
+                                "\n".join([str(exc), *tail, f"console log: {log_path}"])))
     if report.when == "call" and report.failed:
         runs = item.stash.get(RUNS, [])
         bad = [r for r in runs if not r.ok] or runs[-1:]

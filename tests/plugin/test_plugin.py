@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,22 @@ def test_failure_shows_diff_and_log_path(pytester: pytest.Pytester) -> None:
     logs = [line.split("console log: ", 1)[1].strip() for line in out.splitlines()
             if "console log: " in line]
     assert logs and all(Path(p).is_file() for p in logs)
+
+
+def test_a_hung_guest_reports_its_log(pytester: pytest.Pytester,
+                                      make_guest: Callable[..., Path]) -> None:
+    gdir = make_guest(pytester.path / "guests", "quick",
+                      str(ROOT / "firmware" / "build" / "shootdown-{granule}.elf"), idle=1).parent
+    pytester.makepyfile("""
+        def test_hang(guest):
+            guest.command("DEBUG hang")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--shootdown-guest", "quick",
+                                f"--shootdown-guests-dir={gdir}")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "shootdown call: GuestTimeout" in out and "no console output for 1 s" in out
+    assert re.search(r"console log: \S+\.console\.log", out)
 
 
 def test_capability_marker_reads_the_guest(pytester: pytest.Pytester) -> None:
