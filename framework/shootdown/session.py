@@ -169,7 +169,7 @@ class Batch(NamedTuple):
     #: the ``BATCH`` command line (without its checksum)
     command: str
     #: how many of the jobs, from the first, the blob holds (the rest did not fit)
-    count: int
+    held: int
 
 
 def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -> Batch | None:
@@ -204,7 +204,7 @@ def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -
     return Batch(definition=definition._replace(extra_args=(
                      *definition.extra_args, "-device", loader)),
                  path=path, command=f"BATCH addr={pa:#x} len={len(blob)} crc=0x{crc32_hex(blob)}",
-                 count=len(chunks))
+                 held=len(chunks))
 
 
 def split_batch(records: Sequence[Record], count: int) -> list[list[Record]]:
@@ -302,11 +302,11 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
                     logger.warning("%s: the firmware refused the batch region %s; running "
                                    "the jobs over the console", definition.name, plan.command)
                 else:
-                    groups = split_batch(answer, plan.count)
-                    share = (time.monotonic() - t1) / plan.count  # no per-scenario clock
-                    for job, records in zip(jobs[:plan.count], groups, strict=True):
+                    groups = split_batch(answer, plan.held)
+                    share = (time.monotonic() - t1) / plan.held  # no per-scenario clock
+                    for job, records in zip(jobs[:plan.held], groups, strict=True):
                         finish(job, records, share)
-                    first = plan.count
+                    first = plan.held
             for n in range(first, len(jobs)):
                 job = jobs[n]
                 lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,

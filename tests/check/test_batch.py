@@ -175,7 +175,7 @@ def test_out_of_range_batches_are_refused(guest: GuestDefinition, tmp_path: Path
         assert [(r.tag, r.get("why")) for r in answer] == [("ERR", "arg")]
         # the guest is still fine, and the real batch runs (twice: the blob is only read)
         for _ in range(2):
-            groups = split_batch(g.command(plan.command, allow_err=True), plan.count)
+            groups = split_batch(g.command(plan.command, allow_err=True), plan.held)
             assert [g0[-1].tag for g0 in groups] == ["SCNEND"] * 3
 
 
