@@ -130,7 +130,22 @@ def main(args: argparse.Namespace) -> int:
         print(f"log: {log_path}")
     else:
         print(f"log: {log_path}", file=sys.stderr)
+    _freeze_heap()
     return 0 if result.verdict.ok else 1
+
+
+def _freeze_heap() -> None:
+    """Move every live object out of the garbage collector's sight.
+
+    The process ends right after the verdict, and the interpreter's final
+    collections over the heap of imported modules take longer than the rest
+    of the shutdown (about 5 ms of a 100 ms run); frozen objects are skipped.
+    Nothing here relies on a finaliser of cyclic garbage (the console log is
+    closed explicitly, stdout is flushed by the interpreter).
+    """
+    import gc
+
+    gc.freeze()
 
 
 def _while_booting(guest: Guest) -> None:
