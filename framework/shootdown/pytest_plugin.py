@@ -73,6 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # Internal: how `shootdown matrix` hands its plan to the workers.
     group.addoption("--shootdown-matrix-plan", default=None, help=argparse.SUPPRESS)
     group.addoption("--shootdown-matrix-logdir", default=None, help=argparse.SUPPRESS)
+    group.addoption("--shootdown-matrix-hosts", default=None, help=argparse.SUPPRESS)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -137,6 +138,23 @@ def test_a_dead_worker_is_recorded_retried_once_and_the_rest_go_on(
     final = latest(summary.results)
     assert len(final) == 5 and sum(r["outcome"] == "pass" for r in final) == 4
     assert summary.exit_code == 3
+
+
+def test_host_pool_seats_bound_the_guests_across_workers(
+        tmp_path: Path, firmware_elf: Path, qemu: str, no_leftover_qemu: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pool of one local seat, two workers never boot two guests at once."""
+    monkeypatch.setenv("SHOOTDOWN_SEATS_DIR", str(tmp_path / "seats"))
+    pool = tmp_path / "hosts.toml"
+    pool.write_text('[[host]]\nname = "local"\nmax_guests = 1\n')
+    m = write_matrix(tmp_path, [
+        'name = "a"\nguests = ["virt-a57"]\npolicies = ["v4.19", "v4.20", "v5.4", "v6.19"]'])
+    summary = run_matrix(m, tmp_path / "out", workers=2, progress=False, hosts=str(pool))
+    records = latest(summary.results)
+    assert summary.exit_code == 0 and len(records) == 4
+    assert {r["host"] for r in records} == {"local#0"}
+    spans = sorted((r["seat_taken"], r["seat_released"]) for r in records)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 # -- kill and resume -------------------------------------------------------------

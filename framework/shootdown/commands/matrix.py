@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep OUT/results.jsonl and run only the jobs it does not finish")
     parser.add_argument("--qemu", metavar="BINARY", help="QEMU binary")
+    parser.add_argument("--hosts", metavar="POOL.toml", default=os.environ.get("SHOOTDOWN_HOSTS"),
+                        help="host pool (docs/remote.md): each job boots on a seat of it, "
+                             "bounding guests per host across workers "
+                             "(default: $SHOOTDOWN_HOSTS; none: one guest per worker, here)")
     parser.add_argument("--list", action="store_true",
                         help="print the jobs the matrix expands to and exit")
     parser.add_argument("--no-progress", action="store_true",
@@ -43,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     out = args.out or f"matrix-{matrix.name}"
     summary = run_matrix(args.matrix, out, workers=args.workers, resume=args.resume,
-                         qemu=args.qemu, progress=False if args.no_progress else None)
+                         qemu=args.qemu, progress=False if args.no_progress else None,
+                         hosts=args.hosts)
     for record in summary.unexpected:
         for line in describe_record(record):
             print(line)

@@ -87,7 +87,8 @@ class JobItem(pytest.Item):
         from shootdown.matrix.job import run_job
 
         logdir = self.config.getoption("shootdown_matrix_logdir") or "."
-        record = run_job(self.job, logdir, qemu=self.config.getoption("shootdown_qemu"))
+        record = run_job(self.job, logdir, qemu=self.config.getoption("shootdown_qemu"),
+                         hosts=self.config.getoption("shootdown_matrix_hosts"))
         self.user_properties.append((RECORD_KEY, json.dumps(record)))
         if not record["ok"]:
             raise JobFailed(record)
@@ -169,7 +170,9 @@ class MatrixController:
                        if k == RECORD_KEY), None)
         when = str(report.when)  # xdist reports a crashed item with when "???"
         if record is None:
-            if when == "???" or (report.failed and when == "setup"):
+            # a crashed worker ("???"), or an item that failed without a record
+            # (a bug in the runner): recorded all the same, never lost
+            if when == "???" or (report.failed and when in ("setup", "call")):
                 record = self._crash_record(report)
             else:
                 return
@@ -240,8 +243,12 @@ class MatrixSummary:
 
 def run_matrix(matrix_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                workers: int = 2, resume: bool = False, qemu: str | None = None,
-               progress: bool | None = None) -> MatrixSummary:
-    """Run (or resume) a matrix; records go to ``out/results.jsonl``."""
+               progress: bool | None = None, hosts: str | None = None) -> MatrixSummary:
+    """Run (or resume) a matrix; records go to ``out/results.jsonl``.
+
+    ``hosts``: a host-pool file (shootdown.remote.pool); each job then boots on
+    a seat of it, which bounds the guests per host across all workers.
+    """
     from shootdown.matrix.results import ResultsWriter, finished_ids, latest
 
     t0 = time.monotonic()
@@ -261,14 +268,14 @@ def run_matrix(matrix_path: str | os.PathLike[str], out: str | os.PathLike[str],
                     len(matrix.jobs), len(matrix.jobs) - len(todo), len(todo))
         if todo:
             _session(matrix, todo, writer, outdir, logdir, workers, qemu, progress,
-                     final=False, label="jobs")
+                     final=False, label="jobs", hosts=hosts)
         # second pass: jobs whose worker died under them, once
         retry_ids = {r["job_id"] for r in latest(results) if not r.get("final", True)}
         retry = [j for j in matrix.jobs if j.id in retry_ids]
         if retry:
             logger.warning("retrying %d job(s) whose worker crashed", len(retry))
             _session(matrix, retry, writer, outdir, logdir, min(workers, len(retry)), qemu,
-                     progress, final=True, label="retries")
+                     progress, final=True, label="retries", hosts=hosts)
 
     records = {r["job_id"]: r for r in latest(results)}
     wanted = [j for j in matrix.jobs if j.id in records]
@@ -282,7 +289,7 @@ def run_matrix(matrix_path: str | os.PathLike[str], out: str | os.PathLike[str],
 
 def _session(matrix: Matrix, jobs: list[MatrixJob], writer: ResultsWriter, outdir: Path,
              logdir: Path, workers: int, qemu: str | None, progress: bool | None, *,
-             final: bool, label: str) -> None:
+             final: bool, label: str, hosts: str | None = None) -> None:
     """One pytest session over ``jobs``; KeyboardInterrupt goes up after the records."""
     plan = outdir / "plan.json"
     plan.write_text(json.dumps([j.id for j in jobs]))
@@ -295,6 +302,8 @@ def _session(matrix: Matrix, jobs: list[MatrixJob], writer: ResultsWriter, outdi
             "--shootdown-matrix-logdir", os.fspath(logdir.resolve())]
     if qemu:
         args += ["--shootdown-qemu", qemu]
+    if hosts:
+        args += ["--shootdown-matrix-hosts", os.fspath(Path(hosts).resolve())]
     if workers > 0:
         args += ["-n", str(workers), "--max-worker-restart", str(len(jobs) + workers)]
     show = sys.stderr.isatty() if progress is None else progress

@@ -76,11 +76,46 @@ def region_bytes(scenario: Any) -> int | None:
     return int(sum(s.end - s.start for s in scenario.steps))
 
 
-def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None) -> dict[str, Any]:
-    """Run ``job`` (retrying an infrastructure failure once); its result record."""
-    from shootdown.check.scenario import run_verdict
+@functools.cache
+def _pool(path: str) -> Any:
+    from shootdown.remote.pool import HostPool
+
+    return HostPool.load(path)
+
+
+@contextmanager
+def _placed(definition: Any, hosts: str | None, record: dict[str, Any]) -> Iterator[Any]:
+    """The definition and launcher to use: on a seat of the host pool ``hosts`` if given.
+
+    A seat is an flock shared by every worker (shootdown.remote.pool), held for
+    the job's boot; without a pool the guest runs here, one per worker.
+    """
+    if not hosts:
+        from shootdown.remote import launcher_for
+
+        record["host"] = definition.host or "local"
+        yield definition, launcher_for(definition)
+        return
+    t0 = time.monotonic()
+    with _pool(hosts).seat_for(definition,
+                               prefer=os.environ.get("PYTEST_XDIST_WORKER")) as seat:
+        record["host"] = f"{seat.host.name}#{seat.slot}"
+        record["seat_wait_s"] = round(time.monotonic() - t0, 4)
+        record["seat_taken"] = time.time()
+        try:
+            yield seat.place(definition), seat.launcher()
+        finally:
+            record["seat_released"] = time.time()  # just before the flock goes
+
+
+def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None,
+            hosts: str | None = None) -> dict[str, Any]:
+    """Run ``job`` (retrying an infrastructure failure once); its result record.
+
+    ``hosts`` is a host-pool file (shootdown.remote.pool): the job then waits
+    for a seat on one of its hosts and boots the guest there.
+    """
     from shootdown.guest.definition import find_guest
-    from shootdown.remote import launcher_for
     from shootdown.scenario.load import load_scenario
     from shootdown.session import Job
 
@@ -94,43 +129,54 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None) -> dict[str
         scenarios = [load_scenario(p, overrides) for p in job.scenarios]
         sizes = {s.path: region_bytes(s) for s in scenarios}
         jobs = [Job(s, job.policy, job.inject) for s in scenarios]
-        launcher = launcher_for(definition)
-        record["qemu_version"] = launcher.qemu_version(qemu or _default_qemu())
         if job.inject != "none":
             record["inject_description"] = bug_description(
                 definition.firmware_path(job.granule), job.inject)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            record["attempts"] = attempt
-            log_path = os.path.join(logdir, f"{job.id}.{attempt}.console.log")
-            record["log_path"] = log_path
-            try:
-                with watchdog(job.timeout, f"job {job.id}"):
-                    _debug_hook(job, definition, log_path, qemu)
-                    from shootdown.session import run_boot
-
-                    trace_log = log_path.replace(".console.log", ".exec.log") \
-                        if job.trace else None
-                    report = run_boot(definition, job.granule, jobs, log_path=log_path,
-                                      qemu=qemu, launcher=launcher, trace_log=trace_log)
-            except InfraError as exc:
-                logger.warning("job %s attempt %d: %s", job.id, attempt, exc)
-                record["errors"].append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
-                record["outcome"] = "infra"
-                continue
-            verdict = run_verdict(report.results, job.inject)
-            record.update(
-                outcome=str(verdict), build_id=report.build_id, cpus=report.cpus,
-                boot_s=round(report.boot_s, 4), run_s=round(report.total_s, 4),
-                qemu_argv=report.qemu_argv,
-                results=[_scenario_dict(r, sizes.get(r.scenario)) for r in report.results])
-            break
+        with _placed(definition, hosts, record) as (definition, launcher):
+            _attempts(job, definition, launcher, jobs, sizes, logdir, qemu, record)
     except (ConfigError, FirmwareError) as exc:
         record["errors"].append(f"{type(exc).__name__}: {exc}")
         record["outcome"] = "error"
+    except InfraError as exc:  # before any boot: no seat, remote host unreachable
+        record["errors"].append(f"{type(exc).__name__}: {exc}")
+        record["outcome"] = "infra"
     record["ok"] = record["outcome"] == record["expect"]
     record["seconds"] = round(time.monotonic() - t0, 4)
     record["finished"] = time.time()
     return record
+
+
+def _attempts(job: MatrixJob, definition: Any, launcher: Any, jobs: list[Any],
+              sizes: dict[str, int | None], logdir: str, qemu: str | None,
+              record: dict[str, Any]) -> None:
+    """Boot and run, a second time after an infrastructure failure; fill ``record``."""
+    from shootdown.check.scenario import run_verdict
+    from shootdown.session import run_boot
+
+    record["qemu_version"] = launcher.qemu_version(qemu or _default_qemu())
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        record["attempts"] = attempt
+        log_path = os.path.join(logdir, f"{job.id}.{attempt}.console.log")
+        record["log_path"] = log_path
+        try:
+            with watchdog(job.timeout, f"job {job.id}"):
+                _debug_hook(job, definition, log_path, qemu)
+                trace_log = log_path.replace(".console.log", ".exec.log") \
+                    if job.trace else None
+                report = run_boot(definition, job.granule, jobs, log_path=log_path,
+                                  qemu=qemu, launcher=launcher, trace_log=trace_log)
+        except InfraError as exc:
+            logger.warning("job %s attempt %d: %s", job.id, attempt, exc)
+            record["errors"].append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
+            record["outcome"] = "infra"
+            continue
+        verdict = run_verdict(report.results, job.inject)
+        record.update(
+            outcome=str(verdict), build_id=report.build_id, cpus=report.cpus,
+            boot_s=round(report.boot_s, 4), run_s=round(report.total_s, 4),
+            qemu_argv=report.qemu_argv,
+            results=[_scenario_dict(r, sizes.get(r.scenario)) for r in report.results])
+        break
 
 
 def _scenario_dict(result: Any, size: int | None) -> dict[str, Any]:
