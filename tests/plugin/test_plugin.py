@@ -173,3 +173,25 @@ def test_trace_checks_the_report_against_qemu(pytester: pytest.Pytester) -> None
     result.assert_outcomes(passed=2)
     logs = list(logdir.glob("trace-*.exec.log"))
     assert len(logs) == 2 and all(p.stat().st_size > 0 for p in logs)
+
+
+def test_matrix_file_as_plain_tests(pytester: pytest.Pytester) -> None:
+    """`pytest MATRIX.toml`: one item per job, logs in the plugin's log directory."""
+    matrix = pytester.path / "m.toml"
+    matrix.write_text(f"""
+name = "m"
+[[set]]
+name = "a"
+guests = ["virt-a57"]
+granules = ["4k"]
+policies = ["v4.19", "v6.19"]
+scenarios = ["{DATA}"]
+inject = ["none", "skip_dsb_ish"]
+""")
+    logdir = pytester.path / "logs"
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", str(matrix),
+                                f"--shootdown-logdir={logdir}")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*m.toml::a-virt-a57-4k-v6.19-skip_dsb_ish-* PASSED*"])
+    assert len(list(logdir.glob("*.console.log"))) == 4
+    assert not list(pytester.path.glob("*.console.log"))

@@ -86,7 +86,11 @@ class JobItem(pytest.Item):
     def runtest(self) -> None:
         from shootdown.matrix.job import run_job
 
-        logdir = self.config.getoption("shootdown_matrix_logdir") or "."
+        logdir = self.config.getoption("shootdown_matrix_logdir")
+        if not logdir:  # a matrix run as plain tests: the plugin's log directory
+            from shootdown.pytest_plugin import STATE
+
+            logdir = self.config.stash[STATE].logdir(self.config)
         record = run_job(self.job, logdir, qemu=self.config.getoption("shootdown_qemu"),
                          hosts=self.config.getoption("shootdown_matrix_hosts"))
         self.user_properties.append((RECORD_KEY, json.dumps(record)))
