@@ -52,7 +52,7 @@ name = "s{n // len(POLICIES)}"
 guests = ["{guest}"]
 granules = ["4k"]
 policies = {json.dumps(chunk)}
-scenarios = ["{ROOT}/guests/scenarios/4k", "{ROOT}/guests/scenarios/sizes/4k"]
+scenarios = ["{ROOT}/guests/scenarios/4k", "{ROOT}/guests/sizes/4k"]
 inject = ["none", "skip_dsb_ish"]
 """)
     path = where / "scaling.toml"

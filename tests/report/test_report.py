@@ -28,14 +28,14 @@ name = "clean"
 guests = ["virt-a57"]
 granules = ["4k", "64k"]
 policies = ["v4.19", "v4.20", "v6.19"]
-scenarios = ["{ROOT}/guests/scenarios/sizes/{{granule}}"]
+scenarios = ["{ROOT}/guests/sizes/{{granule}}"]
 
 [[set]]
 name = "bugs"
 guests = ["virt-a57"]
 granules = ["4k"]
 policies = ["v4.20", "v6.19"]
-scenarios = ["{ROOT}/guests/scenarios/sizes/{{granule}}", "{DATA}/thp-kpti.toml"]
+scenarios = ["{ROOT}/guests/sizes/{{granule}}", "{DATA}/thp-kpti.toml"]
 inject = ["skip_dsb_ish", "kpti_copy_missing"]
 
 [[set]]

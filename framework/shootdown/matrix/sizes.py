@@ -2,15 +2,14 @@
 
 The report's cost plots (TLBIs and DSB ISH per teardown against region size)
 need the same teardown at several sizes.  The files are generated once into
-``guests/scenarios/sizes/<granule>/`` (``python -m shootdown.matrix.sizes
-guests/scenarios/sizes``) and kept in git, so that pytest can collect them
+``guests/sizes/<granule>/`` (``python -m shootdown.matrix.sizes
+guests/sizes``) and kept in git, so that pytest can collect them
 and a matrix job id hashes their bytes like any other scenario's.
 
 Each is one page-mapped VMA, 1 GiB aligned, whose neighbours are right next
 to it (floor/ceiling = start/end), so its own page tables are freed as well.
-A size is left out where it needs more pages than the firmware maps in one
-run (``SCN_MAX_POINTS`` in firmware/include/scenario.h): 4K stops at 64 MiB,
-16K at 256 MiB.
+Every size fits the firmware's limit on pages per mapping
+(``SCN_MAX_COUNT`` in firmware/include/scenario.h), 1 GiB of 4K pages too.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-#: the firmware's limit on pages per mapping (firmware/include/scenario.h)
-MAX_PAGES = 16384
+#: the firmware's limit on pages per mapping (SCN_MAX_COUNT, firmware/include/scenario.h)
+MAX_PAGES = 1 << 22
 PAGE_SHIFT = {"4k": 12, "16k": 14, "64k": 16}
 SIZES = [64 << 10 << (2 * n) for n in range(8)]  # 64K, 256K, ... 1G
 START = 1 << 32
@@ -56,5 +55,5 @@ def write_all(root: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for p in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "guests/scenarios/sizes")):
+    for p in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "guests/sizes")):
         sys.stdout.write(f"{p}\n")

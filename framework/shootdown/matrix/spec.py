@@ -10,7 +10,7 @@ A matrix file lists *sets*; each set is a cross product::
     guests = ["virt-a57", "virt-max"]
     granules = ["4k", "16k", "64k"]
     policies = ["v4.19", "v4.20", "v6.19"]
-    scenarios = ["scenarios/sizes/{granule}"]   # relative to this file
+    scenarios = ["sizes/{granule}"]   # relative to this file
     inject = ["none"]                           # or names, or "all"
     exclude = [ { guest = "virt-a57", granule = "16k" } ]
 

@@ -109,7 +109,7 @@ class ReportData:
                    costs=costs)
 
 
-#: the folder name that marks the region-size sweep (guests/scenarios/sizes/<granule>/)
+#: the folder name that marks the region-size sweep (guests/sizes/<granule>/)
 SWEEP_FOLDER = "sizes"
 
 
