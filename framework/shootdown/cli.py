@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return ExitCode.PASS
+    except KeyboardInterrupt:
+        # The guests were cleaned up on the way out (finally blocks); a
+        # person who pressed Ctrl-C wants a line, not a traceback.
+        print("shootdown: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also log what the CPU executed (QEMU -d exec,cpu on the "
                              "firmware's maintenance helpers) and require it to equal the "
                              "guest's report (TCG only)")
+    parser.add_argument("--gdb", action="store_true",
+                        help="debug one scenario: find its failing step, then rerun it halted "
+                             "under QEMU's gdbstub and print the gdb-multiarch command with a "
+                             "breakpoint there")
     parser.add_argument("--kpti", action=argparse.BooleanOptionalAction, default=None,
                         help="override the scenarios' kpti field")
     parser.add_argument("--cpu-features", metavar="LIST",
@@ -121,11 +125,11 @@ def _main(args: argparse.Namespace) -> int:
 
             shutil.rmtree(logdir, ignore_errors=True)
         return code
-    if (args.policy or args.inject or args.trace or args.kpti is not None
+    if (args.policy or args.inject or args.trace or args.gdb or args.kpti is not None
             or args.cpu_features is not None):
         from shootdown.errors import ConfigError
 
-        raise ConfigError("--policy, --inject, --trace, --kpti and --cpu-features need "
+        raise ConfigError("--policy, --inject, --trace, --gdb, --kpti and --cpu-features need "
                           "scenario files (shootdown run SCENARIO.toml|DIR ...)")
     args.granule = args.granule or "4k"
     log_path = os.path.join(logdir, f"{definition.name}-{args.granule}.console.log")

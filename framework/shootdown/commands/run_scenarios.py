@@ -19,7 +19,7 @@ from shootdown.errors import ConfigError
 if TYPE_CHECKING:
     from shootdown.check.scenario import ScenarioResult
     from shootdown.guest.definition import GuestDefinition
-    from shootdown.session import BootReport
+    from shootdown.session import BootReport, Job
 
 #: Jobs per boot: bounds what one crash can take down and keeps each boot
 #: inside its guest's total time budget.
@@ -78,6 +78,48 @@ def _tally(results: list[ScenarioResult]) -> str:
     return text
 
 
+def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
+                    args: argparse.Namespace) -> int:
+    """Find the failing step, then rerun the scenario halted under QEMU's gdbstub.
+
+    The first run (no debugger) says which step diverges; the second starts
+    QEMU with ``-S -gdb``, prints the gdb-multiarch command with a breakpoint
+    where that step does its work, and waits without time limits while gdb
+    holds the guest.
+    """
+    from shootdown.debug import plan_gdb
+    from shootdown.guest.definition import Timeouts
+    from shootdown.session import run_boot
+
+    from .run import launcher_for
+
+    granule = job.scenario.granule
+    first = run_boot(definition, granule, [job], log_path=os.path.join(logdir, "probe.log"),
+                     qemu=args.qemu, launcher=launcher_for(definition))
+    result = first.results[0]
+    step = None
+    if result.sequence is not None and result.sequence.divergence is not None:
+        step = result.sequence.divergence.step
+    elif result.probes is not None and result.probes.failed_steps:
+        step = result.probes.failed_steps[0]
+    print(f"{_line(result)}")
+    plan = plan_gdb(definition.firmware_path(granule),
+                    step_kinds=[s.kind for s in job.scenario.steps], failing_step=step,
+                    policy=job.policy)
+    week = 7 * 24 * 3600.0  # "no limit" for a person at gdb, still a valid poll() timeout
+    unlimited = Timeouts(boot=week, idle=week, total=week)
+    halted = definition._replace(timeouts=unlimited,
+                                 extra_args=(*definition.extra_args, *plan.qemu_args))
+    where = f"step {step}" if step is not None else "the scenario handler (no failing step)"
+    print(f"QEMU is starting halted with its gdbstub on 127.0.0.1:{plan.port}; breakpoint at "
+          f"{plan.breakpoint} ({where}). In another terminal:\n  {plan.gdb_command}",
+          flush=True)
+    second = run_boot(halted, granule, [job], log_path=os.path.join(logdir, "gdb.console.log"),
+                      qemu=args.qemu, launcher=launcher_for(definition))
+    print(_line(second.results[0]))
+    return 0 if second.results[0].verdict.ok else 1
+
+
 def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> int:
     """Run the scenarios named on the command line; exit code per the verdict."""
     from shootdown.bugs import check_inject, read_bugs
@@ -94,6 +136,11 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
     jobs = [Job(sc, pol, inject) for sc in scenarios
             for pol in (policies or [sc.policy or DEFAULT_POLICY])]
     groups = group_by_granule(jobs)
+    if args.gdb:
+        if len(jobs) != 1:
+            raise ConfigError(f"--gdb debugs one scenario under one policy; this run has "
+                              f"{len(jobs)} jobs (name one file and one --policy)")
+        return debug_under_gdb(jobs[0], definition, logdir, args)
     if inject != "none":
         for granule in groups:
             elf = definition.firmware_path(granule)
