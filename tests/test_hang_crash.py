@@ -6,6 +6,7 @@ These boot the real firmware under QEMU and ask it to misbehave
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -167,3 +168,15 @@ def test_qemu_does_not_outlive_a_killed_host(make_guest: Callable[..., Path], fi
     while own_qemus():
         assert time.monotonic() < deadline, f"QEMU outlived its host: {own_qemus()}"
         time.sleep(0.05)
+
+
+def test_qemu_dying_mid_run_is_a_crash_with_its_message(
+        guests_dir: Path, tmp_path: Path, check_gone: Callable[[int], None]) -> None:
+    guest = Guest(find_guest("quick", guests_dir), log_path=tmp_path / "term.log")
+    guest.launch()
+    os.kill(pid_of(guest), signal.SIGTERM)  # QEMU says why it stops, then exits
+    with pytest.raises(GuestCrash) as info:
+        guest.command("DEBUG hang")
+    assert "terminating on signal 15" in str(info.value)
+    assert "last record: SD1" in str(info.value)
+    check_gone(pid_of(guest))

@@ -421,11 +421,9 @@ class Guest:
         if fault is not None:
             raise self._crash(fault)
         if not self.records:
-            first = next((line.strip() for line in self.parser.other_lines if line.strip()),
-                         "no output")
             raise LaunchError(f"{self.qemu} exited with status {status} before the guest "
-                              f"started: {first}", log_path=self.log_path,
-                              tail=self._tail())
+                              f"started: {self._qemu_said() or 'no output'}",
+                              log_path=self.log_path, tail=self._tail())
         if eof_ok and self.parser.ended:
             return out
         name = self.definition.name
@@ -439,9 +437,26 @@ class Guest:
             raise GuestCrash(f"{name}: the guest powered off (END status="
                              f"{self.records[-1].get('status')}) while waiting for {what}",
                              log_path=self.log_path, tail=self._tail())
-        raise GuestCrash(f"{name}: QEMU exited with status {status} while waiting for {what} "
-                         f"(last record: {self.records[-1].line})",
+        said = self._qemu_said()
+        raise GuestCrash(f"{name}: QEMU exited with status {status} while waiting for {what}"
+                         + (f": {said}" if said else "")
+                         + f" (last record: {self.records[-1].line})",
                          log_path=self.log_path, tail=self._tail())
+
+    def _qemu_said(self) -> str | None:
+        """QEMU's own message: the first line after the last record, warnings last.
+
+        QEMU's stderr shares the console, so what it printed as it died (a
+        rejected option, ``qemu: fatal: ...``) is there, after the records.
+        """
+        lines: list[str] = []
+        for line in self.parser.tail:
+            if line.startswith("SD1 "):
+                lines = []
+            elif line.strip():
+                lines.append(line.strip())
+        errors = [line for line in lines if ": warning:" not in line] or lines
+        return errors[0] if errors else None
 
     # -- failure ---------------------------------------------------------
 
