@@ -114,6 +114,32 @@ def test_trace_on_a_remote_tcg_host(remote_guest: Callable[..., Path], tmp_path:
     assert remote_logs.is_dir() and not list(remote_logs.iterdir()), "removed on the host"
 
 
+def test_scenario_batch_is_shipped_to_the_host(remote_guest: Callable[..., Path],
+                                               tmp_path: Path,
+                                               no_remote_qemu_left: None) -> None:
+    """The session's batch mode (a ``-device loader,file=...`` blob in guest RAM)
+    works remotely: the blob is uploaded and the argv rewritten (commas escaped)."""
+    from shootdown.scenario.load import load_scenario
+    from shootdown.session import Job, run_boot
+
+    definition = load_definition(remote_guest())
+    examples = SCENARIO.parent
+    jobs = [Job(load_scenario(p), "v6.19") for p in sorted(examples.glob("*.toml"))
+            if load_scenario(p).granule in (None, "4k")]
+    assert len(jobs) >= 2
+    logdir = tmp_path / "odd,dir"  # a comma QEMU's option syntax must see doubled
+    logdir.mkdir()
+    with SshLauncher(ALIAS) as launcher:
+        report = run_boot(definition, "4k", jobs, log_path=str(logdir / "console.log"),
+                          launcher=launcher, batch=True)
+    assert [r.verdict.ok for r in report.results] == [True] * len(jobs), report.results
+    argv = " ".join(report.qemu_argv)
+    assert "loader,file=" in argv
+    console = (logdir / "console.log").read_text()
+    assert "SCN id=1 status=start" in console and "READY n=1" not in console, \
+        "all scenarios came in one BATCH, not one command each"
+
+
 def test_trace_refused_for_a_kvm_guest(remote_guest: Callable[..., Path],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     path = remote_guest(name="kvm-guest", cpu="host")

@@ -131,6 +131,7 @@ class Connection:
         self._clients: list[paramiko.SSHClient] = []
         self._home: str | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._made_dirs: set[str] = set()
         self.connect()
 
     # -- connecting ---------------------------------------------------------
@@ -377,7 +378,8 @@ class Connection:
         return found[-1].lower() if found else None
 
     def upload_cached(self, local: Path, *, cache_dir: str = REMOTE_CACHE_DIR,
-                      digest: str | None = None) -> str:
+                      digest: str | None = None, check_first: bool = True,
+                      verify: bool = True) -> str:
         """Copy ``local`` into the cache directory on the host; its remote path.
 
         The remote name carries the content's hash (:func:`remote_cache_path`),
@@ -386,14 +388,19 @@ class Connection:
         ``sha256sum``) equals the local one.  The upload goes to a temporary
         name and is renamed into place, so a concurrent run never sees half a
         file.  A relative ``cache_dir`` is relative to the login directory.
+        ``check_first=False`` uploads without asking (content known to be new);
+        ``verify=False`` skips the check after the upload (the caller checks).
         """
         digest = digest or sha256_file(local)
         remote = remote_cache_path(local, digest, cache_dir)
-        if self.remote_sha256(remote) == digest:
+        if check_first and self.remote_sha256(remote) == digest:
             log.info("%s: %s is up to date (sha256 %s), upload skipped",
                      self.host.alias, remote, digest[:12])
             return remote
-        self.run(["mkdir", "-p", "--", posixpath.dirname(remote)])
+        directory = posixpath.dirname(remote)
+        if directory not in self._made_dirs:
+            self.run(["mkdir", "-p", "--", directory])
+            self._made_dirs.add(directory)
         tmp = f"{remote}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             self.sftp.put(str(local), tmp)
@@ -405,7 +412,7 @@ class Connection:
                               f"failed: {exc}") from exc
         finally:
             self.close_sftp()  # uploads are rare: no sftp-server idling on the host
-        if self.remote_sha256(remote) != digest:
+        if verify and self.remote_sha256(remote) != digest:
             raise RemoteError(f"{self.host.describe()}: {remote}: SHA-256 differs after "
                               f"upload ({local} changed meanwhile?)")
         log.info("%s: uploaded %s to %s (sha256 %s)", self.host.alias, local, remote,

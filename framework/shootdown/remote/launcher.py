@@ -14,6 +14,8 @@ exceptions.  What it does on top:
   checks in the same round trip that starts QEMU;
 - has the start script check that the QEMU binary exists there, so a
   missing QEMU is a LaunchError naming the host, as it is locally;
+- uploads the ``file=`` of ``-device loader,...`` (the session's scenario
+  batch) before the start and rewrites it (``ships_loader_files``);
 - writes QEMU's ``-D`` log (TCG logging, ``--trace``) on the host and
   fetches it into the local file the argv named once QEMU has ended.
 
@@ -51,7 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Environment variable overriding the remote upload directory.
 REMOTE_CACHE_ENV = "SHOOTDOWN_REMOTE_CACHE_DIR"
-#: QEMU options whose value is a local file QEMU reads: uploaded first.
+#: QEMU options whose value is a local file QEMU reads: uploaded first.  The
+#: ``file=`` of a ``-device loader,...`` is uploaded too.
 FILE_OPTIONS = frozenset({"-kernel", "-bios", "-dtb", "-initrd"})
 #: The QEMU option naming its log file (TCG logging, ``--trace``): the log is
 #: written on the host and fetched back into the named local file.
@@ -74,6 +77,10 @@ def check_trace_supported(definition: GuestDefinition) -> None:
 
 class SshLauncher:
     """Starts QEMU on ``host`` over SSH (see the module docstring)."""
+
+    #: Capability: files named by ``-device loader,file=...`` reach QEMU (they
+    #: are uploaded), so the session's scenario batches work here too.
+    ships_loader_files = True
 
     def __init__(self, host: str | SshHost, *, accept_new_host_key: bool | None = None,
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
@@ -128,21 +135,34 @@ class SshLauncher:
         uploads: list[_Upload] = []
         downloads: list[tuple[str, str]] = []
         for i, arg in enumerate(out[:-1]):
+            value = out[i + 1]
             if arg == LOG_OPTION:
-                local_log = out[i + 1]
                 remote_log = posixpath.join(self.remote_log_dir,
-                                            f"{uuid.uuid4().hex[:12]}-{Path(local_log).name}")
-                downloads.append((remote_log, local_log))
+                                            f"{uuid.uuid4().hex[:12]}-{Path(value).name}")
+                downloads.append((remote_log, value))
                 out[i + 1] = remote_log
-            if arg in FILE_OPTIONS:
-                local = Path(out[i + 1])
-                if not local.is_file():
-                    raise FirmwareError(f"{local}: no such file (QEMU {arg})")
-                digest = sha256_file(local)
-                remote = remote_cache_path(local, digest, self.remote_cache_dir)
-                uploads.append(_Upload(local, digest, remote))
-                out[i + 1] = remote
+            elif arg in FILE_OPTIONS:
+                up = self._upload_for(Path(value), f"QEMU {arg}", eager=False)
+                uploads.append(up)
+                out[i + 1] = up.remote
+            elif arg == "-device" and value.startswith("loader,"):
+                opts = split_qemu_opts(value)
+                for j, opt in enumerate(opts):
+                    if opt.startswith("file="):
+                        # A loader blob (a scenario batch) is new for every run:
+                        # sent before the start, without asking the host first.
+                        up = self._upload_for(Path(opt[5:]), "QEMU -device loader", eager=True)
+                        uploads.append(up)
+                        opts[j] = "file=" + up.remote
+                out[i + 1] = join_qemu_opts(opts)
         return out, uploads, downloads
+
+    def _upload_for(self, local: Path, what: str, *, eager: bool) -> _Upload:
+        if not local.is_file():
+            raise FirmwareError(f"{local}: no such file ({what})")
+        digest = sha256_file(local)
+        return _Upload(local, digest, remote_cache_path(local, digest, self.remote_cache_dir),
+                       eager)
 
     def remote_argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` with the files QEMU loads uploaded now and their paths rewritten."""
@@ -169,6 +189,11 @@ class SshLauncher:
             self._log_dir_made = True
         log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
         try:
+            eager = [u for u in uploads if u.eager]
+            for up in eager:
+                # The start script checks its hash in the same round trip.
+                conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
+                                   digest=up.digest, check_first=False, verify=False)
             checks = [(u.digest, u.remote) for u in uploads
                       if (u.digest, u.remote) not in self._verified]
             try:
@@ -254,6 +279,33 @@ class _Upload(NamedTuple):
     local: Path
     digest: str
     remote: str
+    #: Upload before starting QEMU without asking the host whether it has it.
+    eager: bool = False
+
+
+def split_qemu_opts(value: str) -> list[str]:
+    """QEMU's ``a=b,c=d`` option string as its parts; ``,,`` is a literal comma."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1:i + 2] == ",":
+                current.append(",")
+                i += 2
+                continue
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(value[i])
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def join_qemu_opts(parts: Sequence[str]) -> str:
+    """The inverse of :func:`split_qemu_opts`: commas in values doubled."""
+    return ",".join(p.replace(",", ",,") for p in parts)
 
 
 def launcher_for(target: str | GuestDefinition, *,
