@@ -14,6 +14,10 @@ every variant alike, ``--repeat`` times each:
 * ``set-local`` / ``set-remote``: ``shootdown run docs/examples/*.toml``,
   the example scenario set (several boots, one command exchange per
   scenario over the console): what the per-message latency adds.
+* ``batch-local`` / ``batch-remote``: the 4K scenarios of that set in one
+  boot in a long-lived process, handed over as the session's loader batch on
+  both sides (``run_boot(batch=True)``; the CLI batches only local guests,
+  so ``set-remote`` feeds the console line by line).
 * ``warm-local`` / ``warm-remote``: one boot-to-verdict in a long-lived
   process (:class:`~shootdown.guest.machine.Guest` + SMOKE), the remote one
   reusing one open connection: what a matrix worker that holds a seat on a
@@ -99,6 +103,23 @@ def timed_warm(guest_path: Path, launcher: LocalLauncher | SshLauncher, logdir: 
     return elapsed
 
 
+def timed_batch(guest_path: Path, launcher: LocalLauncher | SshLauncher, logdir: Path) -> float:
+    """The 4K example scenarios in one boot, as a loader batch; they must pass."""
+    from shootdown.scenario.load import load_scenario
+    from shootdown.session import Job, run_boot
+
+    definition = load_definition(guest_path)
+    scenarios = [load_scenario(p) for p in SCENARIO_SET]
+    jobs = [Job(s, "v6.19") for s in scenarios if s.granule in (None, "4k")]
+    start = time.perf_counter()
+    report = run_boot(definition, "4k", jobs, log_path=str(logdir / "batch.log"),
+                      launcher=launcher, batch=True)
+    elapsed = time.perf_counter() - start
+    if not all(r.verdict.ok for r in report.results):
+        sys.exit(f"remote_overhead: {definition.name}: a batched scenario failed")
+    return elapsed
+
+
 def summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {name: {"median_ms": round(statistics.median(v) * 1000, 1),
                    "min_ms": round(min(v) * 1000, 1), "n": len(v)}
@@ -126,7 +147,7 @@ def main() -> int:
             timed_cli(local, env)
             samples: dict[str, list[float]] = {k: [] for k in (
                 "cli-local", "cli-remote", "set-local", "set-remote",
-                "warm-local", "warm-remote")}
+                "batch-local", "batch-remote", "warm-local", "warm-remote")}
             with SshLauncher(ALIAS) as ssh:
                 timed_warm(remote, ssh, d)
                 loc = LocalLauncher()
@@ -136,13 +157,16 @@ def main() -> int:
                     if SCENARIO_SET:
                         samples["set-local"].append(timed_cli(local, env, SCENARIO_SET))
                         samples["set-remote"].append(timed_cli(remote, env, SCENARIO_SET))
+                    if SCENARIO_SET:
+                        samples["batch-local"].append(timed_batch(local, loc, d))
+                        samples["batch-remote"].append(timed_batch(remote, ssh, d))
                     samples["warm-local"].append(timed_warm(local, loc, d))
                     samples["warm-remote"].append(timed_warm(remote, ssh, d))
     figures = summary({k: v for k, v in samples.items() if v})
     overhead = {
         kind: round(figures[f"{kind}-remote"]["median_ms"] - figures[f"{kind}-local"]["median_ms"],
                     1)
-        for kind in ("cli", "set", "warm") if f"{kind}-local" in figures}
+        for kind in ("cli", "set", "batch", "warm") if f"{kind}-local" in figures}
     out = {"figures": figures, "overhead_ms": overhead,
            "first_remote_run_with_upload_ms": round(first_upload * 1000, 1),
            "load_average": [round(x, 2) for x in os.getloadavg()]}
