@@ -10,7 +10,7 @@ import pytest
 from shootdown.lint import Finding, lint_elf, lint_injections
 from shootdown.lint.config import load
 
-CONFIG = Path(__file__).parent / "data" / "firmware.toml"
+CONFIG = Path(__file__).resolve().parents[2] / "firmware" / "lint.toml"
 
 #: The barrier bugs of the catalogue and the rule that must catch each.
 BARRIER_BUGS = {
