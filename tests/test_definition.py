@@ -147,3 +147,33 @@ def test_matrix_files_beside_the_guests_are_not_guests(tmp_path: Path) -> None:
     assert list_guest_names(tmp_path) == ["t1"]
     with pytest.raises(ConfigError, match=r"nightly\.toml: a matrix file"):
         find_guest("nightly", tmp_path)
+
+
+def test_parsed_toml_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shootdown.guest.definition import read_toml
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = write(tmp_path, GOOD.format(name="t1"))
+    assert load_definition(path).cpu == "cortex-a57"
+    cache = tmp_path / "cache" / "shootdown" / "parsed-toml.marshal"
+    assert cache.is_file()
+    assert read_toml(str(path))["cpu"] == "cortex-a57"  # from the cache
+    # An edit (new size, new mtime) is seen at once ...
+    path.write_text(GOOD.format(name="t1").replace("cortex-a57", "cortex-a72"))
+    assert load_definition(path).cpu == "cortex-a72"
+    # ... an invalid edit too (only good parses are cached) ...
+    path.write_text(GOOD.format(name="t1").replace("smp = 2", "smp = = 2"))
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_definition(path)
+    # ... and a damaged cache is ignored, then rewritten.
+    path.write_text(GOOD.format(name="t1"))
+    cache.write_bytes(b"\x00garbage")
+    assert load_definition(path).cpu == "cortex-a57"
+    assert read_toml(str(path))["name"] == "t1"
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert load_definition(write(tmp_path, GOOD.format(name="t1"))).name == "t1"

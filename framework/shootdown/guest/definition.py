@@ -110,20 +110,74 @@ _TIMEOUT_KEYS = ("boot", "idle", "total")
 
 def load_definition(path: str | os.PathLike[str]) -> GuestDefinition:
     """Read and check one guest definition file."""
-    import tomllib
-
     path = os.fspath(path)
     where = _display(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(path)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such guest definition file") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # tomllib.TOMLDecodeError
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
     return definition_from_dict(data, source=path)
+
+
+#: Parsed TOML files, keyed by path, size and modification time (see read_toml).
+_TOML_CACHE = "parsed-toml.marshal"
+_TOML_CACHE_ENTRIES = 64
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Parse a TOML file, through a cache of parsed files.
+
+    Importing :mod:`tomllib` costs about as much as the rest of the path to
+    QEMU's start together, so the parsed contents of a file are kept (with
+    :mod:`marshal`) in the user's cache directory, keyed by the file's real
+    path, size and modification time in nanoseconds, as Python keeps its
+    bytecode.  Only the parsing is cached: the contents are checked again on
+    every load.  A cache that cannot be read or written is simply not used.
+    """
+    import marshal
+
+    real = os.path.realpath(path)
+    st = os.stat(real)  # FileNotFoundError for a missing file
+    key = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
+    cache = os.path.join(_cache_dir(), _TOML_CACHE)
+    entries: dict[str, Any] = {}
+    try:
+        with open(cache, "rb") as f:
+            loaded = marshal.load(f)
+        if isinstance(loaded, dict):
+            entries = loaded
+            hit = entries.get(key)
+            if isinstance(hit, dict):
+                return hit
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    import tomllib
+
+    with open(real, "rb") as f:
+        data = tomllib.load(f)
+    entries = {k: v for k, v in entries.items() if not k.startswith(real + "\0")}
+    entries[key] = data
+    while len(entries) > _TOML_CACHE_ENTRIES:
+        del entries[next(iter(entries))]
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            marshal.dump(entries, f)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):  # read-only home; a value marshal cannot keep
+        pass
+    return data
+
+
+def _cache_dir() -> str:
+    """``$XDG_CACHE_HOME/shootdown`` (default ``~/.cache/shootdown``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "shootdown")
 
 
 def definition_from_dict(data: dict[str, Any], source: str) -> GuestDefinition:
