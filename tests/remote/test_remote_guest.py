@@ -138,6 +138,9 @@ def test_scenario_batch_is_shipped_to_the_host(remote_guest: Callable[..., Path]
     console = (logdir / "console.log").read_text()
     assert "SCN id=1 status=start" in console and "READY n=1" not in console, \
         "all scenarios came in one BATCH, not one command each"
+    cached = [p.name for p in (tmp_path / "remote-cache").iterdir()]
+    assert cached and not [n for n in cached if n.endswith(".batch")], \
+        f"the one-run batch blob is removed from the host: {cached}"
 
 
 def test_trace_refused_for_a_kvm_guest(remote_guest: Callable[..., Path],

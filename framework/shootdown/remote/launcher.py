@@ -190,6 +190,7 @@ class SshLauncher:
         log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
         try:
             eager = [u for u in uploads if u.eager]
+            cleanup = [u.remote for u in eager]
             for up in eager:
                 # The start script checks its hash in the same round trip.
                 conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
@@ -199,18 +200,18 @@ class SshLauncher:
             try:
                 proc = RemoteProcess.start(conn, remote, log_file,
                                            max_lifetime=self.max_lifetime, checks=checks,
-                                           downloads=downloads)
+                                           downloads=downloads, cleanup=cleanup)
             except RemoteFilesStale:
                 for up in uploads:
                     conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
                                        digest=up.digest)
                 proc = RemoteProcess.start(conn, remote, log_file,
                                            max_lifetime=self.max_lifetime,
-                                           downloads=downloads)
+                                           downloads=downloads, cleanup=cleanup)
         except BaseException:
             log_file.close()
             raise
-        self._verified.update((u.digest, u.remote) for u in uploads)
+        self._verified.update((u.digest, u.remote) for u in uploads if not u.eager)
         if proc.binary_id:
             self._binary_ids[argv[0]] = proc.binary_id
         return proc

@@ -220,9 +220,12 @@ class RemoteProcess:
 
     def __init__(self, conn: Connection, channel: paramiko.Channel, pid: int,
                  console: ChannelSpawn, log_file: BinaryIO, *, binary_id: str = "",
-                 downloads: Sequence[tuple[str, str]] = ()) -> None:
+                 downloads: Sequence[tuple[str, str]] = (),
+                 cleanup: Sequence[str] = ()) -> None:
         self._conn = conn
         self._downloads = list(downloads)
+        #: Files on the host used by this run only (loader blobs): removed at the end.
+        self._cleanup = list(cleanup)
         #: ``size:mtime`` of the QEMU binary that was started (for version caching).
         self.binary_id = binary_id
         self._channel = channel
@@ -236,12 +239,14 @@ class RemoteProcess:
     def start(cls, conn: Connection, argv: list[str], log_file: BinaryIO, *,
               max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
               checks: Sequence[tuple[str, str]] = (),
-              downloads: Sequence[tuple[str, str]] = ()) -> RemoteProcess:
+              downloads: Sequence[tuple[str, str]] = (),
+              cleanup: Sequence[str] = ()) -> RemoteProcess:
         """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``.
 
         Raises :class:`RemoteFilesStale` when a file of ``checks`` is not in
         place (nothing was started), LaunchError when ``argv[0]`` is not found.
-        ``downloads``: (remote, local) files QEMU writes, fetched by :meth:`kill`.
+        ``downloads``: (remote, local) files QEMU writes, fetched by :meth:`kill`;
+        ``cleanup``: files on the host that :meth:`kill` removes.
         """
         command = start_command(argv, max_lifetime, checks)
         log.debug("%s: start %s", conn.host.alias, command)
@@ -283,7 +288,7 @@ class RemoteProcess:
         console.buffer = b""
         console.logfile_read = log_file
         return cls(conn, channel, pid, console, log_file, binary_id=binary_id,
-                   downloads=downloads)
+                   downloads=downloads, cleanup=cleanup)
 
     @property
     def pid(self) -> int:
@@ -347,16 +352,29 @@ class RemoteProcess:
             self._fetch_downloads()
 
     def _fetch_downloads(self) -> None:
-        while self._downloads:
-            remote, local = self._downloads.pop(0)
-            if not self._conn.is_active():
-                log.warning("%s: connection lost, %s not fetched", self._conn.host.alias, remote)
-                continue
+        """Fetch what QEMU wrote, then remove it and the one-run uploads on the host."""
+        remove = list(self._cleanup)
+        self._cleanup.clear()
+        if not self._conn.is_active():
+            if self._downloads or remove:
+                log.warning("%s: connection lost, %s left on the host", self._conn.host.alias,
+                            ", ".join([r for r, _ in self._downloads] + remove))
+            self._downloads.clear()
+            return
+        try:
+            while self._downloads:
+                remote, local = self._downloads.pop(0)
+                try:
+                    self._conn.sftp.get(remote, local)
+                except (OSError, paramiko.SSHException, RemoteError) as exc:
+                    log.warning("%s: cannot fetch %s to %s: %s", self._conn.host.alias,
+                                remote, local, exc)
+                remove.append(remote)
+        finally:
+            self._conn.close_sftp()
+        if remove:
             try:
-                self._conn.sftp.get(remote, local)
-                self._conn.run(["rm", "-f", "--", remote], timeout=KILL_TIMEOUT)
-            except (OSError, RemoteError, paramiko.SSHException) as exc:
-                log.warning("%s: cannot fetch %s to %s: %s", self._conn.host.alias, remote,
-                            local, exc)
-            finally:
-                self._conn.close_sftp()
+                self._conn.run(["rm", "-f", "--", *remove], timeout=KILL_TIMEOUT)
+            except RemoteError as exc:
+                log.warning("%s: cannot remove %s: %s", self._conn.host.alias,
+                            ", ".join(remove), exc)
