@@ -16,9 +16,11 @@ Two ways to hand a boot's scenarios to the guest (docs/protocol.md):
 * a batch (the default for more than one job on a local guest): every job's
   lines, framed exactly as on the console, in one file that QEMU's generic
   loader device puts in the firmware's batch region before the CPUs start,
-  then one ``BATCH`` command.  The records are the same, without a
-  ``READY`` between scenarios; :func:`split_batch` cuts them per job.  The
-  loader works the same under TCG and KVM (no semihosting).
+  then one ``BATCH`` command per slice of :data:`BATCH_SLICE` jobs, sent
+  from a thread while this one judges the previous slice.  The records are
+  the same, without a ``READY`` between scenarios; :func:`split_batch` cuts
+  them per job.  The loader works the same under TCG and KVM (no
+  semihosting).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,10 +170,12 @@ class Batch(NamedTuple):
     definition: GuestDefinition
     #: the blob file QEMU loads
     path: str
-    #: the ``BATCH`` command line (without its checksum)
+    #: the ``BATCH`` command line for the whole blob (without its checksum)
     command: str
     #: how many of the jobs, from the first, the blob holds (the rest did not fit)
     held: int
+    #: (first job, jobs, ``BATCH`` command) per slice of :data:`BATCH_SLICE` jobs
+    slices: tuple[tuple[int, int, str], ...] = ()
 
 
 def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -> Batch | None:
@@ -199,16 +205,27 @@ def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -
     blob = b"".join(chunks)
     with open(path, "wb") as f:
         f.write(blob)
+    slices = []
+    at = 0
+    for first in range(0, len(chunks), BATCH_SLICE):
+        group = chunks[first:first + BATCH_SLICE]
+        part = b"".join(group)
+        slices.append((first, len(group), _batch_command(pa + at, part)))
+        at += len(part)
     # QEMU's option syntax doubles a comma inside a value.
     loader = f"loader,file={os.path.abspath(path).replace(',', ',,')},addr={pa:#x},force-raw=on"
     return Batch(definition=definition._replace(extra_args=(
                      *definition.extra_args, "-device", loader)),
-                 path=path, command=f"BATCH addr={pa:#x} len={len(blob)} crc=0x{crc32_hex(blob)}",
-                 held=len(chunks))
+                 path=path, command=_batch_command(pa, blob), held=len(chunks),
+                 slices=tuple(slices))
 
 
-def split_batch(records: Sequence[Record], count: int) -> list[list[Record]]:
-    """Cut the records of a ``BATCH`` into its ``count`` scenarios (ids 0..count-1).
+def _batch_command(pa: int, data: bytes) -> str:
+    return f"BATCH addr={pa:#x} len={len(data)} crc=0x{crc32_hex(data)}"
+
+
+def split_batch(records: Sequence[Record], count: int, first: int = 0) -> list[list[Record]]:
+    """Cut the records of a ``BATCH`` into its ``count`` scenarios (ids ``first``.. on).
 
     A scenario's records run from its ``SCN``/``SKIP`` (or, for one the guest
     rejected, its ``ERR``) to its ``SCNEND``/``SKIP``; ids come in order, so
@@ -223,10 +240,10 @@ def split_batch(records: Sequence[Record], count: int) -> list[list[Record]]:
         if rec.tag == "ERR" and rec.get("cmd") == "BATCH":
             raise ProtocolError(f"guest rejected the batch: {rec.line}")
         if rec.tag in ("SCN", "SKIP", "SCNEND"):
-            k = rec.number("id")
+            k = rec.number("id") - first
             if not cur <= k < count or (rec.tag == "SCNEND" and k != cur):
-                raise ProtocolError(f"batch record out of order (expected scenario {cur}): "
-                                    f"{rec.line}")
+                raise ProtocolError(f"batch record out of order (expected scenario "
+                                    f"{first + cur}): {rec.line}")
             cur = k
         elif cur >= count:
             raise ProtocolError(f"batch record after its last scenario: {rec.line}")
@@ -234,6 +251,43 @@ def split_batch(records: Sequence[Record], count: int) -> list[list[Record]]:
         if rec.tag in ("SKIP", "SCNEND"):
             cur += 1
     return out
+
+
+#: Jobs per ``BATCH`` command.  The blob is sent in slices so that the host
+#: judges one slice while the guest runs the next (:func:`_feed_batch` runs
+#: the guest in a thread): the host's Python and QEMU then use both cores.
+BATCH_SLICE = 32
+
+
+class _Fed(NamedTuple):
+    """One slice's answer from :func:`_feed_batch`."""
+
+    first: int
+    jobs: int
+    records: list[Record]
+    seconds: float
+
+
+def _feed_batch(guest: Guest, plan: Batch, out: queue.Queue[_Fed | BaseException | None],
+                stop: threading.Event) -> None:
+    """Send the plan's slices one after the other; answers (or the error) to ``out``.
+
+    Stops after a slice the guest refused as a whole (``ERR cmd=BATCH``), or
+    when ``stop`` is set; ``None`` marks the end.  Only this thread talks to
+    the guest until it has ended.
+    """
+    try:
+        for first, count, command in plan.slices:
+            if stop.is_set():
+                break
+            t = time.monotonic()
+            records = guest.command(command, allow_err=True)
+            out.put(_Fed(first, count, records, time.monotonic() - t))
+            if any(r.tag == "ERR" and r.get("cmd") == "BATCH" for r in records):
+                break
+    except BaseException as exc:  # handed to the main thread, which raises it
+        out.put(exc)
+    out.put(None)
 
 
 def _use_batch(batch: bool | None, jobs: Sequence[Job], launcher: Launcher | None) -> bool:
@@ -250,8 +304,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it.
 
     ``batch`` (default: when there are several jobs and the guest is local)
-    hands the jobs over in one loader blob, ``<log_path>.batch``, and one
-    ``BATCH`` command instead of line by line over the console; the verdicts
+    hands the jobs over in one loader blob, ``<log_path>.batch``, and
+    ``BATCH`` commands instead of line by line over the console; the verdicts
     are the same.  Jobs that do not fit the batch region follow over the
     console.  A guest whose RAM is too small for the region runs all of them
     over the console.
@@ -293,20 +347,7 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
             report.build_id = guest.begin.text("build_id") if guest.begin is not None else ""
             first = 0
             if plan is not None:
-                t1 = time.monotonic()
-                answer = guest.command(plan.command, allow_err=True)
-                if [(r.tag, r.get("cmd"), r.get("why")) for r in answer] == [
-                        ("ERR", "BATCH", "range")]:
-                    # The firmware sees another RAM size than the guest
-                    # definition says (an -m in extra_args?): no harm done.
-                    logger.warning("%s: the firmware refused the batch region %s; running "
-                                   "the jobs over the console", definition.name, plan.command)
-                else:
-                    groups = split_batch(answer, plan.held)
-                    share = (time.monotonic() - t1) / plan.held  # no per-scenario clock
-                    for job, records in zip(jobs[:plan.held], groups, strict=True):
-                        finish(job, records, share)
-                    first = plan.held
+                first = _run_batch(guest, plan, jobs, finish)
             for n in range(first, len(jobs)):
                 job = jobs[n]
                 lines = to_protocol_lines(job.scenario, scn_id=n, policy=job.policy,
@@ -332,6 +373,45 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
                 on_result(result)
     report.total_s = time.monotonic() - t0
     return report
+
+
+def _run_batch(guest: Guest, plan: Batch, jobs: Sequence[Job],
+               finish: Callable[[Job, Sequence[Record], float], None]) -> int:
+    """Run the plan's slices, judging each while the guest runs the next.
+
+    Returns how many jobs ran (0 when the firmware refused the region: the
+    caller then sends them over the console).  The guest is driven from a
+    thread; this one judges, so ``on_result`` is called here, in order.  On
+    an error the feeder is stopped and waited for (it ends within one slice,
+    or by the guest's own time limits) before the guest is shut down.
+    """
+    fed: queue.Queue[_Fed | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed_batch, args=(guest, plan, fed, stop),
+                              name="shootdown-batch", daemon=True)
+    feeder.start()
+    done = 0
+    try:
+        while (item := fed.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if done == 0 and [(r.tag, r.get("cmd"), r.get("why")) for r in item.records] == [
+                    ("ERR", "BATCH", "range")]:
+                # The firmware sees another RAM size than the guest
+                # definition says (an -m in extra_args?): no harm done.
+                logger.warning("%s: the firmware refused the batch region (%s); running the "
+                               "jobs over the console", guest.definition.name, plan.command)
+                break
+            groups = split_batch(item.records, item.jobs, item.first)
+            share = item.seconds / item.jobs  # no per-scenario clock
+            for job, records in zip(jobs[item.first:item.first + item.jobs], groups,
+                                    strict=True):
+                finish(job, records, share)
+            done = item.first + item.jobs
+    finally:
+        stop.set()
+        feeder.join()
+    return done
 
 
 def _check_trace(results: list[ScenarioResult], reported: list[list[MaintOp]],

@@ -22,6 +22,7 @@ from shootdown.guest.machine import Guest
 from shootdown.scenario.load import load_scenario
 from shootdown.session import (
     BATCH_REGION_SIZE,
+    BATCH_SLICE,
     Batch,
     Job,
     batch_region,
@@ -120,32 +121,40 @@ def test_batch_gives_the_same_results_as_the_uart(guest: GuestDefinition,
     verdicts = {r.verdict.name for r in uart.results}
     assert {"PASS", "SKIP"} <= verdicts and verdicts - {"PASS", "SKIP"}  # a mix
     assert [comparable(r) for r in batch.results] == [comparable(r) for r in uart.results]
-    # one BATCH command, one READY after it: no READY between the scenarios
+    # one READY at boot and one per BATCH slice: none between the scenarios
     log = (tmp_path / "batch.log").read_text()
-    assert log.count(" READY ") == 2
+    assert log.count(" READY ") == 1 + -(-len(work) // BATCH_SLICE)
+    assert log.count(" SCNEND ") > BATCH_SLICE
 
 
 @pytest.mark.guest
+@pytest.mark.parametrize("where", ["one slice", "last slice"])
 def test_a_corrupted_blob_is_an_infra_error_not_a_pass(
-        guest: GuestDefinition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        guest: GuestDefinition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
     import shootdown.session as session
 
     real = session.prepare_batch
+    plans: list[Batch] = []
 
     def flip_a_byte(*args: object, **kwargs: object) -> Batch | None:
         plan = real(*args, **kwargs)  # type: ignore[arg-type]
         assert plan is not None
+        plans.append(plan)
         data = bytearray(Path(plan.path).read_bytes())
-        data[len(data) // 2] ^= 0x01  # after the CRC was computed: as a bad disk or copy would
+        at = len(data) // 2 if where == "one slice" else len(data) - 5
+        data[at] ^= 0x01  # after the CRCs were computed: as a bad disk or copy would
         Path(plan.path).write_bytes(bytes(data))
         return plan
 
     monkeypatch.setattr(session, "prepare_batch", flip_a_byte)
+    work = jobs()[:6] if where == "one slice" else jobs()
     seen: list[object] = []
     with pytest.raises(InfraError, match="why=crc"):
-        run_boot(guest, "4k", jobs()[:6], log_path=str(tmp_path / "bad.log"),
-                 on_result=seen.append)
-    assert not seen
+        run_boot(guest, "4k", work, log_path=str(tmp_path / "bad.log"), on_result=seen.append)
+    # the slices before the damaged one were intact and are judged; nothing after
+    assert len(seen) == plans[0].slices[-1][0]
+    assert (len(seen) > 0) == (where == "last slice")
 
 
 def started(guest_def: GuestDefinition, tmp_path: Path, plan: Batch | None) -> Guest:
