@@ -13,10 +13,11 @@ Two ways to hand a boot's scenarios to the guest (docs/protocol.md):
 * the console: each scenario's ``SCN`` .. ``GO`` lines over the PL011, one
   scenario per command.  QEMU 7.2's PL011 takes one input byte per main-loop
   turn (~20 us), so a small scenario costs ~8 ms of input alone;
-* a batch (the default for more than one job on a local guest): every job's
-  lines, framed exactly as on the console, in one file that QEMU's generic
-  loader device puts in the firmware's batch region before the CPUs start,
-  then one ``BATCH`` command per slice of :data:`BATCH_SLICE` jobs, sent
+* a batch (the default for more than one job, where the launcher can hand
+  QEMU the file): every job's lines, framed exactly as on the console, in
+  one file that QEMU's generic loader device puts in the firmware's batch
+  region before the CPUs start, then one ``BATCH`` command per slice of
+  :data:`BATCH_SLICE` jobs, sent
   from a thread while this one judges the previous slice.  The records are
   the same, without a ``READY`` between scenarios; :func:`split_batch` cuts
   them per job.  The loader works the same under TCG and KVM (no
@@ -291,9 +292,16 @@ def _feed_batch(guest: Guest, plan: Batch, out: queue.Queue[_Fed | BaseException
 
 
 def _use_batch(batch: bool | None, jobs: Sequence[Job], launcher: Launcher | None) -> bool:
-    """Batch by default for several jobs on a local guest (a remote host lacks the file)."""
+    """Batch by default for several jobs when the blob reaches QEMU.
+
+    A local QEMU reads it where it is; another launcher must say it ships
+    ``-device loader,file=`` files to its host (``ships_loader_files``, as
+    the SSH launcher does).
+    """
     if batch is None:
-        return len(jobs) > 1 and (launcher is None or isinstance(launcher, LocalLauncher))
+        ships = (launcher is None or isinstance(launcher, LocalLauncher)
+                 or bool(getattr(launcher, "ships_loader_files", False)))
+        return len(jobs) > 1 and ships
     return batch
 
 
@@ -303,7 +311,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
              trace_log: str | None = None, batch: bool | None = None) -> BootReport:
     """Boot ``definition`` with the ``granule`` firmware and run ``jobs`` on it.
 
-    ``batch`` (default: when there are several jobs and the guest is local)
+    ``batch`` (default: when there are several jobs and the launcher can hand
+    QEMU the blob: local, or ``ships_loader_files``)
     hands the jobs over in one loader blob, ``<log_path>.batch``, and
     ``BATCH`` commands instead of line by line over the console; the verdicts
     are the same.  Jobs that do not fit the batch region follow over the
