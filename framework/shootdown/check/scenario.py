@@ -72,16 +72,23 @@ def judge(*, scenario: str, policy: str, granule: str, inject: str,
           expected: Mapping[int, Sequence[Instruction]], observed: ObservedScenario,
           cpus: int, seconds: float = 0.0) -> ScenarioResult:
     """Compare one scenario's expected and observed behaviour."""
-    base = {"scenario": scenario, "policy": policy, "granule": granule, "inject": inject,
-            "seconds": seconds}
+
+    def result(verdict: Verdict, reason: str, sequence: SequenceCheck | None = None,
+               probes: ProbeCheck | None = None) -> ScenarioResult:
+        exp_all = [i for n in sorted(expected) for i in expected[n]]
+        ran = sequence is not None
+        return ScenarioResult(scenario=scenario, policy=policy, granule=granule,
+                              inject=inject, verdict=verdict, reason=reason,
+                              sequence=sequence, probes=probes,
+                              expected_counts=counts(exp_all) if ran else {},
+                              observed_counts=counts(observed.instructions) if ran else {},
+                              seconds=seconds)
+
     if observed.skipped is not None:
-        return ScenarioResult(**base, verdict=Verdict.SKIP,
-                              reason=f"skipped by the guest: {observed.skipped}",
-                              sequence=None, probes=None)
+        return result(Verdict.SKIP, f"skipped by the guest: {observed.skipped}")
     if observed.errors:
-        return ScenarioResult(**base, verdict=Verdict.FAIL,
-                              reason="guest rejected the scenario: " + "; ".join(observed.errors),
-                              sequence=None, probes=None)
+        return result(Verdict.FAIL,
+                      "guest rejected the scenario: " + "; ".join(observed.errors))
     seq = check_sequence(expected, observed.steps)
     probes = check_probes(observed, steps=[n for n in expected if n > 0], cpus=cpus)
     ok = seq.ok and probes.ok
@@ -97,10 +104,7 @@ def judge(*, scenario: str, policy: str, granule: str, inject: str,
         verdict = Verdict.PASS if ok else Verdict.CAUGHT
         if ok:
             reason = f"injection {inject} had no visible effect on this scenario"
-    exp_all = [i for n in sorted(expected) for i in expected[n]]
-    return ScenarioResult(**base, verdict=verdict, reason=reason, sequence=seq, probes=probes,
-                          expected_counts=counts(exp_all),
-                          observed_counts=counts(observed.instructions))
+    return result(verdict, reason, seq, probes)
 
 
 def run_verdict(results: Sequence[ScenarioResult], inject: str) -> Verdict:
