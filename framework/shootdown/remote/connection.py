@@ -364,6 +364,22 @@ class Connection:
                 self.close_sftp()
         return self._home
 
+    def _sftp_makedirs(self, directory: str) -> None:
+        """``mkdir -p`` over SFTP: no remote shell (and its start-up) needed."""
+        if not directory or directory in self._made_dirs:
+            return
+        parts = directory.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if not prefix or prefix in self._made_dirs:
+                continue
+            try:
+                self.sftp.stat(prefix)
+            except FileNotFoundError:
+                with contextlib.suppress(OSError):  # made meanwhile by another run
+                    self.sftp.mkdir(prefix, mode=0o700)
+            self._made_dirs.add(prefix)
+
     def remote_sha256(self, path: str) -> str | None:
         """SHA-256 of a file on the host (``sha256sum``), None if it does not exist.
 
@@ -397,12 +413,9 @@ class Connection:
             log.info("%s: %s is up to date (sha256 %s), upload skipped",
                      self.host.alias, remote, digest[:12])
             return remote
-        directory = posixpath.dirname(remote)
-        if directory not in self._made_dirs:
-            self.run(["mkdir", "-p", "--", directory])
-            self._made_dirs.add(directory)
         tmp = f"{remote}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            self._sftp_makedirs(posixpath.dirname(remote))
             self.sftp.put(str(local), tmp)
             self.sftp.posix_rename(tmp, remote)
         except (OSError, paramiko.SSHException) as exc:
