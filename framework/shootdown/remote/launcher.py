@@ -43,7 +43,12 @@ from shootdown.remote.connection import (
     remote_cache_path,
     sha256_file,
 )
-from shootdown.remote.process import DEFAULT_MAX_LIFETIME, RemoteFilesStale, RemoteProcess
+from shootdown.remote.process import (
+    DEFAULT_MAX_LIFETIME,
+    ONCE_FD_PATH,
+    RemoteFilesStale,
+    RemoteProcess,
+)
 
 if TYPE_CHECKING:
     from shootdown.guest.definition import GuestDefinition
@@ -151,18 +156,23 @@ class SshLauncher:
                     if opt.startswith("file="):
                         # A loader blob (a scenario batch) is new for every run:
                         # sent before the start, without asking the host first.
-                        up = self._upload_for(Path(opt[5:]), "QEMU -device loader", eager=True)
+                        # The first one is opened by the start script on fd 3
+                        # and unlinked at once, so no run leaves it behind.
+                        once = not any(u.once for u in uploads)
+                        up = self._upload_for(Path(opt[5:]), "QEMU -device loader", eager=True,
+                                              once=once)
                         uploads.append(up)
-                        opts[j] = "file=" + up.remote
+                        opts[j] = "file=" + (ONCE_FD_PATH if once else up.remote)
                 out[i + 1] = join_qemu_opts(opts)
         return out, uploads, downloads
 
-    def _upload_for(self, local: Path, what: str, *, eager: bool) -> _Upload:
+    def _upload_for(self, local: Path, what: str, *, eager: bool,
+                    once: bool = False) -> _Upload:
         if not local.is_file():
             raise FirmwareError(f"{local}: no such file ({what})")
         digest = sha256_file(local)
         return _Upload(local, digest, remote_cache_path(local, digest, self.remote_cache_dir),
-                       eager)
+                       eager, once)
 
     def remote_argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` with the files QEMU loads uploaded now and their paths rewritten."""
@@ -190,7 +200,8 @@ class SshLauncher:
         log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
         try:
             eager = [u for u in uploads if u.eager]
-            cleanup = [u.remote for u in eager]
+            cleanup = [u.remote for u in eager if not u.once]
+            once = next((u.remote for u in uploads if u.once), "")
             for up in eager:
                 # The start script checks its hash in the same round trip.
                 conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
@@ -200,14 +211,14 @@ class SshLauncher:
             try:
                 proc = RemoteProcess.start(conn, remote, log_file,
                                            max_lifetime=self.max_lifetime, checks=checks,
-                                           downloads=downloads, cleanup=cleanup)
+                                           downloads=downloads, cleanup=cleanup, once=once)
             except RemoteFilesStale:
                 for up in uploads:
                     conn.upload_cached(up.local, cache_dir=self.remote_cache_dir,
                                        digest=up.digest)
                 proc = RemoteProcess.start(conn, remote, log_file,
                                            max_lifetime=self.max_lifetime,
-                                           downloads=downloads, cleanup=cleanup)
+                                           downloads=downloads, cleanup=cleanup, once=once)
         except BaseException:
             log_file.close()
             raise
@@ -282,6 +293,8 @@ class _Upload(NamedTuple):
     remote: str
     #: Upload before starting QEMU without asking the host whether it has it.
     eager: bool = False
+    #: QEMU reads it on descriptor 3; the start script unlinks it first.
+    once: bool = False
 
 
 def split_qemu_opts(value: str) -> list[str]:

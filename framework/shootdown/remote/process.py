@@ -76,20 +76,27 @@ PID_MARKER = b"@@shootdown-remote-pid="
 _PID_RE = re.compile(re.escape(PID_MARKER) + rb"(\d+) ([0-9:]*)@@\r?\n")
 _STALE_MARK = b"@@shootdown-remote-stale@@"
 _MISSING_MARK = b"@@shootdown-remote-missing@@"
-#: The start script.  ``$1`` is the QEMU binary, then (sha256, path) pairs up
-#: to ``--``, then the argv.  A constant: nothing is pasted into it.
+#: The start script.  ``$1`` is the QEMU binary, ``$2`` a file to open on
+#: descriptor 3 and unlink (a one-run upload, empty for none), then (sha256,
+#: path) pairs up to ``--``, then the argv.  A constant: nothing is pasted in.
 START_SCRIPT = (
     'stty -echo 2>/dev/null; '
-    'bin=$1; shift; '
+    'bin=$1; once=$2; shift 2; '
     'while [ "$#" -gt 0 ]; do '
     'case $1 in --) shift; break;; esac; '
     'sum=$(sha256sum -- "$2" 2>/dev/null); sum=${sum#\\\\}; sum=${sum%% *}; '
     f'[ "$sum" = "$1" ] || {{ echo "{_STALE_MARK.decode()}"; exit 0; }}; '
     'shift 2; done; '
+    'if [ -n "$once" ]; then '
+    # (a failed redirection on exec would end the shell: test first)
+    f'[ -r "$once" ] || {{ echo "{_STALE_MARK.decode()}"; exit 0; }}; '
+    'exec 3<"$once"; rm -f -- "$once"; fi; '
     'command -v -- "$bin" >/dev/null 2>&1 || '
     f'{{ echo "{_MISSING_MARK.decode()}"; exit 127; }}; '
     'id=$(stat -L -c %s:%Y -- "$(command -v -- "$bin")" 2>/dev/null); '
     f'echo "{PID_MARKER.decode()}$$ $id@@"; exec "$@"')
+#: How QEMU names the file the start script opened on descriptor 3 and unlinked.
+ONCE_FD_PATH = "/dev/fd/3"
 #: Seconds to wait for the start script to report the pid.
 START_TIMEOUT = 30.0
 #: Seconds after which a remote QEMU is killed whatever happens (watchdog of
@@ -106,12 +113,14 @@ class RemoteFilesStale(RemoteError):
 
 
 def start_command(argv: list[str], max_lifetime: float | None,
-                  checks: Sequence[tuple[str, str]] = ()) -> str:
+                  checks: Sequence[tuple[str, str]] = (), once: str = "") -> str:
     """The remote command line that starts ``argv`` (all of it quoted).
 
-    ``checks``: (sha256, remote path) of files that must be in place first.
+    ``checks``: (sha256, remote path) of files that must be in place first;
+    ``once``: a file QEMU reads as :data:`ONCE_FD_PATH`, unlinked before
+    QEMU starts, so nothing of the run is left on the host.
     """
-    words = ["/bin/sh", "-c", START_SCRIPT, "shootdown-qemu", argv[0]]
+    words = ["/bin/sh", "-c", START_SCRIPT, "shootdown-qemu", argv[0], once]
     for digest, path in checks:
         words += [digest, path]
     words.append("--")
@@ -240,15 +249,16 @@ class RemoteProcess:
               max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
               checks: Sequence[tuple[str, str]] = (),
               downloads: Sequence[tuple[str, str]] = (),
-              cleanup: Sequence[str] = ()) -> RemoteProcess:
+              cleanup: Sequence[str] = (), once: str = "") -> RemoteProcess:
         """Start ``argv`` on the host behind ``conn``; its console logs to ``log_file``.
 
         Raises :class:`RemoteFilesStale` when a file of ``checks`` is not in
         place (nothing was started), LaunchError when ``argv[0]`` is not found.
         ``downloads``: (remote, local) files QEMU writes, fetched by :meth:`kill`;
-        ``cleanup``: files on the host that :meth:`kill` removes.
+        ``cleanup``: files on the host that :meth:`kill` removes; ``once``:
+        see :func:`start_command`.
         """
-        command = start_command(argv, max_lifetime, checks)
+        command = start_command(argv, max_lifetime, checks, once)
         log.debug("%s: start %s", conn.host.alias, command)
         channel = conn.open_session()
         where = conn.host.alias
