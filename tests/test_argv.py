@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shootdown.guest.argv import DEFAULT_QEMU, build_argv, default_qemu
+from shootdown.guest.argv import DEFAULT_QEMU, build_argv, default_qemu, with_console
 from shootdown.guest.definition import find_guest
 
 FW = "/fw/shootdown-4k.elf"
@@ -41,3 +41,25 @@ def test_default_qemu_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_qemu() == DEFAULT_QEMU
     monkeypatch.setenv("SHOOTDOWN_QEMU", "/x/qemu")
     assert default_qemu() == "/x/qemu"
+
+
+def test_with_console_moves_the_first_serial_port_only() -> None:
+    d = find_guest("virt-a57")._replace(extra_args=("-serial", "stdio"))
+    argv = build_argv(d, FW)
+    moved = with_console(argv, "pipe:/tmp/x/console")
+    assert moved == [
+        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "2", "-m", "128M",
+        "-accel", "tcg", "-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
+        "-serial", "pipe:/tmp/x/console", "-kernel", FW, "-serial", "stdio",
+    ]
+    assert argv == build_argv(d, FW)  # the input is left alone
+
+
+@pytest.mark.parametrize("argv", [
+    ["qemu-system-aarch64", "-serial", "none", "-serial", "stdio"],  # console elsewhere
+    ["qemu-system-aarch64", "-M", "virt"],  # no -serial at all
+    ["qemu-system-aarch64", "-serial"],  # dangling option
+    [],
+])
+def test_with_console_leaves_other_consoles_alone(argv: list[str]) -> None:
+    assert with_console(argv, "pipe:/tmp/x/console") is None

@@ -8,6 +8,7 @@ the JSON result records verbatim.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from shootdown.guest.definition import GuestDefinition
 
@@ -32,7 +33,9 @@ def build_argv(guest: GuestDefinition, firmware: str | os.PathLike[str],
     * ``-no-user-config``: a user's ``qemu.conf`` cannot change the machine;
     * ``-no-reboot``: a guest that resets (a crash path gone wrong) makes
       QEMU exit instead of booting again and looking alive;
-    * ``-serial stdio``: the guest's first PL011 is our console;
+    * ``-serial stdio``: the guest's first PL011 is our console, on QEMU's
+      stdio, which every launcher can carry (a pty here or over SSH, plain
+      pipes in a test); a launcher may move it with :func:`with_console`;
     * ``-kernel``: QEMU's loader jumps to the ELF's entry at EL1.
     """
     return [
@@ -50,3 +53,23 @@ def build_argv(guest: GuestDefinition, firmware: str | os.PathLike[str],
         "-kernel", os.fspath(firmware),
         *guest.extra_args,
     ]
+
+
+def with_console(argv: Sequence[str], chardev: str) -> list[str] | None:
+    """``argv`` with the guest's console moved from QEMU's stdio to ``chardev``.
+
+    The first ``-serial`` option is the guest's first PL011, the console.
+    A launcher that has a cheaper transport than QEMU's stdio (the local one
+    uses a FIFO pair, ``pipe:<path>``) swaps it in here, at spawn time, so
+    that :func:`build_argv` stays the same for every launcher.  ``None``
+    when that option is not ``stdio`` (or there is none): the command line
+    put the console elsewhere on purpose and is left as it is.
+    """
+    args = list(argv)
+    for n in range(1, len(args) - 1):
+        if args[n] == "-serial":
+            if args[n + 1] != "stdio":
+                return None
+            args[n + 1] = chardev
+            return args
+    return None
