@@ -148,9 +148,12 @@ def test_ctrl_c_leaves_no_qemu(guests_dir: Path, tmp_path: Path) -> None:
 
 def test_qemu_does_not_outlive_a_killed_host(make_guest: Callable[..., Path], firmware_elf: Path,
                                              tmp_path: Path, qemu: str,
-                                             own_qemus: Callable[[], list[int]]) -> None:
+                                             own_qemus: Callable[[], list[int]],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the host (no cleanup runs): the pty is QEMU's controlling terminal, so
     the kernel hangs it up and QEMU quits instead of spinning on, orphaned."""
+    # The dead host cannot remove its console FIFOs: let them land in tmp_path.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     make_guest(tmp_path / "g", "patient", firmware_elf, idle=60, total=120)
     log = tmp_path / "patient-4k.console.log"
     proc = subprocess.Popen([sys.executable, "-m", "shootdown.cli", "run", "--guests-dir",

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.usefixtures("no_leftover_qemu")
 def test_console_runs_over_a_fifo_pair_removed_at_the_end(
         guests_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         check_gone: Callable[[int], None]) -> None:
-    tmp = tmp_path / "tmp"
+    tmp = tmp_path / "run"
     tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp))
     guest = Guest(find_guest("quick", guests_dir), log_path=tmp_path / "c.log")
     with guest:
         process = guest.process
