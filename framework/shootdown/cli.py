@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "guests": ("shootdown.commands.guests", "list the guest definitions"),
     "bugs": ("shootdown.commands.bugs", "list the firmware's bug injections"),
     "lint": ("shootdown.commands.lint", "check the barrier rules in an aarch64 ELF"),
+    "hosts": ("shootdown.remote.command", "check that remote hosts can run guests"),
     "fuzz": ("shootdown.commands.fuzz", "random scenarios through guest and model"),
     "matrix": ("shootdown.commands.matrix", "run a validation matrix in parallel (JSON lines)"),
     "report": ("shootdown.commands.report", "JUnit XML, Markdown and HTML from matrix results"),

@@ -297,6 +297,9 @@ class Guest:
         _debug("QEMU command line: %s", " ".join(self.argv))
         if self.while_booting is not None:
             self.while_booting(self)
+        # Silence is measured from when the guest could first talk: starting
+        # QEMU over SSH and the work above must not count as a hang.
+        self._last_output = time.monotonic()
 
     def _post_launch(self) -> None:
         """The boot phase: records up to the first ``READY``, BEGIN checked."""
