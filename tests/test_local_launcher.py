@@ -78,3 +78,22 @@ def test_a_command_line_without_a_stdio_console_keeps_the_pty(tmp_path: Path) ->
     finally:
         process.kill()
     assert "got it" in (tmp_path / "c.log").read_text()
+
+
+SPAWN_PROBE = """
+import sys
+from shootdown.guest.launcher import LocalLauncher
+process = LocalLauncher().spawn(["sh", "-c", "exit 0", "-serial", "stdio"], sys.argv[1])
+print(" ".join(sorted(sys.modules)))
+process.kill()
+"""
+
+
+def test_spawning_imports_nothing_heavy(tmp_path: Path) -> None:
+    """The FIFO path (which logs the argv it runs) must not import logging to do so."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SPAWN_PROBE, str(tmp_path / "c.log")],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert not {"logging", "pexpect", "tempfile", "subprocess"} & set(out.stdout.split())

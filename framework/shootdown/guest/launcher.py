@@ -39,6 +39,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
@@ -464,7 +465,9 @@ class LocalLauncher:
             moved = with_console(argv, fifos.chardev)
             assert moved is not None
             argv = moved
-            _logger().debug("QEMU command line as run: %s", " ".join(argv))
+            if "logging" in sys.modules:  # else nothing is configured to show it,
+                # and importing logging here would delay QEMU's start by milliseconds
+                _logger().debug("QEMU command line as run: %s", " ".join(argv))
             stderr: tuple[object, ...] = (os.POSIX_SPAWN_OPEN, 2, fifos.out_path, os.O_WRONLY, 0)
         else:
             stderr = (os.POSIX_SPAWN_DUP2, 0, 2)
