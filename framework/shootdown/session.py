@@ -376,7 +376,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
         report.total_s = time.monotonic() - t0
         return report
     if trace_log is not None:
-        report.results = _check_trace(report.results, reported, definition, granule, trace_log)
+        report.results = _check_trace(report.results, reported, jobs, definition, granule,
+                                      trace_log)
         if on_result is not None:
             for result in report.results:
                 on_result(result)
@@ -424,23 +425,38 @@ def _run_batch(guest: Guest, plan: Batch, jobs: Sequence[Job],
 
 
 def _check_trace(results: list[ScenarioResult], reported: list[list[MaintOp]],
-                 definition: GuestDefinition, granule: str,
+                 jobs: Sequence[Job], definition: GuestDefinition, granule: str,
                  trace_log: str) -> list[ScenarioResult]:
-    """Mark the scenario where report and trace part as FAIL (firmware misreports)."""
-    from shootdown.check.trace import check_trace
+    """Record what the trace says of each scenario.
+
+    Where report and trace part, that scenario fails ("firmware misreports").
+    Where they agree, each scenario's slice of the executed sequence is also
+    compared with the golden model on its own (the trace's view: a barrier
+    bug shows as executed instructions that differ from the model, without
+    trusting the firmware's report).
+    """
+    from shootdown.check.trace import check_trace, trace_matches
     from shootdown.elfsyms import ElfImage
     from shootdown.trace.qemu_log import trace_ops
 
     image = ElfImage(definition.firmware_path(granule))
-    trace = check_trace(reported, trace_ops(image, trace_log), image.symbolize)
+    executed = trace_ops(image, trace_log)
+    trace = check_trace(reported, executed, image.symbolize)
     logger.info("trace: %d reported, %d executed: %s", trace.reported, trace.executed,
                 trace.reason or "equal")
-    if trace.ok:
-        return results
-    at = trace.scenario if trace.scenario is not None else len(results) - 1
     out = list(results)
-    out[at] = dataclasses.replace(out[at], verdict=Verdict.FAIL, reason=trace.reason,
-                                  trace_log=trace_log)
+    if not trace.ok:
+        at = trace.scenario if trace.scenario is not None else len(results) - 1
+        out[at] = dataclasses.replace(out[at], verdict=Verdict.FAIL, reason=trace.reason,
+                                      trace_log=trace_log, trace_view="misreports")
+        return out
+    ran = iter(executed.get(0, ()))
+    for n, (job, ops) in enumerate(zip(jobs, reported, strict=True)):
+        mine = [next(ran) for _ in ops]
+        if out[n].verdict is Verdict.SKIP:
+            continue
+        view = "matches" if trace_matches(expected_steps(job), mine) else "differs"
+        out[n] = dataclasses.replace(out[n], trace_view=view)
     return out
 
 

@@ -44,6 +44,9 @@ class ScenarioResult:
     seconds: float = 0.0
     #: the QEMU execution log, when a trace disagreed with the report
     trace_log: str = ""
+    #: with --trace: whether what the CPU executed "matches" or "differs" from
+    #: the model, or the firmware "misreports" it; "" when not traced
+    trace_view: str = ""
 
     @property
     def detail(self) -> list[str]:
@@ -54,6 +57,8 @@ class ScenarioResult:
             lines += list(self.sequence.diff)
         if self.probes is not None:
             lines += [f"probe: {p}" for p in self.probes.problems]
+        if self.trace_view == "differs":
+            lines.append("trace: the executed sequence differs from the model too")
         if self.trace_log:
             lines.append(f"trace: {self.trace_log}")
         return lines
@@ -65,6 +70,7 @@ class ScenarioResult:
             "inject": self.inject, "verdict": str(self.verdict), "reason": self.reason,
             "expected_counts": self.expected_counts, "observed_counts": self.observed_counts,
             "detail": self.detail, "seconds": round(self.seconds, 4),
+            "trace_view": self.trace_view,
         }
 
 
