@@ -18,7 +18,7 @@ FIXED = ["-nographic", "-nodefaults", "-no-user-config", "-no-reboot", "-serial"
 def test_golden_argv(guest: str, cpu: str) -> None:
     assert build_argv(find_guest(guest), FW) == [
         "qemu-system-aarch64", "-M", "virt", "-cpu", cpu, "-smp", "2", "-m", "128M",
-        "-accel", "tcg", *FIXED,
+        "-accel", "tcg,thread=single", *FIXED,
     ]
 
 
@@ -27,7 +27,7 @@ def test_extra_args_come_last_and_qemu_is_overridable() -> None:
                                        extra_args=("-d", "int,guest_errors"))
     assert build_argv(d, FW, qemu="/opt/qemu/bin/qemu-system-aarch64") == [
         "/opt/qemu/bin/qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "4",
-        "-m", "1G", "-accel", "tcg", *FIXED, "-d", "int,guest_errors",
+        "-m", "1G", "-accel", "tcg,thread=single", *FIXED, "-d", "int,guest_errors",
     ]
 
 
@@ -49,8 +49,8 @@ def test_with_console_moves_the_first_serial_port_only() -> None:
     moved = with_console(argv, "pipe:/tmp/x/console")
     assert moved == [
         "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "2", "-m", "128M",
-        "-accel", "tcg", "-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
-        "-serial", "pipe:/tmp/x/console", "-kernel", FW, "-serial", "stdio",
+        "-accel", "tcg,thread=single", "-nographic", "-nodefaults", "-no-user-config",
+        "-no-reboot", "-serial", "pipe:/tmp/x/console", "-kernel", FW, "-serial", "stdio",
     ]
     assert argv == build_argv(d, FW)  # the input is left alone
 
