@@ -34,11 +34,41 @@ static void oplog_push(uint8_t kind, uint8_t op, uint64_t xt)
 	oplog_len++;
 }
 
+/* The stubs of maint.S: one maintenance instruction each, on a page of their own. */
+void maint_tlbi_vmalle1is(uint64_t xt);
+void maint_tlbi_vae1is(uint64_t xt);
+void maint_tlbi_aside1is(uint64_t xt);
+void maint_tlbi_vaae1is(uint64_t xt);
+void maint_tlbi_vale1is(uint64_t xt);
+void maint_tlbi_vaale1is(uint64_t xt);
+void maint_tlbi_rvae1is(uint64_t xt);
+void maint_tlbi_rvaae1is(uint64_t xt);
+void maint_tlbi_rvale1is(uint64_t xt);
+void maint_tlbi_rvaale1is(uint64_t xt);
+void maint_dsb_ishst(void);
+void maint_dsb_ish(void);
+void maint_dsb_nshst(void);
+void maint_dsb_nsh(void);
+void maint_dsb_sy(void);
+void maint_isb(void);
+
 void op_tlbi(enum tlbi_op op, uint64_t xt)
 {
 	if (op == TLBI_VMALLE1IS)
 		xt = 0;
-	tlbi_raw(op, xt);
+	switch (op) {
+	case TLBI_VMALLE1IS: maint_tlbi_vmalle1is(xt); break;
+	case TLBI_VAE1IS:    maint_tlbi_vae1is(xt); break;
+	case TLBI_ASIDE1IS:  maint_tlbi_aside1is(xt); break;
+	case TLBI_VAAE1IS:   maint_tlbi_vaae1is(xt); break;
+	case TLBI_VALE1IS:   maint_tlbi_vale1is(xt); break;
+	case TLBI_VAALE1IS:  maint_tlbi_vaale1is(xt); break;
+	case TLBI_RVAE1IS:   maint_tlbi_rvae1is(xt); break;
+	case TLBI_RVAAE1IS:  maint_tlbi_rvaae1is(xt); break;
+	case TLBI_RVALE1IS:  maint_tlbi_rvale1is(xt); break;
+	case TLBI_RVAALE1IS: maint_tlbi_rvaale1is(xt); break;
+	case TLBI_NR_OPS:    break;	/* not an operation */
+	}
 	oplog_push(K_TLBI, op, xt);
 	totals.tlbi++;
 }
@@ -46,11 +76,11 @@ void op_tlbi(enum tlbi_op op, uint64_t xt)
 void op_dsb(enum dsb_opt opt)
 {
 	switch (opt) {
-	case DSB_ISHST: dsb(ishst); break;
-	case DSB_ISH:   dsb(ish); break;
-	case DSB_NSHST: dsb(nshst); break;
-	case DSB_NSH:   dsb(nsh); break;
-	case DSB_SY:    dsb(sy); break;
+	case DSB_ISHST: maint_dsb_ishst(); break;	/* stores visible to walkers first */
+	case DSB_ISH:   maint_dsb_ish(); break;	/* TLBIs complete on every CPU */
+	case DSB_NSHST: maint_dsb_nshst(); break;	/* local-only variants */
+	case DSB_NSH:   maint_dsb_nsh(); break;
+	case DSB_SY:    maint_dsb_sy(); break;	/* full system */
 	}
 	oplog_push(K_DSB, opt, 0);
 	totals.dsb++;
@@ -58,7 +88,7 @@ void op_dsb(enum dsb_opt opt)
 
 void op_isb(void)
 {
-	isb();
+	maint_isb();	/* context synchronisation after kernel TLBIs */
 	oplog_push(K_ISB, 0, 0);
 	totals.isb++;
 }

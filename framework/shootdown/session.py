@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from shootdown.check.scenario import ScenarioResult, judge
-from shootdown.errors import ConfigError, GuestUnsupported, ProtocolError, ScenarioError
+from shootdown.errors import (
+    ConfigError,
+    FirmwareError,
+    GuestUnsupported,
+    ProtocolError,
+    ScenarioError,
+)
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher, LocalLauncher
 from shootdown.guest.machine import Guest
@@ -116,9 +122,10 @@ def expected_steps(job: Job) -> dict[int, tuple[Any, ...]]:
     return {r.index: r.instructions for r in expected_sequence(job.scenario, job.policy)}
 
 
-#: The firmware's maintenance helpers: the only functions that issue (and
-#: log) TLBI, DSB and ISB in a scenario, hence the trace's address filter.
-MAINTENANCE_HELPERS = ("op_tlbi", "op_dsb", "op_isb")
+#: Prefix of the firmware's maintenance stubs (firmware/src/maint.S): the
+#: only code that executes a scenario's TLBI, DSB and ISB (called by oplog.c's
+#: issue-and-log helpers), hence the trace's address filter.
+MAINTENANCE_STUBS = "maint_"
 
 
 def traced(definition: GuestDefinition, granule: str, trace_log: str) -> GuestDefinition:
@@ -128,16 +135,23 @@ def traced(definition: GuestDefinition, granule: str, trace_log: str) -> GuestDe
     vCPUs cannot interleave.
     """
     from shootdown.elfsyms import ElfImage
-    from shootdown.trace.qemu_log import maintenance_ranges, trace_qemu_args
+    from shootdown.trace.qemu_log import dfilter_arg, maintenance_ranges
 
     if definition.accel.split(",")[0] != "tcg":
         raise ConfigError(f"{definition.source or definition.name}: key 'accel': --trace needs "
                           f"QEMU's TCG execution log, not accel={definition.accel}")
-    ranges = maintenance_ranges(ElfImage(definition.firmware_path(granule)),
-                                list(MAINTENANCE_HELPERS))
+    image = ElfImage(definition.firmware_path(granule))
+    stubs = [fn.name for fn in image.functions if fn.name.startswith(MAINTENANCE_STUBS)]
+    if not stubs:
+        raise FirmwareError(f"{image.path}: no {MAINTENANCE_STUBS}* maintenance stubs to trace "
+                            "(built before firmware/src/maint.S?)")
+    # No -singlestep and no nochain: each stub is entered through QEMU's block
+    # lookup (it sits on a page of its own), which logs it with its registers,
+    # while the rest of the guest runs at full speed (firmware/src/maint.S).
+    args = ["-d", "exec,cpu", "-D", trace_log,
+            "-dfilter", dfilter_arg(maintenance_ranges(image, stubs))]
     accel = "tcg,thread=single" if definition.smp > 1 else definition.accel
-    return definition._replace(accel=accel, extra_args=(
-        *definition.extra_args, *trace_qemu_args(trace_log, ranges)))
+    return definition._replace(accel=accel, extra_args=(*definition.extra_args, *args))
 
 
 #: The firmware's batch region (firmware/include/core.h): the top

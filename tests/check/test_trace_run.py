@@ -36,7 +36,7 @@ def test_trace_passes_on_the_real_firmware(qemu: str, firmware_elf: Path) -> Non
 def test_misreporting_firmware_is_caught_only_by_the_trace(
         qemu: str, firmware_elf: Path, tmp_path: Path, make_guest: Callable[..., Path],
         patch_elf: Callable[..., Path]) -> None:
-    bad = patch_elf(firmware_elf, tmp_path / "misreports.elf", "op_dsb", "dsb", "ishst",
+    bad = patch_elf(firmware_elf, tmp_path / "misreports.elf", "maint_dsb_ishst", "dsb", "ishst",
                     TLBI_VMALLE1IS)
     guest = make_guest(tmp_path / "guests", "liar", bad, cpu="max", idle=10, total=60)
 
@@ -48,4 +48,4 @@ def test_misreporting_firmware_is_caught_only_by_the_trace(
     assert traced.returncode == 1, traced.stdout + traced.stderr
     assert "firmware misreports" in traced.stdout
     assert "reported DSB ishst" in traced.stdout and "executed TLBI vmalle1is" in traced.stdout
-    assert "op_dsb" in traced.stdout  # where the CPU really was
+    assert "maint_dsb_ishst" in traced.stdout  # where the CPU really was

@@ -25,7 +25,8 @@ from shootdown.trace.qemu_log import (
 
 pytestmark = pytest.mark.guest
 
-HELPERS = ["op_tlbi", "op_dsb", "op_isb"]
+#: the firmware's maintenance stubs (firmware/src/maint.S), one instruction each
+STUB_PREFIX = "maint_"
 SCENARIO = [
     "SCN id=1 policy=v5.4 granule=4k va_bits=48 asid=6 kpti=1 ttl=0 tlbirange=0 inject=none",
     "MAP level=3 addr=0x400000 count=16",
@@ -43,7 +44,9 @@ def traced_session(elf: Path, log: Path) -> tuple[list[MaintOp], list[MaintOp]]:
     argv = build_argv(guest, elf)
     accel = argv.index("-accel")
     argv[accel + 1] = "tcg,thread=single"
-    argv += trace_qemu_args(str(log), maintenance_ranges(ElfImage(elf), HELPERS))
+    image = ElfImage(elf)
+    stubs = [fn.name for fn in image.functions if fn.name.startswith(STUB_PREFIX)]
+    argv += trace_qemu_args(str(log), maintenance_ranges(image, stubs))
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     pending = [b"".join(encode_command(line) for line in SCENARIO), encode_command("BYE")]
@@ -81,8 +84,9 @@ def test_trace_equals_report(firmware_elf: Path, qemu: str, tmp_path: Path) -> N
 
 def test_reported_but_not_executed(firmware_elf: Path, qemu: str, tmp_path: Path,
                                    patch_elf: Callable[..., Path]) -> None:
-    """op_tlbi logs a VALE1IS it no longer issues: the trace tells."""
-    bad = patch_elf(firmware_elf, tmp_path / "nop.elf", "op_tlbi", "tlbi", "vale1is", NOP)
+    """op_tlbi logs a VALE1IS its stub no longer issues: the trace tells."""
+    bad = patch_elf(firmware_elf, tmp_path / "nop.elf", "maint_tlbi_vale1is", "tlbi", "vale1is",
+                    NOP)
     report, executed = traced_session(bad, tmp_path / "exec.log")
     assert sum(1 for op in report if op.op == "vale1is") == 32
     assert not any(op.op == "vale1is" for op in executed)
@@ -92,7 +96,7 @@ def test_reported_but_not_executed(firmware_elf: Path, qemu: str, tmp_path: Path
 def test_executed_but_not_reported(firmware_elf: Path, qemu: str, tmp_path: Path,
                                    patch_elf: Callable[..., Path]) -> None:
     """op_dsb issues a TLBI VMALLE1IS where it logs DSB ISHST: the trace shows it."""
-    bad = patch_elf(firmware_elf, tmp_path / "swap.elf", "op_dsb", "dsb", "ishst",
+    bad = patch_elf(firmware_elf, tmp_path / "swap.elf", "maint_dsb_ishst", "dsb", "ishst",
                     TLBI_VMALLE1IS)
     report, executed = traced_session(bad, tmp_path / "exec.log")
     assert keys(report)[0] == ("DSB", "ishst", None)
