@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from shootdown.elfsyms import ElfImage
 from shootdown.errors import TraceError as TraceError  # re-exported for callers
@@ -52,7 +53,39 @@ _TRACE_RE = re.compile(
     r"^Trace (\d+): (0x[0-9a-f]+|\(nil\)) \[([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)\]")
 _STOPPED_RE = re.compile(r"^Stopped execution of TB chain before (0x[0-9a-f]+|\(nil\)) "
                          r"\[([0-9a-f]+)\]")
-_REG_RE = re.compile(r"\b(PC|X\d\d|SP)=([0-9a-f]{16})")
+_PC_RE = re.compile(r"\bPC=([0-9a-f]{16})")
+
+
+class DumpRegisters(Sequence[int]):
+    """X0..X30 of one ``-d cpu`` dump, each parsed only when asked for.
+
+    A traced library logs hundreds of thousands of dumps and the trace needs
+    one register of each (the TLBI's Xt): converting all 31 cost most of the
+    parsing time.
+    """
+
+    __slots__ = ("_dump",)
+
+    def __init__(self, dump: str) -> None:
+        self._dump = dump
+
+    def __len__(self) -> int:
+        return 31
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(31)[index]]
+        if not 0 <= index < 31:
+            raise IndexError(index)
+        m = re.search(rf"\bX{index:02d}=([0-9a-f]{{16}})", self._dump)
+        if m is None:
+            raise TraceError(f"no X{index:02d} in the register dump")
+        return int(m.group(1), 16)
 
 
 @dataclass(frozen=True)
@@ -64,7 +97,7 @@ class Executed:
     #: Guest virtual address of the instruction.
     pc: int
     #: X0..X30 before it ran (None if the log had no ``cpu`` dump).
-    regs: tuple[int, ...] | None
+    regs: Sequence[int] | None
     #: Line number of its ``Trace`` line in the log (1-based), for messages.
     line: int
 
@@ -109,64 +142,65 @@ def parse_log(lines: Iterable[str], path: str = "<log>",
     Raises :class:`TraceError` on a ``Trace`` line that does not parse or a
     dump whose PC disagrees with its ``Trace`` line (an interleaved log).
     """
+    return parse_text("\n".join(line.rstrip("\n") for line in lines) + "\n", path, want_regs)
+
+
+#: The start of every entry: a ``Trace`` or ``Stopped`` line.
+_HEAD_RE = re.compile(r"^(?:Trace |Stopped execution of TB chain)", re.M)
+#: The same patterns as above, matched at an offset of the whole text.
+_TRACE_AT = re.compile(_TRACE_RE.pattern[1:])
+_STOPPED_AT = re.compile(_STOPPED_RE.pattern[1:])
+
+
+def parse_text(text: str, path: str = "<log>",
+               want_regs: Callable[[int], bool] | None = None) -> dict[int, list[Executed]]:
+    """:func:`parse_log` of a whole log as one string.
+
+    Works entry by entry (a ``Trace`` line and its register dump, or a
+    ``Stopped`` line) with regular expressions over the text, not line by
+    line: a traced scenario library logs hundreds of megabytes.
+    """
     per_cpu: dict[int, list[Executed]] = {}
     order: list[tuple[int, str, int]] = []  # (cpu, block ptr, pc) of each entry, for "Stopped"
-    pending: tuple[int, str, int, int] | None = None  # cpu, ptr, pc, line
-    xregs: list[int] = []  # X00.. in the order QEMU prints them
-    dump_pc: int | None = None
-    keep = True  # parse the current entry's dump
-
-    def flush() -> None:
-        nonlocal pending, xregs, dump_pc
-        if pending is None:
-            return
-        cpu, ptr, pc, line = pending
-        if dump_pc is not None and dump_pc != pc:
-            raise TraceError(f"{path}:{line}: register dump PC {dump_pc:#x} does not "
-                             f"match Trace PC {pc:#x} (interleaved vCPUs? use "
-                             "-accel tcg,thread=single)")
-        values = tuple(xregs) if len(xregs) == 31 else None
-        per_cpu.setdefault(cpu, []).append(Executed(cpu, pc, values, line))
-        order.append((cpu, ptr, pc))
-        pending, xregs, dump_pc = None, [], None
-
-    for number, raw in enumerate(lines, 1):
-        line = raw.rstrip("\n")
-        if line.startswith("Trace "):
-            flush()
-            m = _TRACE_RE.match(line)
+    heads = [m.start() for m in _HEAD_RE.finditer(text)]
+    heads.append(len(text))
+    number, counted = 1, 0  # line number of the entry at offset `counted`
+    for k in range(len(heads) - 1):
+        pos, end = heads[k], heads[k + 1]
+        number += text.count("\n", counted, pos)
+        counted = pos
+        if text.startswith("Trace ", pos):
+            m = _TRACE_AT.match(text, pos)
             if m is None:
-                raise TraceError(f"{path}:{number}: malformed Trace line: {line[:100]}")
-            pending = (int(m.group(1)), m.group(2), int(m.group(4), 16), number)
-            keep = want_regs is None or want_regs(pending[2])
-        elif line.startswith("Stopped execution of TB chain"):
-            flush()
-            m = _STOPPED_RE.match(line)
-            if m is None:
-                raise TraceError(f"{path}:{number}: malformed line: {line[:100]}")
-            ptr, pc = m.group(1), int(m.group(2), 16)
-            for i in range(len(order) - 1, -1, -1):
-                cpu, p, q = order[i]
-                if p == ptr and q == pc:
-                    dropped = per_cpu[cpu].pop(
-                        max(j for j, e in enumerate(per_cpu[cpu]) if e.pc == pc))
-                    del order[i]
-                    log.debug("%s:%d: block at %#x did not run (cpu %d, line %d): dropped",
-                              path, number, pc, cpu, dropped.line)
-                    break
-        elif pending is not None:
-            if not keep:
-                if line.startswith("PSTATE="):
-                    flush()
-                continue
-            for name, value in _REG_RE.findall(line):
-                if name[0] == "X":
-                    xregs.append(int(value, 16))
-                elif name == "PC":
-                    dump_pc = int(value, 16)
-            if line.startswith("PSTATE="):
-                flush()
-    flush()
+                line = text[pos:min(end, pos + 100)].split("\n", 1)[0]
+                raise TraceError(f"{path}:{number}: malformed Trace line: {line}")
+            cpu, ptr, pc = int(m.group(1)), m.group(2), int(m.group(4), 16)
+            values: Sequence[int] | None = None
+            if want_regs is None or want_regs(pc):
+                dump = text[m.end():end]
+                found = _PC_RE.search(dump)
+                if found is not None and int(found.group(1), 16) != pc:
+                    raise TraceError(f"{path}:{number}: register dump PC "
+                                     f"{int(found.group(1), 16):#x} does not match Trace PC "
+                                     f"{pc:#x} (interleaved vCPUs? use -accel tcg,thread=single)")
+                if "X30=" in dump:  # a whole dump (X30 is its last X register)
+                    values = DumpRegisters(dump)
+            per_cpu.setdefault(cpu, []).append(Executed(cpu, pc, values, number))
+            order.append((cpu, ptr, pc))
+            continue
+        m = _STOPPED_AT.match(text, pos)
+        if m is None:
+            raise TraceError(f"{path}:{number}: malformed line: {text[pos:pos + 100]}")
+        ptr, pc = m.group(1), int(m.group(2), 16)
+        for i in range(len(order) - 1, -1, -1):
+            cpu, p, q = order[i]
+            if p == ptr and q == pc:
+                dropped = per_cpu[cpu].pop(
+                    max(j for j, e in enumerate(per_cpu[cpu]) if e.pc == pc))
+                del order[i]
+                log.debug("%s:%d: block at %#x did not run (cpu %d, line %d): dropped",
+                          path, number, pc, cpu, dropped.line)
+                break
     return per_cpu
 
 
@@ -175,7 +209,7 @@ def read_log(path: str, want_regs: Callable[[int], bool] | None = None
     """:func:`parse_log` of a log file."""
     try:
         with open(path, encoding="ascii", errors="replace") as f:
-            return parse_log(f, path, want_regs)
+            return parse_text(f.read(), path, want_regs)
     except OSError as exc:
         raise TraceError(f"{path}: cannot read the QEMU log: {exc}") from exc
 
