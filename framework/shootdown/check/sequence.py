@@ -39,12 +39,17 @@ def explain(insn: Instruction) -> str:
     return text
 
 
-def _key(insn: Instruction) -> tuple[str, str, int | None]:
+def instruction_key(insn: Instruction) -> tuple[str, str, int | None]:
+    """What two instructions must agree on: kind, operation or domain, operand.
+
+    The same shape as :meth:`shootdown.trace.qemu_log.MaintOp.key`, so model
+    instructions compare with traced ones too.
+    """
     if isinstance(insn, Tlbi):
-        return ("tlbi", insn.op, insn.xt)
+        return ("TLBI", insn.op, insn.xt)
     if isinstance(insn, Dsb):
-        return ("dsb", insn.domain, None)
-    return ("isb", "", None)
+        return ("DSB", insn.domain, None)
+    return ("ISB", "", None)
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,8 @@ def check_sequence(expected: Mapping[int, Sequence[Instruction]],
     for step in steps:
         exp = list(expected.get(step, ()))
         obs = list(observed.get(step, ()))
-        exp_keys = [_key(i) for i in exp]
-        obs_keys = [_key(i) for i in obs]
+        exp_keys = [instruction_key(i) for i in exp]
+        obs_keys = [instruction_key(i) for i in obs]
         if exp_keys == obs_keys:
             continue
         index = next((k for k, (a, b) in enumerate(zip(exp_keys, obs_keys, strict=False))

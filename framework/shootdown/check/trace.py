@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shootdown.model.instructions import Dsb, Instruction, Tlbi
+from shootdown.check.sequence import instruction_key
+from shootdown.model.instructions import Instruction
 from shootdown.trace.qemu_log import MaintOp
 
 #: the failure kind named in results
@@ -76,16 +77,8 @@ def check_trace(reported: Sequence[Sequence[MaintOp]],
     return TraceCheck(False, scenario, reason, len(flat), len(ran))
 
 
-def _model_key(insn: Instruction) -> tuple[str, str, int | None]:
-    if isinstance(insn, Tlbi):
-        return ("TLBI", insn.op, insn.xt)
-    if isinstance(insn, Dsb):
-        return ("DSB", insn.domain, None)
-    return ("ISB", "", None)
-
-
 def trace_matches(expected: Mapping[int, Sequence[Instruction]],
                   executed: Sequence[MaintOp]) -> bool:
     """Whether one scenario's executed maintenance equals the golden model's, in order."""
-    want = [_model_key(i) for n in sorted(expected) for i in expected[n]]
+    want = [instruction_key(i) for n in sorted(expected) for i in expected[n]]
     return want == [op.key() for op in executed]
