@@ -27,6 +27,7 @@ Two ways to hand a boot's scenarios to the guest (docs/protocol.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -47,7 +48,7 @@ from shootdown.errors import (
 )
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher, LocalLauncher
-from shootdown.guest.machine import Guest
+from shootdown.guest.machine import GATHER_S, Guest
 from shootdown.model.expected import expected_sequence
 from shootdown.result import Verdict
 from shootdown.scenario.load import load_scenario
@@ -118,8 +119,14 @@ def send_scenario(guest: Guest, lines: Sequence[str]) -> list[Record]:
 
 
 def expected_steps(job: Job) -> dict[int, tuple[Any, ...]]:
-    """The golden model's instructions for ``job``, per step."""
-    return {r.index: r.instructions for r in expected_sequence(job.scenario, job.policy)}
+    """The golden model's instructions for ``job``, per step (a fresh dict: callers may keep it)."""
+    return dict(_expected(job.scenario, job.policy))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected(scenario: Scenario, policy: str) -> tuple[tuple[int, tuple[Any, ...]], ...]:
+    """The model's answer does not depend on the injection: one run per (scenario, policy)."""
+    return tuple((r.index, r.instructions) for r in expected_sequence(scenario, policy))
 
 
 #: Prefix of the firmware's maintenance stubs (firmware/src/maint.S): the
@@ -296,7 +303,7 @@ def _feed_batch(guest: Guest, plan: Batch, out: queue.Queue[_Fed | BaseException
             if stop.is_set():
                 break
             t = time.monotonic()
-            records = guest.command(command, allow_err=True)
+            records = guest.command(command, allow_err=True, gather=GATHER_S)
             out.put(_Fed(first, count, records, time.monotonic() - t))
             if any(r.tag == "ERR" and r.get("cmd") == "BATCH" for r in records):
                 break

@@ -234,3 +234,34 @@ def test_small_guest_falls_back_to_the_uart(guest: GuestDefinition, tmp_path: Pa
     report = run_boot(small, "4k", jobs()[:4], log_path=str(tmp_path / "small.log"))
     assert not any("loader," in a for a in report.qemu_argv)
     assert [r.verdict.name for r in report.results][:2] == ["PASS", "PASS"]
+
+
+@pytest.mark.guest
+def test_gathered_reads_give_the_same_results_in_fewer_reads(
+        guest: GuestDefinition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch answer streams a few bytes at a time; pausing between reads
+    (``command(gather=)``) must only make the reads larger, never change a record."""
+    import shootdown.session as session
+    from shootdown.guest.launcher import FifoConsole
+
+    reads: list[int] = []
+    original = FifoConsole.read_nonblocking
+
+    def counted(self: FifoConsole, size: int = 1, timeout: float | None = -1) -> bytes:
+        data = original(self, size, timeout)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(FifoConsole, "read_nonblocking", counted)
+    work = jobs()
+    runs = {}
+    for gather in (0.0, session.GATHER_S):
+        monkeypatch.setattr(session, "GATHER_S", gather)
+        reads.clear()
+        report = run_boot(guest, "4k", work, log_path=str(tmp_path / f"g{gather}.log"),
+                          batch=True)
+        runs[gather] = (report, list(reads))
+    (plain, plain_reads), (gathered, gathered_reads) = runs.values()
+    assert [comparable(r) for r in gathered.results] == [comparable(r) for r in plain.results]
+    assert sum(gathered_reads) == pytest.approx(sum(plain_reads), rel=0.05)  # same output
+    assert len(gathered_reads) * 3 < len(plain_reads), (len(gathered_reads), len(plain_reads))

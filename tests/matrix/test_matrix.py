@@ -61,6 +61,27 @@ def test_expansion_exclude_expect_and_stable_ids(tmp_path: Path, firmware_elf: P
     assert not {j.id for j in load_matrix(m).jobs} & {j.id for j in jobs}
 
 
+def test_a_worker_loads_a_file_once_and_again_after_an_edit(tmp_path: Path) -> None:
+    """A worker keeps the scenarios it loaded (it runs them under every policy
+    and injection), but an edit between two of its jobs is seen, and a file
+    gone since the plan is reported as the scenario error it is."""
+    from shootdown.errors import ScenarioError
+    from shootdown.matrix.job import _load
+
+    path = tmp_path / "s.toml"
+    path.write_text((DATA / "munmap-2m.toml").read_text())
+    first = _load(str(path), ())
+    assert _load(str(path), ()) is first
+    with_kpti = _load(str(path), (("kpti", True),))
+    assert with_kpti.kpti and with_kpti is not first
+    path.write_text(path.read_text().replace("asid = ", "asid = 1") + "\n# edited\n")
+    edited = _load(str(path), ())
+    assert edited is not first and edited.asid != first.asid
+    path.unlink()
+    with pytest.raises(ScenarioError, match="cannot read"):
+        _load(str(path), ())
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ('guests = ["virt-a57"]\npolicies = ["v4.19"]\ncolour = "red"', "key 'colour': unknown key"),
     ('guests = ["virt-a57"]\npolicies = ["v9.99"]', "key 'policies': unknown policy 'v9.99'"),

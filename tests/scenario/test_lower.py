@@ -219,3 +219,18 @@ def test_munmap_frees_exactly_the_tables_inside_floor_and_ceiling(
         if span and geo.levels >= (3 if op.op == "free_pmd_table" else 4):
             later = [o for o in step.ops[k + 1:] if o.op == "free_pte_table"]
             assert not any(op.addr <= o.addr < op.addr + span for o in later)
+
+
+def test_lowering_and_the_model_are_computed_once_per_scenario() -> None:
+    """The guest's lines and the golden model share one lowering, and the
+    model one run per (scenario, policy): whatever the injection, and handing
+    out a dict the caller may change without touching the next caller's."""
+    from shootdown.session import Job, expected_steps
+
+    sc = load_scenario(EX / "basic.toml")
+    assert lower(sc) is lower(load_scenario(EX / "basic.toml"))  # equal files, one lowering
+    first = expected_steps(Job(sc, "v4.20"))
+    first.clear()
+    again = expected_steps(Job(sc, "v4.20", "skip_dsb_ish"))
+    assert again and again == expected_steps(Job(sc, "v4.20"))
+    assert again != expected_steps(Job(sc, "v4.19"))

@@ -76,6 +76,28 @@ def region_bytes(scenario: Any) -> int | None:
     return int(sum(s.end - s.start for s in scenario.steps))
 
 
+#: scenarios this worker has loaded: (path, mtime, size, overrides) -> Scenario
+_LOADED: dict[tuple[str, int, int, str], Any] = {}
+
+
+def _load(path: str, overrides: tuple[tuple[str, Any], ...]) -> Any:
+    """``load_scenario``, once per worker for a file that has not changed.
+
+    A worker runs the same scenario sets under every policy and injection;
+    the file's size and modification time make an edit between jobs count.
+    """
+    from shootdown.scenario.load import load_scenario
+
+    try:
+        st = os.stat(path)
+    except OSError:  # gone since the plan was made: load_scenario says so properly
+        return load_scenario(path, dict(overrides) or None)
+    key = (path, st.st_mtime_ns, st.st_size, repr(overrides))  # values may be lists
+    if key not in _LOADED:
+        _LOADED[key] = load_scenario(path, dict(overrides) or None)
+    return _LOADED[key]
+
+
 @functools.cache
 def _pool(path: str) -> Any:
     from shootdown.remote.pool import HostPool
@@ -116,7 +138,6 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None,
     for a seat on one of its hosts and boots the guest there.
     """
     from shootdown.guest.definition import find_guest
-    from shootdown.scenario.load import load_scenario
     from shootdown.session import Job
 
     record: dict[str, Any] = job.params()
@@ -125,8 +146,7 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None,
     t0 = time.monotonic()
     try:
         definition = find_guest(job.guest, job.guests_dir)
-        overrides = dict(job.overrides) or None
-        scenarios = [load_scenario(p, overrides) for p in job.scenarios]
+        scenarios = [_load(p, job.overrides) for p in job.scenarios]
         sizes = {s.path: region_bytes(s) for s in scenarios}
         jobs = [Job(s, job.policy, job.inject) for s in scenarios]
         if job.inject != "none":

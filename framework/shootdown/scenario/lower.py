@@ -21,6 +21,7 @@ range and flag effects) even though no table exists.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -355,8 +356,14 @@ def lower_munmap(step: MunmapStep, tables: _Tables) -> GatherStep:
     return GatherStep(fullmm=False, ops=tuple(ops))
 
 
+@functools.lru_cache(maxsize=1024)
 def lower(scenario: Scenario) -> Lowered:
-    """The layout and the executable steps (munmaps expanded), in order."""
+    """The layout and the executable steps (munmaps expanded), in order.
+
+    Cached: the guest's lines and the golden model both lower the same
+    (frozen, hashable) scenario, and a matrix worker lowers each file of its
+    sets once for every policy and injection.  Everything returned is frozen.
+    """
     layout = guest_layout(scenario)
     tables = _Tables(layout, scenario.geometry)
     steps: list[LoweredStep] = []
