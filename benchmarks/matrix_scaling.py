@@ -82,7 +82,7 @@ def run_once(matrix: Path, workers: int, out: Path) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=24, help="jobs in the matrix (default 24)")
+    parser.add_argument("--jobs", type=int, default=48, help="jobs in the matrix (default 48)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per worker count")
     parser.add_argument("--guest", default="virt-a57")
     parser.add_argument("--guests-dir", help="where --guest resolves (default: guests/)")
