@@ -52,8 +52,10 @@ def run_traced(elf: Path, log: Path, ranges: list[tuple[int, int]]) -> None:
     qemu = shutil.which("qemu-system-aarch64")
     if qemu is None:
         pytest.skip("qemu-system-aarch64 not found: run scripts/setup")
+    # -nodefaults: no default NIC, whose option ROM (ipxe-qemu) scripts/setup
+    # does not install; this test needs no device at all.
     subprocess.run([qemu, "-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-display", "none",
-                    "-serial", "none", "-monitor", "none", "-kernel", str(elf),
+                    "-nodefaults", "-serial", "none", "-monitor", "none", "-kernel", str(elf),
                     *trace_qemu_args(str(log), ranges)], check=True, timeout=60)
 
 
