@@ -14,6 +14,10 @@ import enum
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shootdown.result import Verdict
 
 
 class ExitCode(enum.IntEnum):
@@ -31,6 +35,18 @@ class ExitCode(enum.IntEnum):
     #: Infrastructure failure: QEMU missing or refused to start, guest hang
     #: or crash, console protocol corrupted, remote host unreachable.
     INFRA = 3
+    #: Internal error: an unexpected exception, a bug in shootdown itself
+    #: (one line on stderr, the traceback in a file it names).
+    INTERNAL = 4
+    #: Nothing ran: every job was skipped (the guest lacks every feature the
+    #: scenarios need), so nothing was checked.
+    NOTHING_RAN = 5
+    #: Not applicable: the injected bug's code path does not exist under the
+    #: chosen release or scenarios, so no check could have caught it.
+    NOT_APPLICABLE = 6
+    #: Emulator limitation: a probe disagreed in a way a known QEMU defect
+    #: explains; neither a pass nor a validation failure.
+    EMULATOR_LIMIT = 7
 
 
 #: subcommand name -> (module, one-line help)
@@ -53,9 +69,25 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
     if isinstance(exc, errors.ConfigError | errors.FirmwareError):
         return ExitCode.BAD_INPUT
-    if isinstance(exc, errors.InfraError):
+    if isinstance(exc, errors.ShootdownError):
         return ExitCode.INFRA
-    return ExitCode.INFRA
+    return ExitCode.INTERNAL
+
+
+def exit_code_for_verdict(verdict: Verdict) -> ExitCode:
+    """Map a run's verdict to the exit code the CLI reports for it."""
+    from shootdown.result import Verdict
+
+    return {
+        Verdict.PASS: ExitCode.PASS,
+        Verdict.CAUGHT: ExitCode.PASS,
+        Verdict.SKIP: ExitCode.PASS,
+        Verdict.FAIL: ExitCode.FAIL,
+        Verdict.MISSED: ExitCode.FAIL,
+        Verdict.NOTHING_RAN: ExitCode.NOTHING_RAN,
+        Verdict.NOT_APPLICABLE: ExitCode.NOT_APPLICABLE,
+        Verdict.EMULATOR_LIMIT: ExitCode.EMULATOR_LIMIT,
+    }[verdict]
 
 
 def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str]:

@@ -26,6 +26,16 @@ class Verdict(enum.StrEnum):
     MISSED = "missed"
     #: Not applicable on this guest (a CPU feature it lacks); neither pass nor fail.
     SKIP = "skip"
+    #: The injected bug's code path does not exist under this release or
+    #: scenario (the firmware never took the injected branch), so the run
+    #: says nothing about whether the checks would see it; neither caught
+    #: nor missed.
+    NOT_APPLICABLE = "not-applicable"
+    #: Run-level only: every job was skipped, nothing was checked at all.
+    NOTHING_RAN = "nothing-ran"
+    #: A probe result that a known QEMU defect explains: the emulator, not
+    #: the code under test, is wrong; neither pass nor fail.
+    EMULATOR_LIMIT = "emulator-limit"
 
     @property
     def ok(self) -> bool:
