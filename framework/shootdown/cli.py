@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import enum
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -63,6 +64,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The exit codes for ``shootdown --help`` (the README has the same table).
+EPILOG = """exit codes:
+  0 pass: everything checked passed, or the injected bug was caught
+  1 validation failure: a check failed, or an injected bug was missed
+  2 bad input: unknown guest/policy/bug, invalid file, mismatched firmware
+  3 infrastructure: QEMU failed, guest hang or crash, remote host unreachable
+  4 internal error: a bug in shootdown (the traceback file is named)
+  5 nothing ran: every job was skipped (the guest lacks the features)
+  6 not applicable: the injected bug's code path does not exist in this run
+  7 emulator limitation: a probe result a known QEMU defect explains"""
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map an exception to the exit code the CLI reports for it."""
     from shootdown import errors
@@ -94,7 +107,7 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str]:
     parser = argparse.ArgumentParser(
         prog="shootdown",
         description="QEMU-backed validation of arm64 page-table teardown.",
-        epilog="exit codes: 0 pass, 1 validation failure, 2 bad input, 3 infrastructure failure",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v info, -vv debug with the QEMU command line)")
@@ -125,6 +138,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shootdown import errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except errors.ShootdownError as exc:
+        code = exit_code_for(exc)
+        print(f"shootdown: error: {printable(str(exc))}", file=sys.stderr)
+        log_path = getattr(exc, "log_path", None)
+        tail = getattr(exc, "tail", None)
+        if tail:
+            print("last console lines:", file=sys.stderr)
+            for line in tail:
+                print(f"  | {printable(str(line))}", file=sys.stderr)
+        if log_path:
+            print(f"log: {printable(str(log_path))}", file=sys.stderr)
+        return code
+    except BrokenPipeError:
+        return ExitCode.PASS
+    except KeyboardInterrupt:
+        # The guests were cleaned up on the way out (finally blocks); a
+        # person who pressed Ctrl-C wants a line, not a traceback.
+        print("shootdown: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in shootdown: never a traceback, never a verdict
+        where = save_traceback(exc)
+        print(f"shootdown: internal error: {type(exc).__name__}: {printable(str(exc))} "
+              f"(traceback: {where})", file=sys.stderr)
+        return exit_code_for(exc)
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Parse ``argv`` and run the chosen subcommand; its exit code."""
+    import gc
+
     if not any(a in SUBCOMMANDS for a in argv) and not any(a in ("-h", "--help") for a in argv):
         argv.insert(0, "run")  # `shootdown` alone is `shootdown run`
     parser, chosen = _build_parser(argv)
@@ -142,28 +187,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
     if chosen != "run":
         gc.enable()
-    try:
-        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).main(args))
-    except errors.ShootdownError as exc:
-        code = exit_code_for(exc)
-        print(f"shootdown: error: {exc}", file=sys.stderr)
-        log_path = getattr(exc, "log_path", None)
-        tail = getattr(exc, "tail", None)
-        if tail:
-            print("last console lines:", file=sys.stderr)
-            for line in tail:
-                print(f"  | {line}", file=sys.stderr)
-        if log_path:
-            print(f"log: {log_path}", file=sys.stderr)
-        return code
-    except BrokenPipeError:
-        return ExitCode.PASS
-    except KeyboardInterrupt:
-        # The guests were cleaned up on the way out (finally blocks); a
-        # person who pressed Ctrl-C wants a line, not a traceback.
-        print("shootdown: interrupted", file=sys.stderr)
-        return 130
+    return int(importlib.import_module(SUBCOMMANDS[chosen][0]).main(args))
 
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown escaped (``\\x1b``), safe for a terminal.
+
+    Guest consoles and files can hold terminal escape sequences; an error
+    message or a console tail must show them, never let the terminal run
+    them. Printable characters (including non-ASCII letters) stay as they are.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def save_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to a new private file; its path.
+
+    The file is made by :func:`tempfile.mkstemp` (mode 0600, a name nobody
+    can predict) under ``$XDG_CACHE_HOME/shootdown`` (``~/.cache/shootdown``),
+    else in the temporary directory.
+    """
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (os.path.join(cache, "shootdown"), None):
+        try:
+            if folder is not None:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix="traceback-", suffix=".txt", dir=folder)
+        except OSError:
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+        return path
+    return "not saved: no writable cache or temporary directory"
 
 if __name__ == "__main__":
     sys.exit(main())
