@@ -1,0 +1,14 @@
+"""Real Linux kernels as targets: fetch Debian's, read their facts, boot them.
+
+Modules::
+
+    apt        Debian's archive through apt with a private configuration
+    fetch      debian:SUITE[-16k] -> verified, unpacked, cached Image + config
+    locate     a --kernel argument (debian:... or a PATH) -> Image + config
+    image      the arm64 Image header, compression and banner
+    config     the kernel's build configuration
+    info       the facts shootdown uses (release, page size, VA bits, KPTI, ...)
+    initramfs  a newc cpio archive, written here
+    workload   the guest program (workload/ in the source tree), built with make
+    boot       QEMU booting a kernel to the workload's READY; steps over the console
+"""
