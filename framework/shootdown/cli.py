@@ -61,6 +61,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fuzz": ("shootdown.commands.fuzz", "random scenarios through guest and model"),
     "matrix": ("shootdown.commands.matrix", "run a validation matrix in parallel (JSON lines)"),
     "report": ("shootdown.commands.report", "JUnit XML, Markdown and HTML from matrix results"),
+    "kernel": ("shootdown.commands.kernel", "real arm64 kernels: fetch, info, boot"),
 }
 
 

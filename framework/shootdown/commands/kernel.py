@@ -1,0 +1,176 @@
+"""``shootdown kernel``: real Linux kernels as targets (fetch, info, boot).
+
+    shootdown kernel fetch debian:bookworm debian:trixie-16k   # download, verify, cache
+    shootdown kernel info debian:sid | PATH/Image [--config F] # release, page size, VA bits...
+    shootdown kernel boot [debian:bookworm | PATH/Image]       # boot, smoke workload, probe
+
+A thin shell over :mod:`shootdown.kernel`; the smoke workload's verdict is
+:func:`shootdown.kernel.smoke.run_smoke`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shootdown.kernel.info import KernelInfo
+    from shootdown.kernel.locate import KernelFiles
+
+DEFAULT_KERNEL = "debian:bookworm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``shootdown kernel``."""
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fetch = sub.add_parser("fetch", help="download Debian kernels (verified) into the cache")
+    fetch.add_argument("specs", nargs="+", metavar="debian:SUITE[-16k]",
+                       help="bullseye, bookworm, trixie[-16k], sid[-16k]")
+    fetch.add_argument("--json", action="store_true", help="print the cache records as JSON")
+
+    info = sub.add_parser("info", help="what a kernel is: release, page size, VA bits, KPTI...")
+    _kernel_args(info)
+    info.add_argument("--policy", help="check against this release instead of the chosen one")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+
+    boot = sub.add_parser("boot", help="boot a kernel with the workload and run the smoke steps")
+    _kernel_args(boot)
+    boot.add_argument("--cpu", default="max,pauth-impdef=on",
+                      help="QEMU -cpu (default: max,pauth-impdef=on)")
+    boot.add_argument("--smp", type=int, default=2, help="vCPUs (default: 2)")
+    boot.add_argument("--memory", default="512M", help="guest RAM (default: 512M)")
+    boot.add_argument("--kpti", action="store_true", help="kpti=1 on the kernel command line")
+    boot.add_argument("--append", action="append", default=[], metavar="WORD",
+                      help="more kernel command line (repeatable)")
+    boot.add_argument("--pages", type=int, default=4, help="pages the smoke workload maps")
+    boot.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds to READY before the boot counts as hung (default: 120)")
+    boot.add_argument("--log", default="kernel.console.log",
+                      help="console log file (default: kernel.console.log)")
+    boot.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _kernel_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kernel", nargs="?", default=DEFAULT_KERNEL,
+                        metavar="debian:SUITE[-16k]|PATH",
+                        help=f"a Debian kernel or an Image file (default: {DEFAULT_KERNEL})")
+    parser.add_argument("--config", metavar="FILE",
+                        help="the kernel's .config (with a PATH; default: beside the Image)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen action."""
+    if args.action == "fetch":
+        return _fetch(args)
+    if args.action == "info":
+        return _info(args)
+    return _boot(args)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from shootdown.kernel.fetch import fetch, parse_spec
+
+    kernels = [parse_spec(spec) for spec in args.specs]  # all bad input first, exit 2
+    records = []
+    for kernel in kernels:
+        t0 = time.monotonic()
+        cached, downloaded = fetch(kernel, refresh=True)
+        record = dict(cached.info, image=str(cached.image), config=str(cached.config),
+                      downloaded=downloaded, seconds=round(time.monotonic() - t0, 1))
+        records.append(record)
+        if not args.json:
+            packages = record["packages"]
+            assert isinstance(packages, dict)
+            names = sorted({p["package"] for p in packages.values()})
+            size = sum(p["size"] for p in {p["package"]: p for p in packages.values()}.values())
+            how = "downloaded" if downloaded else "cached"
+            print(f"{kernel.name}: {cached.version} ({', '.join(names)}, "
+                  f"{size / 1e6:.1f} MB, SHA256 verified) {how} in {record['seconds']} s")
+            print(f"  Image  {cached.image} ({cached.image.stat().st_size / 1e6:.1f} MB)")
+            print(f"  config {cached.config}")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 0
+
+
+def _describe(info: KernelInfo, policy: str, chosen: bool) -> list[str]:
+    def yes(flag: bool | None) -> str:
+        return "unknown (no config)" if flag is None else ("yes" if flag else "no")
+
+    why = (f"newest modelled release not newer than {info.version[0]}.{info.version[1]}"
+           if chosen else "given with --policy")
+    return [
+        f"banner:     {info.banner}",
+        f"release:    {info.release} (upstream {info.upstream or 'unknown'})",
+        f"page size:  {info.page_size_kib}K (Image header: "
+        f"{f'{info.header_page_size_kib}K' if info.header_page_size_kib else 'unspecified'})",
+        f"VA bits:    {info.va_bits if info.va_bits is not None else 'unknown (no config)'}",
+        f"KPTI:       {yes(info.kpti)} (CONFIG_UNMAP_KERNEL_AT_EL0)",
+        f"LPA2:       {yes(info.lpa2)} (CONFIG_ARM64_LPA2)",
+        f"range TLBI: {yes(info.tlb_range)} (CONFIG_ARM64_TLB_RANGE, on CPUs with FEAT_TLBIRANGE)",
+        f"TTL hints:  {yes(info.ttl)} (v5.9+, on CPUs with FEAT_TTL)",
+        f"policy:     {policy} ({why})",
+    ]
+
+
+def _locate(args: argparse.Namespace) -> KernelFiles:
+    from shootdown.kernel.locate import locate
+
+    return locate(args.kernel, args.config)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from shootdown.kernel.info import choose_policy, read_info
+    from shootdown.model.policy import POLICIES, get_policy
+
+    files = _locate(args)
+    info = read_info(files.image, files.config)
+    if args.policy:
+        policy, chosen = get_policy(args.policy).name, False
+    else:
+        policy, chosen = choose_policy(info.version, POLICIES), True
+    if args.json:
+        print(json.dumps(dict(info.as_dict(), kernel=files.label, policy=policy,
+                              policy_chosen=chosen, package_version=files.package_version),
+                         indent=2))
+        return 0
+    print(f"{files.label}" + (f" ({files.package_version})" if files.package_version else ""))
+    for line in _describe(info, policy, chosen):
+        print(f"  {line}")
+    return 0
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from shootdown.kernel.boot import KernelMachine, MachineSpec
+    from shootdown.kernel.smoke import run_smoke
+
+    files = _locate(args)
+    spec = MachineSpec(cpu=args.cpu, smp=args.smp, memory=args.memory,
+                       append=(*(("kpti=1",) if args.kpti else ()), *args.append))
+    t0 = time.monotonic()
+    with KernelMachine(files, log_path=args.log, spec=spec, boot_timeout=args.timeout) as vm:
+        result = run_smoke(vm, pages=args.pages)
+        boot_s = vm.boot_seconds
+    total = time.monotonic() - t0
+    if args.json:
+        print(json.dumps({
+            "kernel": files.label, "image": str(files.image), "argv": vm.argv,
+            "boot_to_ready_s": boot_s, "total_s": total, "ready": vm.ready,
+            "passed": result.passed, "problems": list(result.problems),
+            "steps": [{"number": s.number, "op": s.op, "rc": s.rc, "ns": s.ns,
+                       "fields": s.fields, "between": list(s.between)} for s in result.steps],
+        }, indent=2))
+    else:
+        print(f"{files.label}: READY after {boot_s:.2f} s "
+              f"(pagesize {vm.ready.get('pagesize')}, probe on cpu {vm.ready.get('probe_cpu')})")
+        for s in result.steps:
+            extra = " ".join(f"{k}={v}" for k, v in s.fields.items() if k not in ("rc", "ns"))
+            print(f"  step {s.number} {s.op:<6} rc={s.rc} {s.ns / 1e6:7.2f} ms  {extra}")
+        for problem in result.problems:
+            print(f"  FAIL: {problem}")
+        print(f"{'PASS' if result.passed else 'FAIL'}: {result.pages} pages unmapped, "
+              f"{result.stale_after_unmap} stale on the other CPU; {total:.2f} s in all "
+              f"(log: {args.log})")
+    return 0 if result.passed else 1
