@@ -11,9 +11,11 @@ all alike, ``--repeat`` times each, timed from fork to exit:
 * ``traced``: what ``shootdown run --trace`` uses (``session.traced``):
   ``-d exec,cpu -D LOG -dfilter`` on the firmware's maintenance stubs
   (firmware/src/maint.S), which sit on a page of their own so QEMU logs
-  every entry into them without ``-d nochain`` or ``-singlestep``;
-* ``traced-singlestep``: the earlier way, ``-d exec,nochain,cpu
-  -singlestep`` on the same stubs, for comparison (slows every block);
+  every entry into them without ``-d nochain`` or single-stepping;
+* ``traced-singlestep``: the earlier way, ``-d exec,nochain,cpu`` with one
+  instruction per block (``-singlestep`` before QEMU 8.1,
+  ``-accel tcg,...,one-insn-per-tb=on`` since; ``shootdown.guest.qemu``
+  picks it for ``--qemu``) on the same stubs, for comparison (slows every block);
 * ``traced-all``: that, on every TLBI/DSB/ISB of the ELF (boot code, core,
   engine): a wider log.
 
@@ -90,11 +92,14 @@ def main() -> int:
     parser.add_argument("--guest", default="virt-a72", help="guest definition (default virt-a72)")
     parser.add_argument("--granule", default="4k", choices=("4k", "16k", "64k"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--qemu", help="QEMU binary (default: $SHOOTDOWN_QEMU or "
+                                       "qemu-system-aarch64)")
     args = parser.parse_args()
 
     from shootdown.elfsyms import ElfImage
     from shootdown.guest.argv import build_argv, default_qemu
     from shootdown.guest.definition import find_guest
+    from shootdown.guest.qemu import version
     from shootdown.session import MAINTENANCE_STUBS, traced
     from shootdown.trace.console import encode_command
     from shootdown.trace.qemu_log import (
@@ -107,7 +112,9 @@ def main() -> int:
     guest = find_guest(args.guest)
     firmware = guest.firmware_path(args.granule)
     image = ElfImage(firmware)
-    base = build_argv(guest, firmware, qemu=default_qemu())
+    qemu = args.qemu or default_qemu()
+    qemu_version = version(qemu)  # the single-stepping option depends on it
+    base = build_argv(guest, firmware, qemu=qemu)
     page = {"4k": 0x1000, "16k": 0x4000, "64k": 0x10000}[args.granule]
     scenario = b"".join(encode_command(line.format(granule=args.granule, page=page,
                                                    end=0x400000 + 64 * page))
@@ -119,10 +126,9 @@ def main() -> int:
                                            if fn.name.startswith(MAINTENANCE_STUBS)])
         variants = {
             "untraced": base,
-            "traced": build_argv(traced(guest, args.granule, log), firmware,
-                                 qemu=default_qemu()),
-            "traced-singlestep": base + trace_qemu_args(log, stubs),
-            "traced-all": base + trace_qemu_args(log, maintenance_ranges(image)),
+            "traced": build_argv(traced(guest, args.granule, log), firmware, qemu=qemu),
+            "traced-singlestep": trace_qemu_args(base, log, stubs, qemu_version),
+            "traced-all": trace_qemu_args(base, log, maintenance_ranges(image), qemu_version),
         }
         samples: dict[tuple[str, str], list[float]] = {}
         log_bytes: dict[str, int] = {}

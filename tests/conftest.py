@@ -18,8 +18,57 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_DIR = ROOT / "firmware"
-QEMU = "qemu-system-aarch64"
+#: The QEMU the tests run: SHOOTDOWN_QEMU, as for the product, else the system's.
+QEMU = os.environ.get("SHOOTDOWN_QEMU") or "qemu-system-aarch64"
 CROSS_GCC = "aarch64-linux-gnu-gcc"
+#: The QEMUs the ``each_qemu`` tests run under (``os.pathsep``-separated
+#: binaries).  Default: :data:`QEMU` plus the private ones ``scripts/setup-qemu``
+#: installed (:func:`shootdown.guest.qemu.private_qemus`).
+QEMUS_VARIABLE = "SHOOTDOWN_QEMUS"
+
+
+def qemus_under_test() -> list[str]:
+    """The QEMU binaries the ``each_qemu`` tests run under, without duplicates."""
+    from shootdown.guest.qemu import private_qemus
+
+    listed = os.environ.get(QEMUS_VARIABLE)
+    chosen = ([q for q in listed.split(os.pathsep) if q] if listed
+              else [QEMU, *private_qemus()])
+    seen: dict[str, str] = {}
+    for q in chosen:
+        seen.setdefault(os.path.realpath(shutil.which(q) or q), q)
+    return list(seen.values())
+
+
+def _qemu_id(binary: str) -> str:
+    """``qemu-7.2.22``: the test id part of a QEMU (its path if it does not answer)."""
+    from shootdown.errors import ShootdownError
+    from shootdown.guest.qemu import format_version, version
+
+    try:
+        return f"qemu-{format_version(version(binary))}"
+    except ShootdownError:
+        return binary
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "each_qemu" in metafunc.fixturenames:
+        binaries = qemus_under_test()
+        metafunc.parametrize("each_qemu", binaries, indirect=True,
+                             ids=[_qemu_id(b) for b in binaries])
+
+
+@pytest.fixture
+def each_qemu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each QEMU under test in turn (see :func:`qemus_under_test`), set as SHOOTDOWN_QEMU.
+
+    Everything the test starts (a :class:`~shootdown.guest.machine.Guest`, the
+    ``shootdown`` command) then runs that QEMU.
+    """
+    binary: str = request.param
+    path = require(binary, "run scripts/setup, or fix SHOOTDOWN_QEMUS")
+    monkeypatch.setenv("SHOOTDOWN_QEMU", path)
+    return path
 
 
 def pytest_configure(config: pytest.Config) -> None:

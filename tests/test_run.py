@@ -77,7 +77,9 @@ def test_cli_json(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     g = result["guest"]
-    assert g["qemu_argv"][0] == "qemu-system-aarch64" and "-kernel" in g["qemu_argv"]
+    # The QEMU the user chose (SHOOTDOWN_QEMU), as given, else the default name.
+    chosen = os.environ.get("SHOOTDOWN_QEMU") or "qemu-system-aarch64"
+    assert g["qemu_argv"][0] == chosen and "-kernel" in g["qemu_argv"]
     assert g["qemu_argv"][g["qemu_argv"].index("-cpu") + 1] == "cortex-a72"
     assert g["build_id"] == quick_check(firmware_elf).build_id
     assert g["qemu_version"].startswith("QEMU emulator version")

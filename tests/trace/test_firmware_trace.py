@@ -14,6 +14,7 @@ import pytest
 from shootdown.elfsyms import ElfImage
 from shootdown.guest.argv import build_argv
 from shootdown.guest.definition import find_guest
+from shootdown.guest.qemu import version
 from shootdown.trace.console import encode_command
 from shootdown.trace.qemu_log import (
     MaintOp,
@@ -38,15 +39,16 @@ TLBI_VMALLE1IS = 0xD508831F
 _RECORD = re.compile(r"^SD1 \d+ ([A-Z]+)((?: \S+=\S+)*) \*[0-9a-f]{8}$")
 
 
-def traced_session(elf: Path, log: Path) -> tuple[list[MaintOp], list[MaintOp]]:
-    """Boot ``elf`` traced, run SCENARIO, power off: (reported ops, executed ops on CPU 0)."""
+def traced_session(elf: Path, log: Path, qemu: str) -> tuple[list[MaintOp], list[MaintOp]]:
+    """Boot ``elf`` traced under ``qemu``, run SCENARIO, power off:
+    (reported ops, executed ops on CPU 0)."""
     guest = find_guest("virt-a72")
-    argv = build_argv(guest, elf)
+    argv = build_argv(guest, elf, qemu=qemu)
     accel = argv.index("-accel")
     argv[accel + 1] = "tcg,thread=single"
     image = ElfImage(elf)
     stubs = [fn.name for fn in image.functions if fn.name.startswith(STUB_PREFIX)]
-    argv += trace_qemu_args(str(log), maintenance_ranges(image, stubs))
+    argv = trace_qemu_args(argv, str(log), maintenance_ranges(image, stubs), version(argv[0]))
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     pending = [b"".join(encode_command(line) for line in SCENARIO), encode_command("BYE")]
@@ -76,8 +78,8 @@ def keys(ops: list[MaintOp]) -> list[tuple[str, str, int | None]]:
     return [op.key() for op in ops]
 
 
-def test_trace_equals_report(firmware_elf: Path, qemu: str, tmp_path: Path) -> None:
-    report, executed = traced_session(firmware_elf, tmp_path / "exec.log")
+def test_trace_equals_report(firmware_elf: Path, each_qemu: str, tmp_path: Path) -> None:
+    report, executed = traced_session(firmware_elf, tmp_path / "exec.log", each_qemu)
     assert len(report) == 2 + 2 * 16  # DSB ISHST, 16 x (TLBI + KPTI copy), DSB ISH
     assert keys(executed) == keys(report)
 
@@ -87,7 +89,7 @@ def test_reported_but_not_executed(firmware_elf: Path, qemu: str, tmp_path: Path
     """op_tlbi logs a VALE1IS its stub no longer issues: the trace tells."""
     bad = patch_elf(firmware_elf, tmp_path / "nop.elf", "maint_tlbi_vale1is", "tlbi", "vale1is",
                     NOP)
-    report, executed = traced_session(bad, tmp_path / "exec.log")
+    report, executed = traced_session(bad, tmp_path / "exec.log", qemu)
     assert sum(1 for op in report if op.op == "vale1is") == 32
     assert not any(op.op == "vale1is" for op in executed)
     assert keys(executed) != keys(report)
@@ -98,7 +100,7 @@ def test_executed_but_not_reported(firmware_elf: Path, qemu: str, tmp_path: Path
     """op_dsb issues a TLBI VMALLE1IS where it logs DSB ISHST: the trace shows it."""
     bad = patch_elf(firmware_elf, tmp_path / "swap.elf", "maint_dsb_ishst", "dsb", "ishst",
                     TLBI_VMALLE1IS)
-    report, executed = traced_session(bad, tmp_path / "exec.log")
+    report, executed = traced_session(bad, tmp_path / "exec.log", qemu)
     assert keys(report)[0] == ("DSB", "ishst", None)
     assert keys(executed)[0] == ("TLBI", "vmalle1is", None)
     assert keys(executed)[1:] == keys(report)[1:]

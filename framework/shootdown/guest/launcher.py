@@ -49,7 +49,6 @@ from shootdown.errors import LaunchError
 if TYPE_CHECKING:  # imported once QEMU runs, not before: start-up time
     import logging
     import re
-    from pathlib import Path
 
     import pexpect.fdpexpect
 
@@ -500,57 +499,9 @@ class LocalLauncher:
         return LocalProcess(pid, master, log, fifos)
 
     def qemu_version(self, binary: str) -> str:
-        return _cached_qemu_version(binary)
+        from shootdown.guest.qemu import version_line  # the one place that asks QEMU
+
+        return version_line(binary)
 
     def describe(self) -> str:
         return "local"
-
-
-def _cache_dir() -> Path:
-    from pathlib import Path
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "shootdown"
-
-
-def _cached_qemu_version(binary: str) -> str:
-    """``binary --version``'s first line, cached by the binary's path, size and mtime.
-
-    Running QEMU only to ask its version costs about as much as booting the
-    guest, so the answer is kept in the user's cache directory and asked
-    again only when the binary changes.
-    """
-    import json
-    import subprocess
-
-    path = _which(binary)
-    if path is None:
-        raise LaunchError(f"{binary}: QEMU binary not found or not executable")
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = f"{real}:{st.st_size}:{st.st_mtime_ns}"
-    cache = _cache_dir() / "qemu-version.json"
-    try:
-        entries = json.loads(cache.read_text())
-        if isinstance(entries, dict) and isinstance(entries.get(key), str):
-            return str(entries[key])
-    except (OSError, ValueError):
-        entries = {}
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True,
-                             timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LaunchError(f"{binary} --version: {exc}") from exc
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    version = lines[0] if lines else f"unknown (exit status {out.returncode})"
-    if not isinstance(entries, dict):
-        entries = {}
-    entries[key] = version
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, cache)
-    except OSError as exc:  # a read-only home is no reason to fail a run
-        _logger().debug("cannot cache the QEMU version in %s: %s", cache, exc)
-    return version

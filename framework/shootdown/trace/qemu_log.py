@@ -1,8 +1,11 @@
 """What the CPU really executed: QEMU's execution log turned into maintenance records.
 
-QEMU 7.2 started with ``-d exec,nochain,cpu -singlestep -D FILE -dfilter
-RANGES`` writes, for every translation block it is about to run whose PC is
-inside RANGES::
+QEMU started with ``-d exec,nochain,cpu -D FILE -dfilter RANGES`` and one
+instruction per translation block (``-singlestep`` before QEMU 8.1,
+``-accel tcg,one-insn-per-tb=on`` since: :func:`trace_qemu_args` asks
+:mod:`shootdown.guest.qemu` for the spelling) writes, for every translation
+block it is about to run whose PC is inside RANGES (the same shape on 7.2
+and 10.x)::
 
     Trace <cpu>: <host ptr> [<cs_base>/<pc>/<flags>/<cflags>] <symbol>
      PC=<pc> X00=<hex> X01=<hex>
@@ -10,7 +13,7 @@ inside RANGES::
     X29=<hex> X30=<hex>  SP=<hex>
     PSTATE=<hex> <flags> EL<n><h|t>
 
-``-singlestep`` makes every block one instruction; ``nochain`` makes QEMU
+One instruction per block makes every block one instruction; ``nochain`` makes QEMU
 return to its main loop (and so log) before each block, even when it jumps
 to the same block again; ``cpu`` adds the register dump, which is taken
 *before* the block runs (``log_cpu_exec`` in ``accel/tcg/cpu-exec.c`` is
@@ -44,6 +47,7 @@ from typing import overload
 
 from shootdown.elfsyms import ElfImage
 from shootdown.errors import TraceError as TraceError  # re-exported for callers
+from shootdown.guest.qemu import QemuVersion, with_one_insn_per_tb
 from shootdown.trace.decode import Dsb, Isb, Tlbi, decode, is_tlbi_word
 
 log = logging.getLogger(__name__)
@@ -310,14 +314,19 @@ def dfilter_arg(ranges: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"{start:#x}+{end - start:#x}" for start, end in ranges)
 
 
-def trace_qemu_args(log_path: str, ranges: Iterable[tuple[int, int]]) -> list[str]:
-    """The QEMU options that make a traced run (add them to the guest's argv).
+def trace_qemu_args(argv: Sequence[str], log_path: str, ranges: Iterable[tuple[int, int]],
+                    version: QemuVersion) -> list[str]:
+    """``argv`` (a guest's QEMU command line) made a traced, one-instruction-per-block run.
 
+    ``version`` is the QEMU that runs it (:func:`shootdown.guest.qemu.version`):
+    the single-stepping option differs (``-singlestep`` before 8.1, else
+    ``one-insn-per-tb=on`` merged into the guest's own ``-accel``).
     ``-accel tcg,thread=single`` is left to the caller: it is needed only
     with more than one vCPU, and it replaces the guest's own ``-accel``.
     """
-    return ["-d", "exec,nochain,cpu", "-singlestep", "-D", log_path,
-            "-dfilter", dfilter_arg(ranges)]
+    return with_one_insn_per_tb(
+        [*argv, "-d", "exec,nochain,cpu", "-D", log_path, "-dfilter", dfilter_arg(ranges)],
+        version)
 
 
 def expand_report(records: Iterable[tuple[str, dict[str, str]]]) -> list[MaintOp]:
