@@ -173,6 +173,11 @@ class KernelMachine:
         self.shutdown(clean=exc is None)
 
     @property
+    def process(self) -> ConsoleProcess | None:
+        """The QEMU process once launched (kept after shutdown, for its exit status)."""
+        return self._proc
+
+    @property
     def boot_seconds(self) -> float | None:
         """QEMU start to the workload's READY, seconds."""
         if self.t_launch is None or self.t_ready is None:

@@ -49,12 +49,18 @@ class SmokeResult:
 
 
 def run_smoke(vm: KernelMachine, *, pages: int = 4, addr: int = DEFAULT_ADDR) -> SmokeResult:
-    """Run the smoke workload on a booted machine."""
+    """Run the smoke workload on a booted machine and judge it (:func:`judge_smoke`)."""
     length = pages * int(vm.ready.get("pagesize", "4096"))
-    mapped = vm.step("MMAP", addr, length, "populate")
-    warm = vm.step("PROBE", addr, length)
-    unmapped = vm.step("MUNMAP", addr, length)
-    probe = vm.step("PROBE", addr, length)
+    steps = (vm.step("MMAP", addr, length, "populate"), vm.step("PROBE", addr, length),
+             vm.step("MUNMAP", addr, length), vm.step("PROBE", addr, length))
+    return judge_smoke(steps, pages=pages, addr=addr, main_cpu=vm.ready.get("cpu"),
+                       smp=vm.spec.smp)
+
+
+def judge_smoke(steps: tuple[StepResult, ...], *, pages: int, addr: int,
+                main_cpu: str | None, smp: int) -> SmokeResult:
+    """The smoke workload's verdict from its four answers (MMAP, PROBE, MUNMAP, PROBE)."""
+    mapped, warm, unmapped, probe = steps
     problems = []
     for result in (mapped, unmapped):
         if result.rc != 0:
@@ -74,8 +80,7 @@ def run_smoke(vm: KernelMachine, *, pages: int = 4, addr: int = DEFAULT_ADDR) ->
         problems.append(f"step {probe.number} PROBE: {probe.fields.get('segv')} SIGSEGVs for "
                         f"{pages} unmapped pages")
     cpu = probe.number_field("cpu")
-    if vm.spec.smp > 1 and str(cpu) == vm.ready.get("cpu"):
+    if smp > 1 and str(cpu) == main_cpu:
         problems.append(f"step {probe.number} PROBE: ran on cpu {cpu}, the unmapping CPU")
-    return SmokeResult(steps=(mapped, warm, unmapped, probe), pages=pages,
-                       unreadable_while_mapped=unreadable, stale_after_unmap=stale,
-                       probe_cpu=cpu, problems=tuple(problems))
+    return SmokeResult(steps=steps, pages=pages, unreadable_while_mapped=unreadable,
+                       stale_after_unmap=stale, probe_cpu=cpu, problems=tuple(problems))
