@@ -132,3 +132,15 @@ def test_cli_boot_json(bookworm: KernelFiles, tmp_path: Path) -> None:
     assert result["passed"] and result["problems"] == []
     assert [s["op"] for s in result["steps"]] == ["MMAP", "PROBE", "MUNMAP", "PROBE"]
     assert 0 < result["boot_to_ready_s"] < result["total_s"]
+
+
+def test_info_of_the_real_kernel(bookworm: KernelFiles) -> None:
+    done = subprocess.run([sys.executable, "-m", "shootdown.cli", "kernel", "info",
+                           "debian:bookworm", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["release"].startswith("6.1.") and info["version"] == [6, 1]
+    assert (info["page_size_kib"], info["header_page_size_kib"], info["va_bits"]) == (4, 4, 48)
+    assert (info["kpti"], info["lpa2"], info["tlb_range"]) == (True, False, True)
+    assert (info["policy"], info["policy_chosen"]) == ("v5.14", True)

@@ -160,3 +160,29 @@ def test_info_without_a_config_says_unknown(tmp_path: Path) -> None:
     image.write_bytes(make_image(page_bits=2))
     info = read_info(image, None)
     assert (info.page_size_kib, info.va_bits, info.kpti, info.tlb_range) == (16, None, None, None)
+
+
+def test_own_kernel_compressed_is_decompressed_into_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shootdown.kernel.locate import locate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "vmlinuz").write_bytes(gzip.compress(make_image()))
+    (tmp_path / "config").write_text(CONFIG)
+    files = locate(str(tmp_path / "vmlinuz"))
+    assert files.image.is_relative_to(tmp_path / "cache" / "shootdown" / "kernels" / "local")
+    assert files.image.read_bytes() == make_image()
+    assert files.config == tmp_path / "config"
+
+
+def test_own_kernel_in_a_build_tree_finds_its_dot_config(tmp_path: Path) -> None:
+    from shootdown.kernel.locate import locate
+
+    boot = tmp_path / "linux" / "arch" / "arm64" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "Image").write_bytes(make_image())
+    (tmp_path / "linux" / ".config").write_text(CONFIG)
+    files = locate(str(boot / "Image"))
+    assert (files.image, files.config) == (boot / "Image", tmp_path / "linux" / ".config")
+    with pytest.raises(ConfigError, match=r"^--config: .*nope: no such file"):
+        locate(str(boot / "Image"), str(tmp_path / "nope"))
