@@ -46,27 +46,34 @@ void tlb_gather_mmu(struct mmu_gather *tlb, struct uspace *mm, bool fullmm)
 	tlb_reset_range(tlb);
 }
 
-unsigned tlb_get_unmap_shift(const struct mmu_gather *tlb)
+/* stride_wrong_level: the highest cleared level wins instead of the lowest. */
+static unsigned highest_cleared_shift(const struct mmu_gather *tlb)
 {
-	if (injected(BUG_STRIDE_WRONG_LEVEL)) {
-		/* the highest cleared level wins instead of the lowest */
-		if (tlb->cleared_p4ds)
-			return tlb_env.p4d_shift;
-		if (tlb->cleared_puds)
-			return tlb_env.pud_shift;
-		if (tlb->cleared_pmds)
-			return tlb_env.pmd_shift;
-		return PAGE_SHIFT;
-	}
-	if (tlb->cleared_ptes)
-		return PAGE_SHIFT;
-	if (tlb->cleared_pmds)
-		return tlb_env.pmd_shift;
-	if (tlb->cleared_puds)
-		return tlb_env.pud_shift;
 	if (tlb->cleared_p4ds)
 		return tlb_env.p4d_shift;
+	if (tlb->cleared_puds)
+		return tlb_env.pud_shift;
+	if (tlb->cleared_pmds)
+		return tlb_env.pmd_shift;
 	return PAGE_SHIFT;
+}
+
+unsigned tlb_get_unmap_shift(const struct mmu_gather *tlb)
+{
+	unsigned shift = PAGE_SHIFT;
+
+	if (tlb->cleared_ptes)
+		shift = PAGE_SHIFT;
+	else if (tlb->cleared_pmds)
+		shift = tlb_env.pmd_shift;
+	else if (tlb->cleared_puds)
+		shift = tlb_env.pud_shift;
+	else if (tlb->cleared_p4ds)
+		shift = tlb_env.p4d_shift;
+	/* taken only where the two orders disagree (more than one level cleared) */
+	if (highest_cleared_shift(tlb) != shift && injected(BUG_STRIDE_WRONG_LEVEL))
+		return highest_cleared_shift(tlb);
+	return shift;
 }
 
 uint64_t tlb_get_unmap_size(const struct mmu_gather *tlb)

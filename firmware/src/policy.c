@@ -76,13 +76,26 @@ static void dsb_ish_after_tlbi(void)
 
 static uint64_t round_down(uint64_t x, uint64_t a) { return x & ~(a - 1); }
 static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
-
-/* The full-ASID cut-off in bytes: limit ops of stride each. */
-static uint64_t cutoff_bytes(uint64_t limit, uint64_t stride)
+/* Rounding [start, end) to the stride would change nothing. */
+static bool stride_aligned(uint64_t start, uint64_t end, uint64_t stride)
 {
-	if (injected(BUG_CUTOFF_4K_UNITS))
-		return limit * stride >> (PAGE_SHIFT - 12);
-	return limit * stride;
+	return round_down(start, stride) == start && round_up(end, stride) == end;
+}
+
+/*
+ * Whether a range of size bytes is past the full-ASID cut-off of limit ops
+ * of stride each (size >= cut-off when inclusive, else size > cut-off).
+ * cutoff_4k_units is only "taken" when it flips the decision (never on 4K).
+ */
+static bool past_cutoff(uint64_t size, uint64_t limit, uint64_t stride, bool inclusive)
+{
+	uint64_t right = limit * stride, wrong = right >> (PAGE_SHIFT - 12);
+	bool past = inclusive ? size >= right : size > right;
+	bool past_wrong = inclusive ? size >= wrong : size > wrong;
+
+	if (past_wrong != past && injected(BUG_CUTOFF_4K_UNITS))
+		return past_wrong;
+	return past;
 }
 
 void pt_clear_barrier(enum pt_clear_barrier b)
@@ -160,7 +173,7 @@ static void flush_range_v4_19(uint64_t start, uint64_t end, uint64_t stride,
 			      bool last_level, int tlb_level)
 {
 	(void)stride; (void)tlb_level;
-	if (end - start > cutoff_bytes(MAX_TLBI_OPS_V4, PAGE_SIZE)) {
+	if (past_cutoff(end - start, MAX_TLBI_OPS_V4, PAGE_SIZE, false)) {
 		flush_tlb_mm_all();
 		return;
 	}
@@ -178,7 +191,7 @@ static void flush_range_v4_20(uint64_t start, uint64_t end, uint64_t stride,
 			      bool last_level, int tlb_level)
 {
 	(void)tlb_level;
-	if (end - start > cutoff_bytes(MAX_TLBI_OPS_V4, stride)) {
+	if (past_cutoff(end - start, MAX_TLBI_OPS_V4, stride, false)) {
 		flush_tlb_mm_all();
 		return;
 	}
@@ -195,7 +208,7 @@ static void flush_range_v5_0(uint64_t start, uint64_t end, uint64_t stride,
 			     bool last_level, int tlb_level)
 {
 	(void)tlb_level;
-	if (end - start >= cutoff_bytes(PTRS_PER_PTE, stride)) {
+	if (past_cutoff(end - start, PTRS_PER_PTE, stride, true)) {
 		flush_tlb_mm_all();
 		return;
 	}
@@ -212,11 +225,11 @@ static void flush_range_v5_2(uint64_t start, uint64_t end, uint64_t stride,
 			     bool last_level, int tlb_level)
 {
 	(void)tlb_level;
-	if (!injected(BUG_NO_STRIDE_ROUND)) {
+	if (!stride_aligned(start, end, stride) && !injected(BUG_NO_STRIDE_ROUND)) {
 		start = round_down(start, stride);
 		end = round_up(end, stride);
 	}
-	if (end - start >= cutoff_bytes(PTRS_PER_PTE, stride)) {
+	if (past_cutoff(end - start, PTRS_PER_PTE, stride, true)) {
 		flush_tlb_mm_all();
 		return;
 	}
@@ -309,7 +322,9 @@ static void range_loop_scale_down(enum tlbi_op op, uint64_t start, uint64_t page
 		}
 		if (scale < 0)
 			break;		/* only with range_num_overflow: pages are left over */
-		if (clamp_num && !injected(BUG_RANGE_NUM_OVERFLOW)) {
+		/* masking and clamping differ only from 32 << (5*scale+1) pages on */
+		if (clamp_num && (pages < tlbi_range_pages(31, scale) ||
+				  !injected(BUG_RANGE_NUM_OVERFLOW))) {
 			uint64_t p = pages < tlbi_range_pages(31, scale) ? pages
 								       : tlbi_range_pages(31, scale);
 			num = (int)(p >> (5 * scale + 1)) - 1;
@@ -346,12 +361,12 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 	uint64_t pages;
 	bool excess;
 
-	if (!injected(BUG_NO_STRIDE_ROUND)) {
+	if (!stride_aligned(start, end, stride) && !injected(BUG_NO_STRIDE_ROUND)) {
 		start = round_down(start, stride);
 		end = round_up(end, stride);
 	}
 	pages = (end - start) >> PAGE_SHIFT;
-	excess = !tlb_env.range && end - start >= cutoff_bytes(PTRS_PER_PTE, stride);
+	excess = !tlb_env.range && past_cutoff(end - start, PTRS_PER_PTE, stride, true);
 	if (k.max_inclusive)
 		excess = excess || pages > TLBI_RANGE_MAX_PAGES;
 	else
@@ -568,10 +583,22 @@ static int level_v5_9(const struct mmu_gather *tlb)
 	return level_of_only_flag(tlb, false);
 }
 
+/*
+ * With tables freed: whether ttl_with_freed_tables gives the hint anyway.
+ * Taken only when there is a hint to give and something carries it (the
+ * TTL field with FEAT_TTL, or a range operand's TTL field).
+ */
+static bool ttl_hint_used(int level)
+{
+	if (level == TLB_LEVEL_UNKNOWN || !(tlb_env.ttl || tlb_env.range))
+		return false;
+	return injected(BUG_TTL_WITH_FREED_TABLES);
+}
+
 /* v5.14 (52218fcd61cb): no hint when tables were freed (TTL is leaf-only). */
 static int level_v5_14(const struct mmu_gather *tlb)
 {
-	if (tlb->freed_tables && !injected(BUG_TTL_WITH_FREED_TABLES))
+	if (tlb->freed_tables && !ttl_hint_used(level_of_only_flag(tlb, false)))
 		return TLB_LEVEL_UNKNOWN;
 	return level_of_only_flag(tlb, false);
 }
@@ -579,7 +606,7 @@ static int level_v5_14(const struct mmu_gather *tlb)
 /* v6.8+: TLBI_TTL_UNKNOWN for "no hint", so level 0 (p4ds only) is a hint. */
 static int level_v6_8(const struct mmu_gather *tlb)
 {
-	if (tlb->freed_tables && !injected(BUG_TTL_WITH_FREED_TABLES))
+	if (tlb->freed_tables && !ttl_hint_used(level_of_only_flag(tlb, true)))
 		return TLB_LEVEL_UNKNOWN;
 	return level_of_only_flag(tlb, true);
 }
@@ -610,7 +637,7 @@ static void tlb_flush_v4_20(struct mmu_gather *tlb)
 	uint64_t stride = tlb_get_unmap_size(tlb);
 	int level = policy_current->tlb_get_level(tlb);
 
-	if (injected(BUG_LAST_LEVEL_WITH_FREED_TABLES))
+	if (!last_level && injected(BUG_LAST_LEVEL_WITH_FREED_TABLES))
 		last_level = true;
 	if (tlb->fullmm) {
 		if (!last_level && !injected(BUG_FULLMM_NO_WALK_FLUSH))

@@ -20,21 +20,31 @@
 /* ---- the bug list, in the code and in the ELF ------------------------------- */
 
 enum bug inject_current;
+/* How often the running scenario took the injected path (SCNEND injected=). */
+static unsigned long inject_hits;
+
+void inject_hit(void)
+{
+	inject_hits++;
+}
 
 static const char *const bug_names[BUG_COUNT] = {
 	[BUG_NONE] = "none",
-#define BUG_NAME(id, name, desc) [BUG_##id] = name,
+#define BUG_NAME(id, name, releases, desc) [BUG_##id] = name,
 	BUG_LIST(BUG_NAME)
 #undef BUG_NAME
 };
 
 /*
- * .shootdown.bugs: "name\0description\0" for every injection, in list order.
+ * .shootdown.bugs: the marker "shootdown-bugs/3", then
+ * "name\0releases\0description\0" for every injection, in list order.
  * Not loaded (no "a" flag), so it costs no guest memory and survives
  * --gc-sections; the host reads it with pyelftools.
  */
-#define BUG_ASM(id, name, desc) ".asciz \"" name "\"\n.asciz \"" desc "\"\n"
+#define BUG_ASM(id, name, releases, desc) \
+	".asciz \"" name "\"\n.asciz \"" releases "\"\n.asciz \"" desc "\"\n"
 asm(".pushsection .shootdown.bugs, \"\", %progbits\n"
+    ".asciz \"shootdown-bugs/3\"\n"
     BUG_LIST(BUG_ASM)
     ".popsection\n");
 #undef BUG_ASM
@@ -63,6 +73,13 @@ static struct {
 	struct scn_step steps[SCN_MAX_STEPS];
 	struct scn_op ops[SCN_MAX_OPS];
 } scn;
+
+/*
+ * The step running now (its n, 0 between steps): for debuggers only.
+ * shootdown run --gdb stops at the diverging instruction with the condition
+ * "scn_step_now == N && oplog_len == I" on op_tlbi/op_dsb/op_isb.
+ */
+unsigned scn_step_now;
 
 static struct probe_point points[SCN_MAX_POINTS];
 static bool now_mapped[SCN_MAX_POINTS];
@@ -336,6 +353,7 @@ static void env_init(void)
 	tlb_env.task_size = 1UL << scn.va_bits;
 	policy_current = scn.policy;
 	inject_current = scn.inject;
+	inject_hits = 0;
 }
 
 /*
@@ -556,6 +574,7 @@ static void run_scenario(void)
 			points[k].mapped = now_mapped[k];
 		report("STEP", "n=%u", s->n);
 		oplog_reset();
+		scn_step_now = s->n;
 		run_step(s);
 		oplog_report();
 		mark_mapped(now_mapped);
@@ -566,9 +585,10 @@ static void run_scenario(void)
 		probefail += probe_step(s->n, points, nr_points, now_mapped, lo, hi);
 		uspace_free_deferred();
 	}
+	scn_step_now = 0;
 	tot = oplog_totals();
-	report("SCNEND", "id=%lu tlbi=%lu dsb=%lu isb=%lu probefail=%u",
-	       scn.id, tot.tlbi, tot.dsb, tot.isb, probefail);
+	report("SCNEND", "id=%lu tlbi=%lu dsb=%lu isb=%lu probefail=%u injected=%lu",
+	       scn.id, tot.tlbi, tot.dsb, tot.isb, probefail, inject_hits);
 	uspace_reset();
 	inject_current = BUG_NONE;
 }

@@ -1,9 +1,11 @@
 """The firmware's bug injections, read from the ELF it is about to boot.
 
 The firmware keeps one X-macro list (firmware/include/inject.h) and emits it
-into the non-loaded section ``.shootdown.bugs`` as ``name\\0description\\0``
-pairs; this module reads that section, so the host never keeps a copy of its
-own that could drift from what the firmware really implements.
+into the non-loaded section ``.shootdown.bugs``: the marker
+``shootdown-bugs/3``, then ``name\\0releases\\0description\\0`` triples
+(firmware built before the releases field: ``name\\0description\\0`` pairs,
+no marker). This module reads that section, so the host never keeps a copy of
+its own that could drift from what the firmware really implements.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from shootdown.errors import FirmwareError
 
 #: the ELF section holding the list
 SECTION = ".shootdown.bugs"
+#: first string of a list with a releases field (three strings per bug)
+MARKER_V3 = b"shootdown-bugs/3"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class Bug:
     name: str
     #: what it breaks, and the kernel history it reproduces
     description: str
+    #: where its code path exists (``v4.20+``, ``every release, kpti=1``);
+    #: empty for firmware built before the list carried it
+    releases: str = ""
 
 
 def read_bugs(elf_path: str | os.PathLike[str]) -> list[Bug]:
@@ -45,9 +52,20 @@ def read_bugs(elf_path: str | os.PathLike[str]) -> list[Bug]:
         raise FirmwareError(f"{path}: no {SECTION} section (not a shootdown firmware, "
                             f"or built before bug injections existed)")
     fields = data.rstrip(b"\0").split(b"\0")
-    if len(fields) % 2:
-        raise FirmwareError(f"{path}: {SECTION}: odd number of strings (corrupt list)")
-    return [Bug(fields[i].decode(), fields[i + 1].decode()) for i in range(0, len(fields), 2)]
+    try:
+        if fields[0] == MARKER_V3:
+            if (len(fields) - 1) % 3:
+                raise FirmwareError(f"{path}: {SECTION}: the number of strings after the "
+                                    f"marker is not a multiple of three (corrupt list)")
+            return [Bug(fields[i].decode(), fields[i + 2].decode(), fields[i + 1].decode())
+                    for i in range(1, len(fields), 3)]
+        if len(fields) % 2:
+            raise FirmwareError(f"{path}: {SECTION}: odd number of strings (corrupt list)")
+        return [Bug(fields[i].decode(), fields[i + 1].decode())
+                for i in range(0, len(fields), 2)]
+    except UnicodeDecodeError as exc:
+        raise FirmwareError(f"{path}: {SECTION}: not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from exc
 
 
 def check_inject(name: str, bugs: list[Bug], source: str) -> str:

@@ -9,7 +9,18 @@ Breakpoints under TCG are on virtual addresses, so a breakpoint at a symbol
 of the firmware (linked at its high kernel VAs) is hit once the MMU is on,
 without gdb writing into guest memory.
 
-Which function: the step's entry point in the firmware (``tlb_finish_mmu``
+Where: before the diverging instruction executes. With the index of the
+first diverging instruction in its step (the sequence check's divergence),
+the breakpoints are on the functions that issue every maintenance
+instruction (``op_tlbi``, ``op_dsb``, ``op_isb``; ``oplog_report`` when the
+guest stopped short), on the condition ``scn_step_now == STEP && oplog_len
+== INDEX``: the firmware sets ``scn_step_now`` to the running step and
+``oplog_len`` counts the step's instructions issued so far, so the stop is at
+the entry of the call that is about to issue the diverging one (a step's
+instruction can be issued before its entry function, by a mid-gather flush).
+
+Without an index (a probe failure), or with a firmware built before
+``scn_step_now``: the step's entry point in the firmware (``tlb_finish_mmu``
 for a gather or munmap; the policy's own ``flush_range_vX_Y`` /
 ``kernel_range_vX_Y`` / ``kernel_pgtable_vX_Y`` for the raw flushes, the
 newest one not later than the policy, as they are named in
@@ -40,6 +51,11 @@ _STEP_SYMBOLS = {
 }
 #: where to stop when nothing better is known: the scenario command handler
 FALLBACK_SYMBOL = "scenario_handle_line"
+#: the firmware functions that issue (or, last, report) a step's maintenance
+#: instructions, each entered before its instruction executes
+ISSUERS = ("op_tlbi", "op_dsb", "op_isb", "oplog_report")
+#: the firmware's "step running now" and "instructions of the step so far"
+STEP_VARIABLE, COUNT_VARIABLE = "scn_step_now", "oplog_len"
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,11 @@ def free_port() -> int:
 
 def elf_functions(elf: str | os.PathLike[str]) -> set[str]:
     """Names of the function symbols in the firmware ELF."""
+    return elf_symbols(elf, "STT_FUNC")
+
+
+def elf_symbols(elf: str | os.PathLike[str], kind: str) -> set[str]:
+    """Names of the symbols of type ``kind`` (``STT_FUNC``, ``STT_OBJECT``) in the ELF."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
@@ -81,7 +102,7 @@ def elf_functions(elf: str | os.PathLike[str]) -> set[str]:
             for section in ELFFile(f).iter_sections():
                 if isinstance(section, SymbolTableSection):
                     out |= {s.name for s in section.iter_symbols()
-                            if s["st_info"]["type"] == "STT_FUNC" and s.name}
+                            if s["st_info"]["type"] == kind and s.name}
             return out
     except OSError as exc:
         raise FirmwareError(f"{elf}: cannot read: {exc.strerror or exc}") from exc
@@ -116,13 +137,30 @@ def step_symbol(functions: set[str], kind: str, policy: str | None) -> str:
 
 def plan_gdb(elf: str | os.PathLike[str], *, step_kinds: list[str] | None = None,
              failing_step: int | None = None, policy: str | None = None,
+             failing_index: int | None = None,
              port: int | None = None, gdb: str = "gdb-multiarch") -> GdbPlan:
     """The plan for a run stopped at ``failing_step`` (1-based) of a scenario.
 
     ``step_kinds`` are the scenario's step kinds in order (``scenario.steps[i].kind``).
-    Without a failing step the breakpoint is on the scenario command handler.
+    With ``failing_index`` (the diverging instruction's index in its step) the
+    stop is right before that instruction; else at the step's entry point;
+    without a failing step, at the scenario command handler.
     """
     port = port or free_port()
+    elf_path = os.path.abspath(elf)
+    argv = [gdb, "-q", elf_path, "-ex", "set pagination off",
+            "-ex", f"target remote 127.0.0.1:{port}"]
+    qemu_args = ("-S", "-gdb", f"tcp:127.0.0.1:{port}")
+    if failing_step is not None and failing_index is not None and failing_step >= 1 \
+            and set(ISSUERS) <= elf_functions(elf) \
+            and {STEP_VARIABLE, COUNT_VARIABLE} <= elf_symbols(elf, "STT_OBJECT"):
+        condition = (f"{STEP_VARIABLE} == {failing_step} && "
+                     f"{COUNT_VARIABLE} == {failing_index}")
+        for fn in ISSUERS:
+            argv += ["-ex", f"break {fn} if {condition}"]
+        argv += ["-ex", "continue"]
+        return GdbPlan(port=port, qemu_args=qemu_args, gdb_argv=tuple(argv),
+                       breakpoint=f"{'/'.join(ISSUERS)} if {condition}", ignore=0)
     symbol, ignore = FALLBACK_SYMBOL, 0
     if step_kinds and failing_step is not None and 1 <= failing_step <= len(step_kinds):
         functions = elf_functions(elf)
@@ -131,11 +169,9 @@ def plan_gdb(elf: str | os.PathLike[str], *, step_kinds: list[str] | None = None
         if symbol != FALLBACK_SYMBOL:
             ignore = sum(1 for k in step_kinds[:failing_step - 1]
                          if step_symbol(functions, k, policy) == symbol)
-    elf_path = os.path.abspath(elf)
-    argv = [gdb, "-q", elf_path, "-ex", "set pagination off",
-            "-ex", f"target remote 127.0.0.1:{port}", "-ex", f"break {symbol}"]
+    argv += ["-ex", f"break {symbol}"]
     if ignore:
         argv += ["-ex", f"ignore 1 {ignore}"]
     argv += ["-ex", "continue"]
-    return GdbPlan(port=port, qemu_args=("-S", "-gdb", f"tcp:127.0.0.1:{port}"),
-                   gdb_argv=tuple(argv), breakpoint=symbol, ignore=ignore)
+    return GdbPlan(port=port, qemu_args=qemu_args, gdb_argv=tuple(argv), breakpoint=symbol,
+                   ignore=ignore)

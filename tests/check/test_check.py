@@ -109,4 +109,4 @@ def test_a_cpu_that_did_not_probe_fails() -> None:
 def test_skip_is_not_a_pass() -> None:
     result = _judge(_records("SKIP id=1 why=granule16k"))
     assert result.verdict is Verdict.SKIP
-    assert run_verdict([result], "none") is Verdict.SKIP
+    assert run_verdict([result], "none") is Verdict.NOTHING_RAN

@@ -2,9 +2,12 @@
 
 Expected (the golden model's per-step sequences) and observed (the guest's
 report, or later a trace) come in; a frozen :class:`ScenarioResult` goes out.
-With a bug injected, a failing check is the *wanted* outcome (CAUGHT); a
-scenario the injection does not affect passes, and a run in which no
-scenario caught the injection is MISSED: the checkers were blind to it.
+With a bug injected, a failing check is the *wanted* outcome (CAUGHT). The
+guest counts how often the injected code path was taken (``SCNEND
+injected=``): a scenario that never took it is NOT_APPLICABLE (the bug cannot
+exist there: another release, no TLBI range ops, an aligned range); one that
+took it and still passed is PASS, and a run in which some scenario took the
+path but none caught it is MISSED: the checkers were blind to it.
 """
 
 from __future__ import annotations
@@ -106,21 +109,43 @@ def judge(*, scenario: str, policy: str, granule: str, inject: str,
         reason = probes.problems[0]
     if inject == "none":
         verdict = Verdict.PASS if ok else Verdict.FAIL
+    elif observed.injected == 0:
+        # The injected path never ran: a failure here is a real one, not the bug's.
+        verdict = Verdict.NOT_APPLICABLE if ok else Verdict.FAIL
+        if ok:
+            reason = f"the code path of {inject} never ran in this scenario"
     else:
         verdict = Verdict.PASS if ok else Verdict.CAUGHT
         if ok:
             reason = f"injection {inject} had no visible effect on this scenario"
+            if observed.injected is not None:
+                reason += f" (its code path ran {observed.injected} time(s))"
     return result(verdict, reason, seq, probes)
 
 
 def run_verdict(results: Sequence[ScenarioResult], inject: str) -> Verdict:
-    """The verdict of a run: with an injection, CAUGHT if any scenario caught it,
-    else MISSED; without, FAIL if any scenario failed, else PASS (SKIP if all skipped)."""
-    if any(r.verdict is Verdict.FAIL for r in results):
+    """The verdict of a run, first match wins.
+
+    - FAIL if any scenario failed;
+    - NOTHING_RAN if every scenario was skipped (or there were none);
+    - with an injection: CAUGHT if any scenario caught it, else MISSED if any
+      scenario ran the injected code path (or could not say) and passed;
+    - EMULATOR_LIMIT if a scenario's probes hit a known QEMU defect;
+    - with an injection: NOT_APPLICABLE (no scenario ran the injected path);
+    - else PASS.
+    """
+    verdicts = {r.verdict for r in results}
+    if Verdict.FAIL in verdicts:
         return Verdict.FAIL
+    if verdicts <= {Verdict.SKIP}:
+        return Verdict.NOTHING_RAN
     if inject != "none":
-        return Verdict.CAUGHT if any(r.verdict is Verdict.CAUGHT for r in results) \
-            else Verdict.MISSED
-    if results and all(r.verdict is Verdict.SKIP for r in results):
-        return Verdict.SKIP
+        if Verdict.CAUGHT in verdicts:
+            return Verdict.CAUGHT
+        if Verdict.PASS in verdicts:
+            return Verdict.MISSED
+    if Verdict.EMULATOR_LIMIT in verdicts:
+        return Verdict.EMULATOR_LIMIT
+    if inject != "none":
+        return Verdict.NOT_APPLICABLE
     return Verdict.PASS

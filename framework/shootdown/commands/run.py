@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-features", metavar="LIST",
                         help="override the scenarios' cpu_features (comma-separated: ttl,"
                              "tlbirange; empty for none)")
-    parser.add_argument("--guest", metavar="NAME",
-                        help="guest definition name in the guests directory, or a .toml path "
-                             "(default: $SHOOTDOWN_GUEST or virt-a57)")
+    parser.add_argument("--guest", metavar="NAME[,NAME...]",
+                        help="guest definition name in the guests directory, or a .toml path; "
+                             "a comma-separated list runs every scenario job on each guest "
+                             "(default: $SHOOTDOWN_GUEST, same syntax, or virt-a57)")
     parser.add_argument("--guests-dir", metavar="DIR",
                         help="where guest names resolve (default: $SHOOTDOWN_GUESTS or the "
                              "source tree's guests/)")
@@ -98,8 +99,14 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from shootdown.guest.definition import DEFAULT_GUEST, find_guest
 
-    definition = find_guest(args.guest or os.environ.get("SHOOTDOWN_GUEST") or DEFAULT_GUEST,
-                            args.guests_dir)
+    names = guest_names(args.guest or os.environ.get("SHOOTDOWN_GUEST") or DEFAULT_GUEST)
+    definitions = [find_guest(name, args.guests_dir) for name in names]
+    if len(definitions) > 1 and not args.scenarios:
+        from shootdown.errors import ConfigError
+
+        raise ConfigError(f"--guest: several guests ({', '.join(names)}) need scenario files; "
+                          f"the built-in smoke scenario runs on one guest")
+    definition = definitions[0]
     launcher = launcher_for(definition)
     if args.logdir:
         logdir, temporary = args.logdir, False
@@ -113,7 +120,7 @@ def _main(args: argparse.Namespace) -> int:
         from shootdown.commands import run_scenarios
 
         try:
-            code = run_scenarios.main(args, definition, logdir)
+            code = run_scenarios.main(args, definitions, logdir)
         except BaseException:
             if os.listdir(logdir):  # a guest ran: its console logs explain the error
                 print(f"logs: {logdir}", file=sys.stderr)
@@ -157,7 +164,24 @@ def _main(args: argparse.Namespace) -> int:
         print(f"log: {log_path}")
     else:
         print(f"log: {log_path}", file=sys.stderr)
-    return 0 if result.verdict.ok else 1
+    from shootdown.cli import exit_code_for_verdict
+
+    return int(exit_code_for_verdict(result.verdict))
+
+
+def guest_names(text: str) -> list[str]:
+    """``--guest``/``$SHOOTDOWN_GUEST``: one name or path, or a comma-separated list."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        from shootdown.errors import ConfigError
+
+        raise ConfigError(f"--guest: no guest named in {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        from shootdown.errors import ConfigError
+
+        raise ConfigError(f"--guest: {', '.join(twice)} named twice")
+    return names
 
 
 def _while_booting(guest: Guest) -> None:

@@ -3,8 +3,10 @@
 The scenario half of ``shootdown run`` (the smoke half is in
 :mod:`shootdown.commands.run`). Every scenario file is loaded and validated
 before anything boots, so bad input costs no QEMU start; then one boot per
-firmware granule runs every (scenario, policy) job, and each result is printed
-as it arrives.
+firmware granule and guest runs every (scenario, policy) job, and each result
+is printed as it arrives. ``--guest a,b`` runs every job on each guest: results
+and tallies per guest, one verdict over all; every skip reason is printed with
+its count.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from shootdown.cli import printable
 from shootdown.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,7 +63,7 @@ def _line(r: ScenarioResult) -> str:
     tail = r.reason or (f"{obs.get('tlbi', 0)} TLBI, {obs.get('dsb_ish', 0)} DSB ISH"
                         if obs else "")
     inject = f" inject={r.inject}" if r.inject != "none" else ""
-    return f"  {label:<7} {r.policy:<6} {r.granule:<4} {r.scenario}{inject}  {tail}"
+    return printable(f"  {label:<7} {r.policy:<6} {r.granule:<4} {r.scenario}{inject}  {tail}")
 
 
 def _count(results: list[ScenarioResult]) -> dict[str, int]:
@@ -70,12 +74,29 @@ def _count(results: list[ScenarioResult]) -> dict[str, int]:
 
 
 def _tally(results: list[ScenarioResult]) -> str:
-    """``12 pass, 3 skip (reason)``: counts per verdict, with a skip reason."""
-    text = ", ".join(f"{n} {v}" for v, n in sorted(_count(results).items()))
-    reasons = sorted({r.reason for r in results if str(r.verdict) == "skip"})
-    if len(reasons) == 1:
-        text += f" ({reasons[0]})"
-    return text
+    """``12 pass, 3 skip``: counts per verdict."""
+    return ", ".join(f"{n} {v}" for v, n in sorted(_count(results).items())) or "no jobs"
+
+
+def skip_reasons(results: list[ScenarioResult]) -> list[tuple[str, int]]:
+    """Every skip reason with how many jobs it skipped, most first."""
+    from collections import Counter
+
+    from shootdown.result import Verdict
+
+    counts = Counter(r.reason for r in results if r.verdict is Verdict.SKIP)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _skip_lines(results: list[ScenarioResult]) -> list[str]:
+    return [printable(f"  skip {n:>4}  {reason}") for reason, n in skip_reasons(results)]
+
+
+def _noteworthy(r: ScenarioResult) -> bool:
+    """A result a large run lists anyway: a failure, a catch, an emulator limit."""
+    from shootdown.result import Verdict
+
+    return r.verdict in (Verdict.FAIL, Verdict.CAUGHT, Verdict.EMULATOR_LIMIT)
 
 
 def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
@@ -87,6 +108,8 @@ def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
     where that step does its work, and waits without time limits while gdb
     holds the guest.
     """
+    from shootdown.check.scenario import run_verdict
+    from shootdown.cli import exit_code_for_verdict
     from shootdown.debug import plan_gdb
     from shootdown.guest.definition import Timeouts
     from shootdown.session import run_boot
@@ -98,14 +121,16 @@ def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
                      qemu=args.qemu, launcher=launcher_for(definition))
     result = first.results[0]
     step = None
+    index = None
     if result.sequence is not None and result.sequence.divergence is not None:
         step = result.sequence.divergence.step
+        index = result.sequence.divergence.index
     elif result.probes is not None and result.probes.failed_steps:
         step = result.probes.failed_steps[0]
     print(f"{_line(result)}")
     plan = plan_gdb(definition.firmware_path(granule),
                     step_kinds=[s.kind for s in job.scenario.steps], failing_step=step,
-                    policy=job.policy)
+                    policy=job.policy, failing_index=index)
     week = 7 * 24 * 3600.0  # "no limit" for a person at gdb, still a valid poll() timeout
     unlimited = Timeouts(boot=week, idle=week, total=week)
     halted = definition._replace(timeouts=unlimited,
@@ -117,13 +142,18 @@ def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
     second = run_boot(halted, granule, [job], log_path=os.path.join(logdir, "gdb.console.log"),
                       qemu=args.qemu, launcher=launcher_for(definition))
     print(_line(second.results[0]))
-    return 0 if second.results[0].verdict.ok else 1
+    return int(exit_code_for_verdict(run_verdict(second.results, job.inject)))
 
 
-def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> int:
-    """Run the scenarios named on the command line; exit code per the verdict."""
-    from shootdown.bugs import check_inject, read_bugs
+def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdir: str) -> int:
+    """Run the scenarios named on the command line on every guest; exit code per the verdict.
+
+    Each guest runs every job; results and tallies are per guest, the verdict
+    is over all of them.
+    """
+    from shootdown.bugs import Bug, check_inject, read_bugs
     from shootdown.check.scenario import run_verdict
+    from shootdown.cli import exit_code_for_verdict
     from shootdown.model.policy import DEFAULT_POLICY
     from shootdown.result import Verdict
     from shootdown.session import Job, group_by_granule, load_all, run_boot
@@ -137,49 +167,63 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
             for pol in (policies or [sc.policy or DEFAULT_POLICY])]
     groups = group_by_granule(jobs)
     if args.gdb:
-        if len(jobs) != 1:
-            raise ConfigError(f"--gdb debugs one scenario under one policy; this run has "
-                              f"{len(jobs)} jobs (name one file and one --policy)")
-        return debug_under_gdb(jobs[0], definition, logdir, args)
+        if len(jobs) != 1 or len(definitions) != 1:
+            raise ConfigError(f"--gdb debugs one scenario under one policy on one guest; this "
+                              f"run has {len(jobs)} jobs on {len(definitions)} guest(s) (name "
+                              f"one file, one --policy and one --guest)")
+        return debug_under_gdb(jobs[0], definitions[0], logdir, args)
+    bug: Bug | None = None
     if inject != "none":
-        for granule in groups:
-            elf = definition.firmware_path(granule)
-            check_inject(inject, read_bugs(elf), elf)
-    launcher = launcher_for(definition)
+        for definition in definitions:
+            for granule in groups:
+                elf = definition.firmware_path(granule)
+                bugs = read_bugs(elf)
+                check_inject(inject, bugs, elf)
+                bug = next(b for b in bugs if b.name == inject)
+    launchers = [launcher_for(d) for d in definitions]
 
     results: list[ScenarioResult] = []
+    per_guest: dict[str, list[ScenarioResult]] = {}
     boots: list[BootReport] = []
     quiet = args.json
 
     # Small runs list every result; large ones list what needs a look (FAIL,
-    # CAUGHT, MISSED) and a tally per granule, so the verdict stays readable.
-    every = args.verbose > 0 or len(jobs) <= SHOW_ALL_UP_TO
-
-    def show(r: ScenarioResult) -> None:
-        results.append(r)
-        if quiet:
-            return
-        noteworthy = not r.verdict.ok or r.verdict is Verdict.CAUGHT
-        if every or noteworthy:
-            print(_line(r), flush=True)
-        if noteworthy:
-            for detail in r.detail:
-                print(f"          {detail}")
+    # CAUGHT) and a tally per granule, so the verdict stays readable.
+    every = args.verbose > 0 or len(jobs) * len(definitions) <= SHOW_ALL_UP_TO
 
     t0 = time.monotonic()
-    for granule, group in groups.items():
+    for definition, launcher in zip(definitions, launchers, strict=True):
+        mine = per_guest.setdefault(definition.name, [])
+
+        def show(r: ScenarioResult, mine: list[ScenarioResult] = mine) -> None:
+            results.append(r)
+            mine.append(r)
+            if quiet:
+                return
+            if every or _noteworthy(r):
+                print(_line(r), flush=True)
+            if _noteworthy(r):
+                for detail in r.detail:
+                    print(printable(f"          {detail}"))
+
+        for granule, group in groups.items():
+            if not quiet:
+                print(f"{definition.name} ({definition.cpu}, smp {definition.smp}), "
+                      f"{granule} firmware: {len(group)} job(s)", flush=True)
+            first = len(mine)
+            for k in range(0, len(group), JOBS_PER_BOOT):
+                chunk = group[k:k + JOBS_PER_BOOT]
+                stem = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}")
+                boots.append(run_boot(definition, granule, chunk,
+                                      log_path=f"{stem}.console.log", qemu=args.qemu,
+                                      launcher=launcher, on_result=show,
+                                      trace_log=f"{stem}.exec.log" if args.trace else None))
+            if not quiet and not every:
+                print(f"  {granule}: {_tally(mine[first:])}", flush=True)
         if not quiet:
-            print(f"{definition.name} ({definition.cpu}, smp {definition.smp}), "
-                  f"{granule} firmware: {len(group)} job(s)", flush=True)
-        first = len(results)
-        for k in range(0, len(group), JOBS_PER_BOOT):
-            chunk = group[k:k + JOBS_PER_BOOT]
-            stem = os.path.join(logdir, f"{definition.name}-{granule}-{len(boots)}")
-            boots.append(run_boot(definition, granule, chunk, log_path=f"{stem}.console.log",
-                                  qemu=args.qemu, launcher=launcher, on_result=show,
-                                  trace_log=f"{stem}.exec.log" if args.trace else None))
-        if not quiet and not every:
-            print(f"  {granule}: {_tally(results[first:])}", flush=True)
+            print(f"{definition.name}: {len(mine)} job(s): {_tally(mine)}")
+            for line in _skip_lines(mine):
+                print(line)
     elapsed = time.monotonic() - t0
     verdict = run_verdict(results, inject)
 
@@ -187,31 +231,42 @@ def main(args: argparse.Namespace, definition: GuestDefinition, logdir: str) -> 
         import json
 
         print(json.dumps({
-            "verdict": str(verdict), "guest": definition.name, "inject": inject,
-            "elapsed_s": round(elapsed, 3),
-            "boots": [{"granule": b.granule, "log": b.log_path, "cpus": b.cpus,
-                       "build_id": b.build_id, "qemu_argv": b.qemu_argv,
+            "verdict": str(verdict), "guest": ",".join(per_guest),
+            "guests": {name: {"verdict": str(run_verdict(rs, inject)), "counts": _count(rs),
+                              "skip_reasons": dict(skip_reasons(rs))}
+                       for name, rs in per_guest.items()},
+            "inject": inject, "elapsed_s": round(elapsed, 3),
+            "boots": [{"guest": b.guest, "granule": b.granule, "log": b.log_path,
+                       "cpus": b.cpus, "build_id": b.build_id, "qemu_argv": b.qemu_argv,
                        "boot_s": round(b.boot_s, 4), "total_s": round(b.total_s, 4)}
                       for b in boots],
-            "results": [r.to_dict() for r in results],
+            "results": [{"guest": name, **r.to_dict()}
+                        for name, rs in per_guest.items() for r in rs],
         }, indent=2))
     else:
         tally = _count(results)
-        counts = _tally(results)
         rate = len(results) / elapsed if elapsed > 0 else 0.0
-        print(f"{len(results)} scenario run(s) in {elapsed:.2f} s ({rate:.0f}/s, "
-              f"{len(boots)} boot(s)): {counts}")
+        where = f" on {len(definitions)} guests" if len(definitions) > 1 else ""
+        print(f"{len(results)} scenario run(s){where} in {elapsed:.2f} s ({rate:.0f}/s, "
+              f"{len(boots)} boot(s)): {_tally(results)}")
+        releases = f" (its code path exists in: {bug.releases})" if bug and bug.releases else ""
         meaning = {
             Verdict.PASS: "every scenario that ran matched the golden model and every probe "
-                          "held" + (f" ({tally['skip']} skipped)" if tally.get("skip") else ""),
-            Verdict.SKIP: "every scenario was skipped by the guest",
+                          "held" + (f" ({tally['skip']} skipped, reasons above)"
+                                    if tally.get("skip") else ""),
+            Verdict.NOTHING_RAN: "every job was skipped (reasons above): nothing was checked",
             Verdict.FAIL: "the guest disagreed with the golden model or a probe failed",
             Verdict.CAUGHT: f"the injected bug {inject} was caught",
-            Verdict.MISSED: f"the injected bug {inject} was NOT caught: the checks are blind "
-                            "to it on these scenarios",
+            Verdict.MISSED: f"the injected bug {inject} ran but was NOT caught: the checks are "
+                            "blind to it on these scenarios",
+            Verdict.NOT_APPLICABLE: f"not applicable: the injected bug {inject}'s code path "
+                                    f"never ran in these scenarios and releases{releases}, so "
+                                    "no check could have caught it",
+            Verdict.EMULATOR_LIMIT: "a probe result is explained by a known emulator defect, "
+                                    "not by the code under test",
         }[verdict]
         print(f"verdict: {str(verdict).upper()}: {meaning}")
         if not verdict.ok or args.keep:
             for b in boots:
                 print(f"log: {b.log_path}")
-    return 0 if verdict.ok else 1
+    return int(exit_code_for_verdict(verdict))

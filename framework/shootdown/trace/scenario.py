@@ -82,6 +82,9 @@ class ObservedScenario:
     probe_failures: tuple[ProbeFailure, ...] = ()
     #: the guest's rejection of the scenario (``ERR`` records), if any
     errors: tuple[str, ...] = ()
+    #: how often the injected bug's code path was taken (``SCNEND injected=``);
+    #: None when the guest did not say (skipped, or firmware without the field)
+    injected: int | None = None
 
     @property
     def instructions(self) -> list[Instruction]:
@@ -154,9 +157,11 @@ def read_scenario(records: Iterable[Record]) -> ObservedScenario:
             return ObservedScenario(scn_id=-1, skipped=None, errors=tuple(errors))
         raise ProtocolError("scenario answer without SCN or SKIP record")
     frozen = {n: tuple(v) for n, v in steps.items()}
+    hits = end.number("injected") if end is not None and end.get("injected") is not None \
+        else None
     observed = ObservedScenario(scn_id=scn_id, skipped=skipped, steps=frozen,
                                 probes=tuple(probes), probe_failures=tuple(failures),
-                                errors=tuple(errors))
+                                errors=tuple(errors), injected=hits)
     if skipped is None and not errors:
         if end is None:
             raise ProtocolError(f"scenario {scn_id}: no SCNEND record")
