@@ -85,9 +85,10 @@ def _fetch(args: argparse.Namespace) -> int:
             assert isinstance(packages, dict)
             names = sorted({p["package"] for p in packages.values()})
             size = sum(p["size"] for p in {p["package"]: p for p in packages.values()}.values())
-            how = "downloaded" if downloaded else "cached"
+            how = (f"downloaded and unpacked in {record['seconds']} s" if downloaded else
+                   f"already cached (archive checked in {record['seconds']} s)")
             print(f"{kernel.name}: {cached.version} ({', '.join(names)}, "
-                  f"{size / 1e6:.1f} MB, SHA256 verified) {how} in {record['seconds']} s")
+                  f"{size / 1e6:.1f} MB, SHA256 verified) {how}")
             print(f"  Image  {cached.image} ({cached.image.stat().st_size / 1e6:.1f} MB)")
             print(f"  config {cached.config}")
     if args.json:
