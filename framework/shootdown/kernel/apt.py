@@ -145,11 +145,6 @@ class PrivateApt:
         self.prepare()
         self._run("apt-get", ["update", "-q"], UPDATE_DEADLINE_S)
 
-    def has_lists(self) -> bool:
-        """Whether an earlier :meth:`update` left verified indexes."""
-        lists = self.root / "lists"
-        return lists.is_dir() and any(p.name.endswith("_Packages") for p in lists.iterdir())
-
     def show(self, package: str) -> list[dict[str, str]]:
         """The index stanzas of ``package`` (every version), as field dicts."""
         from debian.deb822 import Packages
