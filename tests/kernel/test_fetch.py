@@ -119,8 +119,9 @@ def test_an_unreachable_archive_is_one_line_and_exit_3(tmp_path: Path) -> None:
     assert not list((tmp_path / "shootdown" / "kernels").glob("*/*/Image"))
 
 
-def test_a_missing_image_path_is_bad_input(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "shootdown.cli", "kernel", "info",
+@pytest.mark.parametrize("spelling", [[], ["--kernel"]])
+def test_a_missing_image_path_is_bad_input(tmp_path: Path, spelling: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "shootdown.cli", "kernel", "info", *spelling,
                            str(tmp_path / "nope")], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"shootdown: error: --kernel: {tmp_path / 'nope'}: no such "

@@ -56,6 +56,9 @@ def _kernel_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kernel", nargs="?", default=DEFAULT_KERNEL,
                         metavar="debian:SUITE[-16k]|PATH",
                         help=f"a Debian kernel or an Image file (default: {DEFAULT_KERNEL})")
+    parser.add_argument("--kernel", dest="kernel_option", metavar="debian:SUITE[-16k]|PATH",
+                        help="the same as the positional KERNEL (the spelling of the other "
+                             "commands)")
     parser.add_argument("--config", metavar="FILE",
                         help="the kernel's .config (with a PATH; default: beside the Image)")
 
@@ -119,7 +122,7 @@ def _describe(info: KernelInfo, policy: str, chosen: bool) -> list[str]:
 def _locate(args: argparse.Namespace) -> KernelFiles:
     from shootdown.kernel.locate import locate
 
-    return locate(args.kernel, args.config)
+    return locate(args.kernel_option or args.kernel, args.config)
 
 
 def _info(args: argparse.Namespace) -> int:
