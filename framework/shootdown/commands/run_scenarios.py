@@ -92,6 +92,18 @@ def _skip_lines(results: list[ScenarioResult]) -> list[str]:
     return [printable(f"  skip {n:>4}  {reason}") for reason, n in skip_reasons(results)]
 
 
+def _ran_nowhere(per_guest: dict[str, list[ScenarioResult]]) -> int:
+    """How many jobs every guest skipped (a job: scenario, policy, granule)."""
+    from shootdown.result import Verdict
+
+    def key(r: ScenarioResult) -> tuple[str, str, str]:
+        return (r.scenario, r.policy, r.granule)
+
+    ran = {key(r) for rs in per_guest.values() for r in rs if r.verdict is not Verdict.SKIP}
+    jobs = {key(r) for rs in per_guest.values() for r in rs}
+    return len(jobs - ran)
+
+
 def _noteworthy(r: ScenarioResult) -> bool:
     """A result a large run lists anyway: a failure, a catch, an emulator limit."""
     from shootdown.result import Verdict
@@ -250,10 +262,15 @@ def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdi
         print(f"{len(results)} scenario run(s){where} in {elapsed:.2f} s ({rate:.0f}/s, "
               f"{len(boots)} boot(s)): {_tally(results)}")
         releases = f" (its code path exists in: {bug.releases})" if bug and bug.releases else ""
+        skipped = f" ({tally['skip']} skipped, reasons above)" if tally.get("skip") else ""
+        if skipped and len(definitions) > 1:
+            nowhere = _ran_nowhere(per_guest)
+            skipped = (f" ({tally['skip']} skipped, reasons above; "
+                       + (f"{nowhere} job(s) ran on no guest)" if nowhere
+                          else "every job ran on at least one guest)"))
         meaning = {
             Verdict.PASS: "every scenario that ran matched the golden model and every probe "
-                          "held" + (f" ({tally['skip']} skipped, reasons above)"
-                                    if tally.get("skip") else ""),
+                          "held" + skipped,
             Verdict.NOTHING_RAN: "every job was skipped (reasons above): nothing was checked",
             Verdict.FAIL: "the guest disagreed with the golden model or a probe failed",
             Verdict.CAUGHT: f"the injected bug {inject} was caught",
