@@ -62,6 +62,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "matrix": ("shootdown.commands.matrix", "run a validation matrix in parallel (JSON lines)"),
     "report": ("shootdown.commands.report", "JUnit XML, Markdown and HTML from matrix results"),
     "kernel": ("shootdown.commands.kernel", "real arm64 kernels: fetch, info, boot"),
+    "doctor": ("shootdown.commands.doctor", "the QEMU in use: version, options, known defects"),
 }
 
 

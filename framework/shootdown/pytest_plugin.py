@@ -332,6 +332,7 @@ def run_on(guest: Guest, scenario: Scenario, policy: str, inject: str = "none",
     import time
 
     from shootdown.check.scenario import judge
+    from shootdown.guest.qemu import tcg_version
     from shootdown.scenario.lower import to_protocol_lines
     from shootdown.session import Job, expected_steps, send_scenario
     from shootdown.trace.scenario import read_scenario
@@ -344,7 +345,8 @@ def run_on(guest: Guest, scenario: Scenario, policy: str, inject: str = "none",
     expected = expected_steps(job)
     result = judge(scenario=scenario.path, policy=policy, granule=scenario.granule,
                    inject=inject, expected=expected, observed=observed, cpus=cpus,
-                   seconds=time.monotonic() - t0)
+                   seconds=time.monotonic() - t0,
+                   emulator=tcg_version(guest.definition.accel, guest.qemu_version()))
     return ScenarioRun(result=result, expected=expected, observed=observed,
                        guest=guest.definition.name, log_path=guest.log_path,
                        build_id=guest.begin.text("build_id") if guest.begin else "",

@@ -356,6 +356,7 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     if plan is not None:
         definition = plan.definition
     guest = Guest(definition, log_path=log_path, granule=granule, qemu=qemu, launcher=launcher)
+    from shootdown.guest.qemu import tcg_version  # the known QEMU defects depend on it
 
     def finish(job: Job, records: Sequence[Record], seconds: float) -> None:
         observed = read_scenario(records)
@@ -363,7 +364,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
             reported.append(expand_report((r.tag, r.fields) for r in records))
         result = judge(scenario=job.scenario.path, policy=job.policy, granule=granule,
                        inject=job.inject, expected=expected_steps(job),
-                       observed=observed, cpus=report.cpus, seconds=seconds)
+                       observed=observed, cpus=report.cpus, seconds=seconds,
+                       emulator=tcg_version(definition.accel, guest.qemu_version()))
         logger.info("%s %s %s: %s", job.scenario.path, job.policy, job.inject, result.verdict)
         report.results.append(result)
         if deliver is not None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shootdown.check.emulator import explain_probes
 from shootdown.check.probes import ProbeCheck, check_probes
 from shootdown.check.sequence import SequenceCheck, check_sequence, counts
 from shootdown.model.instructions import Instruction
@@ -79,8 +80,14 @@ class ScenarioResult:
 
 def judge(*, scenario: str, policy: str, granule: str, inject: str,
           expected: Mapping[int, Sequence[Instruction]], observed: ObservedScenario,
-          cpus: int, seconds: float = 0.0) -> ScenarioResult:
-    """Compare one scenario's expected and observed behaviour."""
+          cpus: int, seconds: float = 0.0,
+          emulator: tuple[int, int, int] | None = None) -> ScenarioResult:
+    """Compare one scenario's expected and observed behaviour.
+
+    ``emulator`` is the QEMU version when TCG ran the guest (None: KVM or
+    unknown): stale probes that a known QEMU defect explains, after a
+    sequence equal to the model's, are EMULATOR_LIMIT (check/emulator.py).
+    """
 
     def result(verdict: Verdict, reason: str, sequence: SequenceCheck | None = None,
                probes: ProbeCheck | None = None) -> ScenarioResult:
@@ -107,6 +114,10 @@ def judge(*, scenario: str, policy: str, granule: str, inject: str,
         reason = f"sequence differs from the model at step {d.step}, instruction {d.index}"
     elif not probes.ok:
         reason = probes.problems[0]
+    limit = (explain_probes(emulator, granule, observed.steps, observed)
+             if seq.ok and not probes.ok else None)
+    if limit is not None:  # QEMU, not the target, left the pages readable
+        return result(Verdict.EMULATOR_LIMIT, limit.describe(), seq, probes)
     if inject == "none":
         verdict = Verdict.PASS if ok else Verdict.FAIL
     elif observed.injected == 0:

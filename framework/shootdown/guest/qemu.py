@@ -264,3 +264,15 @@ def private_qemus() -> list[str]:
         return parse_version("version " + path.split(os.sep)[-4]) or (0, 0, 0)
 
     return sorted((p for p in found if os.access(p, os.X_OK)), key=series)
+
+
+def tcg_version(accel: str, version_line: str) -> QemuVersion | None:
+    """QEMU's version when it emulates the CPU (``accel`` TCG), else None.
+
+    Under KVM (or HVF) the TLB is the real CPU's: QEMU's TCG defects do not
+    apply.  ``version_line`` is what :func:`version_line` (or a remote
+    launcher) answered; None when it names no version.
+    """
+    if accel.split(",")[0] != "tcg":
+        return None
+    return parse_version(version_line)
