@@ -45,6 +45,7 @@ from shootdown.errors import (
     GuestUnsupported,
     ProtocolError,
     ScenarioError,
+    ShootdownError,
 )
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher, LocalLauncher
@@ -326,6 +327,26 @@ def _use_batch(batch: bool | None, jobs: Sequence[Job], launcher: Launcher | Non
     return batch
 
 
+def _missing_cpu(definition: GuestDefinition, qemu: str | None,
+                 launcher: Launcher | None) -> str | None:
+    """Why the local QEMU cannot run ``definition``'s CPU model (guest/qemu.py), or None.
+
+    Only for a local QEMU; a QEMU that cannot be asked fails at launch as before.
+    """
+    if launcher is not None and not isinstance(launcher, LocalLauncher):
+        return None
+    from shootdown.guest.argv import default_qemu
+    from shootdown.guest.qemu import missing_cpu, which
+
+    binary = qemu or default_qemu()
+    if which(binary) is None:
+        return None
+    try:
+        return missing_cpu(binary, definition.cpu)
+    except ShootdownError:
+        return None
+
+
 def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
              log_path: str, qemu: str | None = None, launcher: Launcher | None = None,
              on_result: Callable[[ScenarioResult], None] | None = None,
@@ -347,6 +368,13 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     """
     report = BootReport(guest=definition.name, granule=granule, log_path=log_path)
     t0 = time.monotonic()
+    lacking = _missing_cpu(definition, qemu, launcher)
+    if lacking is not None:  # e.g. neoverse-n2 on QEMU 7.2: skip, naming the QEMU
+        for job in jobs:
+            report.results.append(skipped(job, granule, lacking))
+            if on_result is not None:
+                on_result(report.results[-1])
+        return report
     if trace_log is not None:
         definition = traced(definition, granule, trace_log)
     reported: list[list[MaintOp]] = []

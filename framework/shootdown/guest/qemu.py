@@ -212,8 +212,11 @@ def missing_cpu(binary: str, cpu: str) -> str | None:
         return None
     if cpu in cpu_models(binary):
         return None
-    return (f"{binary} ({version_line(binary)}) has no CPU model {cpu!r}; "
-            "cortex-a710 and neoverse-n2 arrived in QEMU 8.2 (scripts/setup-qemu installs 10.x)")
+    line = version_line(binary)
+    parsed = parse_version(line)
+    what = f"QEMU {format_version(parsed)}" if parsed is not None else line
+    return (f"{binary} is {what}, which has no CPU model {cpu!r} (cortex-a710 and "
+            "neoverse-n2 arrived in QEMU 8.2; scripts/setup-qemu installs 10.x)")
 
 
 def _accel_index(argv: Sequence[str]) -> int | None:
