@@ -120,3 +120,26 @@ def test_epilog_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> Non
     for word in ("pass", "caught", "missed", "not applicable", "nothing ran",
                  "emulator limitation", "bad input", "infrastructure", "internal error"):
         assert word in out, word
+
+
+@pytest.mark.guest
+def test_internal_error_inside_run_is_not_a_validation_failure(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], qemu: str, firmware_elf: Path) -> None:
+    """`run` on a real guest, with the checker made to crash: exit 4, never 1 or 3."""
+    import shootdown.check.scenario
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'step'")
+
+    monkeypatch.setattr(shootdown.check.scenario, "run_verdict", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "basic.toml"
+    code = cli.main(["run", str(example), "--logdir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err
+    assert code == cli.ExitCode.INTERNAL, err
+    line = next(x for x in err.splitlines() if x.startswith("shootdown: internal error: "))
+    assert "AttributeError: 'NoneType' object has no attribute 'step' (traceback: " in line
+    assert "Traceback" not in err
+    saved = Path(line.rsplit("(traceback: ", 1)[1].rstrip(")"))
+    assert "run_verdict" in saved.read_text() or "broken" in saved.read_text()

@@ -312,9 +312,10 @@ class ScenarioRun:
         """The guest did what the model says (PASS, or SKIP where it cannot run it).
 
         CAUGHT is not ok here: an injected run that is caught still differs
-        from the model; test for ``run.verdict == "caught"`` instead.
+        from the model; test for ``run.verdict == "caught"`` instead. An
+        injection whose code path never ran (NOT_APPLICABLE) matched the model.
         """
-        return self.result.verdict.name in ("PASS", "SKIP")
+        return self.result.verdict.name in ("PASS", "SKIP", "NOT_APPLICABLE")
 
     def describe(self) -> list[str]:
         """Lines for a failure report: verdict, reason, diff, log."""

@@ -341,6 +341,8 @@ def make_result(guest: Guest, checks: list[CheckResult], scenario_s: float) -> R
 
 def format_result(result: RunResult) -> str:
     """The verdict for people: guest, firmware, each check, timings, verdict."""
+    from shootdown.cli import printable
+
     g, t = result.guest, result.timings
     lines = [
         f"guest     {g.guest} ({g.machine}, cpu {g.cpu}, {g.smp} CPUs"
@@ -350,7 +352,7 @@ def format_result(result: RunResult) -> str:
         f"qemu      {g.qemu_version}",
     ]
     for check in result.checks:
-        lines.append(f"{check.name:<9} {check.verdict.name:<6} {check.detail}")
+        lines.append(printable(f"{check.name:<9} {check.verdict.name:<6} {check.detail}"))
     lines.append(f"timings   boot {t.boot_s * 1000:.0f} ms, scenario {t.scenario_s * 1000:.0f} "
                  f"ms, total {t.total_s * 1000:.0f} ms")
     lines.append(result.verdict.name)
