@@ -250,3 +250,27 @@ def test_read_bugs_still_reads_the_old_two_field_list(tmp_path: Path, firmware_e
     bugs = read_bugs(old)
     assert bugs[0] == Bug("skip_dsb_ishst", bugs[0].description)
     assert bugs[0].releases == "" and bugs[0].description.startswith("no DSB ISHST")
+
+
+@pytest.mark.guest
+def test_the_readme_main_command_runs_every_job_somewhere(
+        firmware_elf: Path, qemu: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main command: no job of the library is skipped on every guest."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"scripts/setup && \.venv/bin/shootdown (run .*)", readme)
+    assert command is not None
+    argv = shlex.split(command.group(1))
+    assert argv[0] == "run"
+    argv = [str(ROOT / a) if a.startswith("guests/") else a for a in argv[1:]]
+    code, out = run(capsys, *argv, "--json")
+    assert code == cli.ExitCode.PASS, out
+    data = json.loads(out)
+    jobs: dict[tuple[str, str], set[str]] = {}
+    for r in data["results"]:
+        jobs.setdefault((r["scenario"], r["policy"]), set()).add(r["verdict"])
+    assert len(jobs) >= 200
+    nowhere = sorted(k for k, verdicts in jobs.items() if verdicts == {"skip"})
+    assert not nowhere, nowhere
