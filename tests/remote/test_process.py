@@ -31,7 +31,7 @@ from shootdown.remote.process import RemoteProcess
 from .conftest import ALIAS, Sshd
 from .test_connection import hostile
 
-QEMU = "qemu-system-aarch64"
+QEMU = os.environ.get("SHOOTDOWN_QEMU") or "qemu-system-aarch64"  # the QEMU the suite tests
 needs_qemu = pytest.mark.skipif(shutil.which(QEMU) is None,
                                 reason=f"{QEMU} not installed (apt-get install qemu-system-arm)")
 
