@@ -269,6 +269,9 @@ def test_smoke_verdicts() -> None:
     assert failed.verdict is Verdict.FAIL and failed.detail == "why=stale_read"
     assert overall([Verdict.PASS, failed.verdict]) is Verdict.FAIL
     assert overall([Verdict.CAUGHT, Verdict.PASS]) is Verdict.PASS
+    assert overall([Verdict.SKIP, Verdict.SKIP]) is Verdict.NOTHING_RAN
+    assert overall([]) is Verdict.NOTHING_RAN
+    assert overall([Verdict.SKIP, Verdict.PASS]) is Verdict.PASS
     assert not Verdict.MISSED.ok
     with pytest.raises(ProtocolError, match="neither pass nor fail"):
         check_smoke(smoke("status=maybe"))

@@ -44,12 +44,16 @@ class Verdict(enum.StrEnum):
 
 
 def overall(verdicts: list[Verdict]) -> Verdict:
-    """The verdict of a run: the first failing one, else PASS (SKIP if all skipped)."""
+    """The verdict of a run: the first failing one, else PASS (NOTHING_RAN if all skipped).
+
+    Scenario runs, which know about injections, use
+    :func:`shootdown.check.scenario.run_verdict`.
+    """
     for v in verdicts:
-        if not v.ok:
+        if not v.ok and v is not Verdict.SKIP:
             return v
-    if verdicts and all(v is Verdict.SKIP for v in verdicts):
-        return Verdict.SKIP
+    if all(v is Verdict.SKIP for v in verdicts):
+        return Verdict.NOTHING_RAN
     return Verdict.PASS
 
 
