@@ -91,7 +91,7 @@ RANGE_LENGTH_32BIT = Defect(
     # 10.0.2 (and 11.1.3, issue 14); no fixed release known.
     since=(7, 0, 0), fixed_in=None,
     granules=frozenset({"4k"}),
-    where="target/arm/tcg/tlb-insns.c (target/arm/helper.c before 9.0): tlbi_aa64_get_range",
+    where="target/arm/tcg/tlb-insns.c (target/arm/helper.c in older releases): tlbi_aa64_get_range",
     demo="tlbirange-4g.toml", demo_policy="v6.19", control="tlbirange-2g.toml",
 )
 
