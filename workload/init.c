@@ -8,6 +8,11 @@
  *   STEP n OP args...   ->  STEP n BEGIN OP
  *                           STEP n END OP rc=R ns=T [results]
  *   PING                ->  PONG
+ *   HANDSHAKE 0|1       ->  OK handshake=0|1   with 1, every STEP waits after its BEGIN
+ *                           line for a line "GO" from the host before its system call,
+ *                           so the host can open a tracing window in between
+ *   KALLSYMS            ->  the text symbols of /proc/kallsyms (mounted on first use),
+ *                           "SYM addr type name" per line (and _text, _etext), then "KALLSYMS END n=N"
  *   POWEROFF            ->  BYE, then the machine powers off
  *   anything else       ->  ERR reason
  *
@@ -25,6 +30,9 @@
  *   EXIT-CHILD addr len [thp]             a forked child maps and populates addr/len
  *                                         (outside the window), then exits inside it:
  *                                         the fullmm teardown of exit_mmap()
+ *   SWITCH-MM 0 0                         a forked child exits at once and is reaped: this
+ *                                         CPU switches to the child's mm and back, so a
+ *                                         traced window sees this mm's ASID written to TTBR1
  *   PROBE addr len [local]                the probe thread (pinned to another CPU, or
  *                                         this one with "local") loads one byte of each
  *                                         page; results: cpu, pages, loaded, segv,
@@ -278,6 +286,8 @@ static void remote_probe(u64 addr, u64 len)
 
 #define MAXARGS 8
 
+static int handshake;
+
 static void begin(const char *n, const char *op)
 {
 	put("STEP ");
@@ -285,6 +295,11 @@ static void begin(const char *n, const char *op)
 	put(" BEGIN ");
 	put(op);
 	line_end();
+	if (handshake) {
+		/* the console is in canonical mode: one read is one line ("GO") */
+		char go[16];
+		sys3(SYS_read, 0, go, sizeof(go));
+	}
 }
 
 static void end(const char *n, const char *op, long rc, long ns)
@@ -412,6 +427,17 @@ static void step(char **argv, int argc)
 	} else if (streq(op, "EXIT-CHILD")) {
 		exit_child(n, addr, len, has(argv, argc, 5, "thp"));
 		return;
+	} else if (streq(op, "SWITCH-MM")) {
+		long status = 0;
+		begin(n, op);
+		t0 = now_ns();
+		long pid = sys6(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
+		if (pid == 0)
+			sys1(SYS_exit_group, 0);
+		rc = pid < 0 ? pid : sys4(SYS_wait4, pid, &status, 0, 0);
+		rc = rc < 0 ? rc : 0;
+		ns = now_ns() - t0;
+		end(n, op, rc, ns);
 	} else if (streq(op, "PROBE")) {
 		int local = has(argv, argc, 5, "local");
 		begin(n, op);
@@ -435,6 +461,8 @@ static void step(char **argv, int argc)
 	line_end();
 }
 
+static void kallsyms(void);
+
 static void command(char *line)
 {
 	char *argv[MAXARGS];
@@ -455,6 +483,18 @@ static void command(char *line)
 		step(argv, argc);
 	else if (streq(argv[0], "PING"))
 		say("PONG");
+	else if (streq(argv[0], "HANDSHAKE") && argc == 2) {
+		handshake = streq(argv[1], "1");
+		/* While tracing, the kernel's warnings about slow interrupts (hrtimer:
+		 * interrupt took ...: single-stepping is slow) would cut into the
+		 * protocol's lines: console messages below KERN_ERR off (syslog(2)
+		 * SYSLOG_ACTION_CONSOLE_LEVEL); panics and errors still print. */
+		sys3(SYS_syslog, 8, 0, handshake ? 4 : 7);
+		put("OK");
+		put_kv("handshake", handshake);
+		line_end();
+	} else if (streq(argv[0], "KALLSYMS"))
+		kallsyms();
 	else if (streq(argv[0], "POWEROFF")) {
 		say("BYE");
 		sys4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
@@ -462,6 +502,62 @@ static void command(char *line)
 		say("FATAL reboot(POWER_OFF) returned");
 	} else
 		err("unknown command", argv[0]);
+}
+
+/* The text symbols of /proc/kallsyms (types t and T), for the host to attribute
+ * addresses to functions (nokaslr keeps them stable from boot to boot). */
+static void kallsyms(void)
+{
+	static char kbuf[8192];
+	static int mounted;
+	long fd, r, count = 0;
+	unsigned have = 0;
+	if (!mounted) {
+		r = sys6(SYS_mount, "proc", "/proc", "proc", 0, 0, 0);
+		if (r < 0 && r != -16 /* EBUSY: mounted already */) {
+			err("mount /proc failed", "KALLSYMS");
+			return;
+		}
+		mounted = 1;
+	}
+	fd = sys4(SYS_openat, AT_FDCWD, "/proc/kallsyms", O_RDONLY, 0);
+	if (fd < 0) {
+		err("open /proc/kallsyms failed", "KALLSYMS");
+		return;
+	}
+	for (;;) {
+		r = sys3(SYS_read, fd, kbuf + have, sizeof(kbuf) - 1 - have);
+		if (r <= 0)
+			break;
+		have += (unsigned)r;
+		unsigned start = 0;
+		for (unsigned i = 0; i < have; i++) {
+			if (kbuf[i] != '\n')
+				continue;
+			kbuf[i] = 0;
+			char *line = kbuf + start;	/* "ffff800008000000 T _text" */
+			start = i + 1;
+			char *type = line;
+			while (*type && *type != ' ')
+				type++;
+			if (!*type || !type[1] || type[2] != ' ')
+				continue;
+			/* text symbols, and the markers of the Image's start and text's end */
+			if (type[1] != 't' && type[1] != 'T' && !streq(type + 3, "_text") &&
+			    !streq(type + 3, "_etext"))
+				continue;
+			put("SYM ");
+			put(line);
+			line_end();
+			count++;
+		}
+		memcpy(kbuf, kbuf + start, have - start);
+		have -= start;
+	}
+	sys1(SYS_close, fd);
+	put("KALLSYMS END");
+	put_kv("n", count);
+	line_end();
 }
 
 static void console_quiet(void)

@@ -8,6 +8,7 @@ typedef unsigned char u8;
 
 /* include/uapi/asm-generic/unistd.h */
 #define SYS_ioctl             29
+#define SYS_mount             40
 #define SYS_openat            56
 #define SYS_close             57
 #define SYS_pipe2             59
@@ -16,6 +17,7 @@ typedef unsigned char u8;
 #define SYS_exit_group        94
 #define SYS_futex             98
 #define SYS_clock_gettime     113
+#define SYS_syslog            116
 #define SYS_sched_setaffinity 122
 #define SYS_rt_sigaction      134
 #define SYS_reboot            142
@@ -91,6 +93,8 @@ static inline long syscall6(long n, long a, long b, long c, long d, long e, long
 #define CLOCK_MONOTONIC 1
 #define AT_PAGESZ 6
 #define EFAULT 14
+#define AT_FDCWD (-100)
+#define O_RDONLY 0
 
 struct timespec { long tv_sec; long tv_nsec; };
 

@@ -3,6 +3,7 @@
     shootdown kernel fetch debian:bookworm debian:trixie-16k   # download, verify, cache
     shootdown kernel info debian:sid | PATH/Image [--config F] # release, page size, VA bits...
     shootdown kernel boot [debian:bookworm | PATH/Image]       # boot, smoke workload, probe
+    shootdown kernel run [--kernel debian:bookworm|PATH] [--kpti] [--json]  # traced, checked
 
 A thin shell over :mod:`shootdown.kernel`; the smoke workload's verdict is
 :func:`shootdown.kernel.smoke.run_smoke`'s.
@@ -51,6 +52,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="console log file (default: kernel.console.log)")
     boot.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    run = sub.add_parser("run", help="run the unmap workload with its TLBI/DSB/ISB traced, and "
+                                     "check them (no model needed)")
+    _kernel_args(run)
+    _machine_args(run)
+    run.add_argument("--symbols", metavar="vmlinux|System.map",
+                     help="the kernel's symbols (default: the guest's /proc/kallsyms, read once "
+                          "per Image and cached)")
+    run.add_argument("--log", default="kernel.console.log",
+                     help="console log file (default: kernel.console.log)")
+    run.add_argument("--json", action="store_true",
+                     help="print every step's teardown stream, the rest of its window (with "
+                          "the reason each was set aside), the checks and the timings as JSON")
+
+
+def _machine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu", default="max,pauth-impdef=on",
+                        help="QEMU -cpu (default: max,pauth-impdef=on)")
+    parser.add_argument("--smp", type=int, default=2, help="vCPUs (default: 2)")
+    parser.add_argument("--memory", default="512M", help="guest RAM (default: 512M)")
+    parser.add_argument("--kpti", action="store_true", help="kpti=1 on the kernel command line")
+    parser.add_argument("--append", action="append", default=[], metavar="WORD",
+                        help="more kernel command line (repeatable)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to READY before the boot counts as hung (default: 120)")
+
 
 def _kernel_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kernel", nargs="?", default=DEFAULT_KERNEL,
@@ -69,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
         return _fetch(args)
     if args.action == "info":
         return _info(args)
+    if args.action == "run":
+        return _run(args)
     return _boot(args)
 
 
@@ -178,3 +206,64 @@ def _boot(args: argparse.Namespace) -> int:
               f"{result.stale_after_unmap} stale on the other CPU; {total:.2f} s in all "
               f"(log: {args.log})")
     return 0 if result.passed else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from shootdown.cli import ExitCode, exit_code_for_verdict
+    from shootdown.errors import ConfigError
+    from shootdown.kernel.boot import MachineSpec
+    from shootdown.kernel.run import run_kernel
+
+    if args.smp < 2:
+        raise ConfigError("--smp: at least 2 (the probe runs on another CPU)")
+    files = _locate(args)
+    spec = MachineSpec(cpu=args.cpu, smp=args.smp, memory=args.memory,
+                       append=(*(("kpti=1",) if args.kpti else ()), *args.append))
+    t0 = time.monotonic()
+    run = run_kernel(files, spec=spec, log_path=args.log, boot_timeout=args.timeout,
+                     symbols_path=Path(args.symbols) if args.symbols else None)
+    total = time.monotonic() - t0
+    verdict = run.verdict
+    if args.json:
+        print(json.dumps({
+            "kernel": run.kernel, "release": run.info.release, "argv": list(run.argv),
+            "symbols": run.symbols, "asid": run.asid, "kpti": run.kpti, "lpa2": run.lpa2,
+            "verdict": str(verdict),
+            "timings": {"prepare_s": run.prepare_s, "boot_to_ready_s": run.boot_s,
+                        "ready_to_verdict_s": run.after_boot_s, "total_s": total,
+                        "workload_steps": run.workload_steps,
+                        "steps_per_s_after_boot": run.workload_steps / run.after_boot_s},
+            "switch_window": [asdict(op) for op in run.switch_window],
+            "steps": [{
+                "case": s.case, "number": s.result.number, "op": s.stream.step,
+                "start": s.stream.start, "end": s.stream.end, "rc": s.result.rc,
+                "guest_ns": s.result.ns, "seconds": s.seconds, "verdict": str(s.verdict),
+                "counts": s.stream.counts(), "facts": asdict(s.facts),
+                "checks": [asdict(c) for c in s.checks], "problems": list(s.problems),
+                "stale_pages": s.stale,
+                "teardown": [asdict(op) for op in s.stream.ops],
+                "rest": [dict(asdict(r.op), reason=r.reason) for r in s.stream.rest],
+            } for s in run.steps],
+        }, indent=2))
+        return exit_code_for_verdict(verdict)
+    print(f"{run.kernel}: {run.info.release}, READY after {run.boot_s:.2f} s; ASID {run.asid}, "
+          f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}")
+    for s in run.steps:
+        counts = ", ".join(f"{v} {k.upper()}" for k, v in s.stream.counts().items())
+        print(f"  step {s.result.number} MUNMAP {s.case} [{s.stream.start:#x}, {s.stream.end:#x})"
+              f": {str(s.verdict).upper()} ({counts}; {len(s.stream.rest)} other instructions "
+              f"in the window; {s.seconds:.2f} s)")
+        for op in s.stream.ops:
+            print(f"      {op}")
+        for c in s.checks:
+            print(f"    {c.status.upper():<4} {c.name}: {c.reason}")
+        for problem in s.problems:
+            print(f"    FAIL {problem}")
+    print(f"{str(verdict).upper()}: {len(run.steps)} unmap steps traced and checked; "
+          f"{run.workload_steps} workload steps in {run.after_boot_s:.2f} s after READY "
+          f"({run.workload_steps / run.after_boot_s:.1f} steps/s); {total:.2f} s in all "
+          f"(log: {args.log})")
+    return int(exit_code_for_verdict(verdict)) if verdict is not None else int(ExitCode.INTERNAL)

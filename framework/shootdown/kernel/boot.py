@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from shootdown.errors import (
     GuestCrash,
@@ -54,7 +55,8 @@ from shootdown.kernel.locate import KernelFiles
 BASE_APPEND = ("console=ttyAMA0", "nokaslr", "panic=-1", "rdinit=/init")
 
 #: Lines of the workload's protocol (workload/init.c); anything else is the kernel's.
-_PROTOCOL = re.compile(r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|ERR|FATAL)\b.*")
+_PROTOCOL = re.compile(r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|OK|KALLSYMS END|ERR|FATAL)\b.*")
+_SYM = re.compile(r"SYM ([0-9a-f]+) ([a-zA-Z]) (\S+)")
 _PANIC = re.compile(r"Kernel panic - not syncing.*")
 #: Lines kept for an error's tail.
 TAIL_LINES = 25
@@ -77,6 +79,8 @@ class MachineSpec:
     accel: str = "tcg,thread=single"
     #: kernel command line words after BASE_APPEND (e.g. kpti=1)
     append: tuple[str, ...] = ()
+    #: more QEMU options, last on the command line (the tracer's -qmp and -dfilter)
+    extra: tuple[str, ...] = ()
 
 
 def kernel_argv(qemu: str, spec: MachineSpec, image: str | os.PathLike[str],
@@ -102,7 +106,16 @@ def kernel_argv(qemu: str, spec: MachineSpec, image: str | os.PathLike[str],
         "-kernel", os.fspath(image),
         "-initrd", os.fspath(initrd),
         "-append", " ".join((*BASE_APPEND, *spec.append)),
+        *spec.extra,
     ]
+
+
+class WindowHooks(Protocol):
+    """What opens and closes a tracing window around one step (see :meth:`KernelMachine.step`)."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -161,6 +174,8 @@ class KernelMachine:
         self._error: ShootdownError | None = None
         self._shut_down = False
         self._steps = 0
+        #: whether steps wait for GO after BEGIN (:meth:`set_handshake`)
+        self.handshake = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -238,8 +253,13 @@ class KernelMachine:
 
     # -- talking -----------------------------------------------------------
 
-    def step(self, op: str, *args: int | str) -> StepResult:
-        """Run one step; its END line, parsed. ``rc`` is reported, not judged."""
+    def step(self, op: str, *args: int | str,
+             window: WindowHooks | None = None) -> StepResult:
+        """Run one step; its END line, parsed. ``rc`` is reported, not judged.
+
+        With the handshake on, ``window.open()`` runs after BEGIN, before the
+        guest is told GO, and ``window.close()`` after END.
+        """
         self._check()
         self._steps += 1
         n = self._steps
@@ -248,8 +268,14 @@ class KernelMachine:
         self._expect(re.compile(rf"STEP {n} BEGIN {re.escape(op)}\b.*"), self.step_timeout,
                      f"STEP {n} BEGIN")
         mark = len(self.lines)
+        if self.handshake:
+            if window is not None:
+                window.open()
+            self._send("GO")
         end = self._expect(re.compile(rf"STEP {n} END {re.escape(op)}\b.*"), self.step_timeout,
                            f"STEP {n} END")
+        if self.handshake and window is not None:
+            window.close()
         between = tuple(line for line in self.lines[mark:-1])
         fields = _fields(end)
         try:
@@ -257,6 +283,35 @@ class KernelMachine:
         except (KeyError, ValueError):
             raise self._fail(ProtocolError(f"malformed step answer: {end!r}",
                                            log_path=self.log_path, tail=self.tail())) from None
+
+    def kallsyms(self) -> list[tuple[int, str]]:
+        """The guest's text symbols from /proc/kallsyms: (address, name), in the guest's order.
+
+        With ``nokaslr`` (always on the command line) they hold for every boot
+        of the same Image.
+        """
+        self._check()
+        mark = len(self.lines)
+        self._send("KALLSYMS")
+        end = self._expect(re.compile(r"KALLSYMS END n=\d+"), max(self.step_timeout, 120.0),
+                           "KALLSYMS END")
+        symbols = []
+        for line in self.lines[mark:-1]:
+            m = _SYM.search(line)
+            if m is not None:
+                symbols.append((int(m.group(1), 16), m.group(3)))
+        if len(symbols) != int(end.split("=")[1]) or not symbols:
+            raise self._fail(ProtocolError(
+                f"KALLSYMS: {len(symbols)} symbol lines read, the guest said {end!r}",
+                log_path=self.log_path, tail=self.tail()))
+        return symbols
+
+    def set_handshake(self, on: bool) -> None:
+        """With ``on``, every step waits after its BEGIN for :meth:`go` (a tracing window)."""
+        self._check()
+        self._send(f"HANDSHAKE {int(on)}")
+        self._expect(re.compile(rf"OK handshake={int(on)}"), self.step_timeout, "OK handshake")
+        self.handshake = on
 
     def ping(self) -> None:
         """PING, PONG: the workload is alive and reading."""

@@ -1,0 +1,154 @@
+"""Tracing a booted kernel's maintenance instructions, one step's window at a time.
+
+QEMU starts with ``-dfilter`` over every maintenance site of the kernel's
+text (:mod:`.sites`, addresses from :mod:`.symbols`) and a QMP socket, but
+with logging and single-stepping off, so the boot and everything between
+steps run at full TCG speed.  Around a step (the workload waits after
+BEGIN for GO, :meth:`KernelMachine.step`) the monitor switches on, in this
+order::
+
+    logfile <window file>       one log file per window
+    one-insn-per-tb on          (``singlestep on`` before QEMU 8.1: guest/qemu.py)
+    log exec,nochain,cpu        a Trace line and register dump per executed site
+
+and after END, in reverse, ``log none`` then single-stepping off.  The
+window's file is then read with :mod:`shootdown.trace.qemu_log` (which
+drops the blocks QEMU logged but never ran: "Stopped execution of TB chain
+before ..."), and every executed site becomes an :class:`~.observe.ObservedOp`
+with its function.  The log is in execution order across vCPUs because
+the machine runs ``-accel tcg,thread=single``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from shootdown.errors import InfraError, TraceError
+from shootdown.guest.qemu import QemuVersion, hmp_one_insn_per_tb
+from shootdown.kernel.observe import ObservedOp
+from shootdown.kernel.qmp import Qmp
+from shootdown.kernel.sites import Site, in_text
+from shootdown.kernel.symbols import Symbols
+from shootdown.trace.qemu_log import dfilter_arg, parse_text
+
+#: Exec-log flags of a window: nochain makes QEMU log every block it enters,
+#: cpu adds the register dump taken before the block runs (the TLBI's Xt).
+LOG_FLAGS = "exec,nochain,cpu"
+
+
+class KernelTracer:
+    """The tracing windows of one kernel boot."""
+
+    def __init__(self, sites: Sequence[Site], symbols: Symbols, base: int, version: QemuVersion,
+                 workdir: str | os.PathLike[str]) -> None:
+        """``base``: the address of the Image's first byte (:func:`.symbols.text_base`)."""
+        self.version = version
+        self.symbols = symbols
+        self.workdir = Path(workdir)
+        start = symbols.marker("_stext") - base
+        end = symbols.marker("_etext") - base
+        #: the sites traced: those in the kernel's text, by address
+        self.sites: dict[int, Site] = {base + s.offset: s for s in in_text(list(sites), start, end)}
+        self.qmp_path = str(self.workdir / "qmp.sock")
+        self._qmp: Qmp | None = None
+        self._windows = 0
+        self._open: Path | None = None
+        #: seconds spent opening, closing and reading windows
+        self.overhead_s = 0.0
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The ``-dfilter`` ranges: one per run of adjacent sites."""
+        out: list[tuple[int, int]] = []
+        for address in sorted(self.sites):
+            if out and out[-1][1] == address:
+                out[-1] = (out[-1][0], address + 4)
+            else:
+                out.append((address, address + 4))
+        return out
+
+    def qemu_args(self) -> list[str]:
+        """What the traced machine's QEMU command line adds."""
+        return ["-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                "-dfilter", dfilter_arg(self.ranges())]
+
+    def attach(self) -> None:
+        """Connect to QEMU's QMP socket (after launch)."""
+        self._qmp = Qmp(self.qmp_path)
+        self._qmp.connect()
+
+    def detach(self) -> None:
+        """Close the QMP connection (idempotent)."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+
+    def open(self) -> None:
+        """Start a window: log exec on, single-stepping on."""
+        if self._qmp is None:
+            raise InfraError("kernel tracer: not attached to QEMU")
+        t0 = time.monotonic()
+        self._windows += 1
+        self._open = self.workdir / f"window-{self._windows}.log"
+        self._qmp.hmp(f"logfile {self._open}")
+        self._qmp.hmp(hmp_one_insn_per_tb(self.version, True))
+        self._qmp.hmp(f"log {LOG_FLAGS}")
+        self.overhead_s += time.monotonic() - t0
+
+    def close(self) -> None:
+        """End the window: log off, single-stepping off."""
+        if self._qmp is None or self._open is None:
+            raise InfraError("kernel tracer: no window open")
+        t0 = time.monotonic()
+        self._qmp.hmp("log none")
+        self._qmp.hmp(hmp_one_insn_per_tb(self.version, False))
+        self.overhead_s += time.monotonic() - t0
+
+    def read(self) -> list[ObservedOp]:
+        """The last window's executed sites, in execution order."""
+        if self._open is None:
+            raise InfraError("kernel tracer: no window was opened")
+        t0 = time.monotonic()
+        path = self._open
+        text = _settled(path)
+        wanted = {a for a, s in self.sites.items() if s.kind in ("tlbi", "msr")}
+        per_cpu = parse_text(text, str(path), lambda pc: pc in wanted)
+        executed = sorted((e for entries in per_cpu.values() for e in entries),
+                          key=lambda e: e.line)
+        ops: list[ObservedOp] = []
+        for e in executed:
+            site = self.sites.get(e.pc)
+            if site is None:
+                raise TraceError(f"{path}:{e.line}: executed {e.pc:#x}, which is not a "
+                                 "maintenance site (the -dfilter and the site list disagree)")
+            xt: int | None = None
+            if site.kind in ("tlbi", "msr") and site.rt != 31:
+                if e.regs is None:
+                    raise TraceError(f"{path}:{e.line}: {site.text} at {e.pc:#x} without a "
+                                     "register dump")
+                xt = e.regs[site.rt]
+            ops.append(ObservedOp(site.kind, site.op, xt, e.cpu, e.pc,
+                                  self.symbols.name_at(e.pc), e.line))
+        self.overhead_s += time.monotonic() - t0
+        return ops
+
+
+def _settled(path: Path, timeout: float = 2.0) -> str:
+    """The window's log once QEMU has stopped writing it (it closes the file after ``log none``)."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while True:
+        try:
+            now = path.stat().st_size
+        except FileNotFoundError:
+            now = 0
+        if now == size or time.monotonic() > deadline:
+            break
+        size = now
+        time.sleep(0.005)
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return ""  # nothing executed in the window's ranges: QEMU never opened the file
