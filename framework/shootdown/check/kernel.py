@@ -180,14 +180,14 @@ def _barriers(ops: Sequence[Op], i: int) -> str:
 def _covers(inv: Invalidation, asid: int, lo: int, hi: int, *, leaf_level: int,
             walk: bool) -> str:
     """Why ``inv`` does not invalidate [lo, hi) of ``asid`` ("" when it does)."""
+    if inv.defect:  # its range means nothing (another granule's units)
+        return f"{inv.op}: {inv.defect}"
     if inv.start is not None and inv.end is not None and (inv.end <= lo or inv.start >= hi):
         return f"{inv.op} covers [{inv.start:#x}, {inv.end:#x})"
     if not inv.broadcast:
         return f"{inv.op} is local (not inner-shareable): other CPUs keep the entry"
     if inv.asid is not None and inv.asid != asid:
         return f"{inv.op} of ASID {inv.asid}, not {asid}"
-    if inv.defect:
-        return f"{inv.op}: {inv.defect}"
     if walk and inv.leaf_only:
         return f"{inv.op} is leaf-only: walk caches are kept"
     if not walk and inv.start is not None and inv.level is not None and \
