@@ -30,9 +30,10 @@
  *   EXIT-CHILD addr len [thp]             a forked child maps and populates addr/len
  *                                         (outside the window), then exits inside it:
  *                                         the fullmm teardown of exit_mmap()
- *   SWITCH-MM 0 0                         a forked child exits at once and is reaped: this
- *                                         CPU switches to the child's mm and back, so a
- *                                         traced window sees this mm's ASID written to TTBR1
+ *   SWITCH-MM 0 0                         a child forked before BEGIN exits and is reaped
+ *                                         inside the window: this CPU switches to the
+ *                                         child's mm and back, so a traced window sees
+ *                                         this mm's ASID written to TTBR1
  *   PROBE addr len [local]                the probe thread (pinned to another CPU, or
  *                                         this one with "local") loads one byte of each
  *                                         page; results: cpu, pages, loaded, segv,
@@ -428,15 +429,30 @@ static void step(char **argv, int argc)
 		exit_child(n, addr, len, has(argv, argc, 5, "thp"));
 		return;
 	} else if (streq(op, "SWITCH-MM")) {
+		/* the child is forked before BEGIN (copying the mm is slow when traced)
+		 * and waits on a pipe; inside the window it is woken, exits, and is
+		 * reaped: this CPU switches to its mm and back to ours */
 		long status = 0;
+		int go[2];
+		char c = 0;
+		if (sys2(SYS_pipe2, go, 0) < 0) {
+			err("pipe2 failed", n);
+			return;
+		}
+		long pid = sys6(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
+		if (pid == 0) {
+			sys3(SYS_read, go[0], &c, 1);
+			sys1(SYS_exit_group, 0);
+		}
 		begin(n, op);
 		t0 = now_ns();
-		long pid = sys6(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
-		if (pid == 0)
-			sys1(SYS_exit_group, 0);
+		if (pid > 0)
+			sys3(SYS_write, go[1], &c, 1);
 		rc = pid < 0 ? pid : sys4(SYS_wait4, pid, &status, 0, 0);
 		rc = rc < 0 ? rc : 0;
 		ns = now_ns() - t0;
+		sys1(SYS_close, go[0]);
+		sys1(SYS_close, go[1]);
 		end(n, op, rc, ns);
 	} else if (streq(op, "PROBE")) {
 		int local = has(argv, argc, 5, "local");

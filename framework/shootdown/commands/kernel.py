@@ -234,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
             "verdict": str(verdict),
             "timings": {"prepare_s": run.prepare_s, "boot_to_ready_s": run.boot_s,
                         "ready_to_verdict_s": run.after_boot_s, "total_s": total,
+                        "asid_window_s": run.switch_s,
                         "workload_steps": run.workload_steps,
                         "steps_per_s_after_boot": run.workload_steps / run.after_boot_s},
             "switch_window": [asdict(op) for op in run.switch_window],

@@ -112,8 +112,9 @@ class KernelRun:
     lpa2: bool
     #: the checked steps
     steps: tuple[CheckedStep, ...]
-    #: the ASID window (SWITCH-MM) as observed, for --json
+    #: the ASID window (SWITCH-MM) as observed, for --json, and its wall-clock seconds
     switch_window: tuple[ObservedOp, ...]
+    switch_s: float
     #: timings, seconds: QEMU start to READY; READY to verdict; symbols/site preparation
     boot_s: float
     after_boot_s: float
@@ -194,8 +195,10 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
     page_size = int(vm.ready.get("pagesize", "4096"))
     cpu = int(vm.ready.get("cpu", "0"))
     vm.set_handshake(True)
+    t_switch = time.monotonic()
     vm.step("SWITCH-MM", 0, 0, window=window)
     switch = tracer.read()
+    switch_s = time.monotonic() - t_switch
     asid = asid_from_switch(switch, cpu)
     if asid is None:
         raise TraceError("no TTBR1 write on the workload's CPU in the SWITCH-MM window: cannot "
@@ -235,5 +238,5 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
     after_boot = time.monotonic() - vm.t_ready
     return KernelRun(kernel=files.label, info=info, argv=tuple(vm.argv), symbols=symbols.where,
                      asid=asid, kpti=kpti, lpa2=lpa2, steps=tuple(steps),
-                     switch_window=tuple(switch), boot_s=vm.boot_seconds,
+                     switch_window=tuple(switch), switch_s=switch_s, boot_s=vm.boot_seconds,
                      after_boot_s=after_boot, prepare_s=prepare_s, workload_steps=count)
