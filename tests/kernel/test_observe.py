@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shootdown.errors import ConfigError
+from shootdown.errors import ConfigError, TraceError
 from shootdown.guest.qemu import ONE_INSN_PER_TB_SINCE
 from shootdown.kernel.observe import ObservedOp, asid_from_switch, separate
 from shootdown.kernel.sites import Site, find_sites, in_text
@@ -105,7 +105,7 @@ def test_the_window_log_becomes_records_and_a_block_that_never_ran_is_dropped(
              Site(0x108, encode_dsb(0xB), "dsb", "ish", 31, "dsb ish")]
     symbols = from_pairs([(BASE, "_stext"), (BASE + 0x100, "tlb_flush"),
                           (BASE + 0x1000, "_etext")], "test")
-    tracer = KernelTracer(sites, symbols, BASE, ONE_INSN_PER_TB_SINCE, tmp_path)
+    tracer = KernelTracer(sites, symbols, BASE, ONE_INSN_PER_TB_SINCE, tmp_path, merge_gap=0)
     assert tracer.ranges() == [(BASE + 0x100, BASE + 0x10C)]
     a, b, c = BASE + 0x100, BASE + 0x104, BASE + 0x108
     log = (f"Trace 0: 0x7f0000 [00000000/{a:016x}/00000000/00000000] \n{dump(a)}"
@@ -170,3 +170,33 @@ def test_the_asid_is_the_last_ttbr1_write_on_the_workloads_cpu() -> None:
               op("msr", "ttbr1_el1", 9 << 48, "cpu_do_switch_mm", cpu=1)]
     assert asid_from_switch(window, 0) == 2
     assert asid_from_switch(window[:2], 1) is None
+
+
+def test_merged_ranges_log_instructions_between_sites_which_are_counted_and_skipped(
+        tmp_path: Path) -> None:
+    sites = [Site(0x100, encode_dsb(0xA), "dsb", "ishst", 31, "dsb ishst"),
+             Site(0x140, encode_dsb(0xB), "dsb", "ish", 31, "dsb ish"),
+             Site(0x400, ISB_WORD, "isb", "", 31, "isb")]
+    symbols = from_pairs([(BASE, "_stext"), (BASE + 0x100, "tlb_flush"),
+                          (BASE + 0x1000, "_etext"), (BASE + 0x800, "__idmap_text_start"),
+                          (BASE + 0x900, "__idmap_text_end")], "test")
+    idmap = Site(0x800, ISB_WORD, "isb", "", 31, "isb")  # runs at its physical address only
+    tracer = KernelTracer([*sites, idmap], symbols, BASE, ONE_INSN_PER_TB_SINCE, tmp_path,
+                          merge_gap=64)
+    assert BASE + 0x800 not in tracer.sites
+    assert tracer.ranges() == [(BASE + 0x100, BASE + 0x144), (BASE + 0x400, BASE + 0x404)]
+    between = BASE + 0x120
+    tracer._open = tmp_path / "window-1.log"
+    tracer._open.write_text(
+        f"Trace 0: 0x7f0000 [00000000/{BASE + 0x100:016x}/00000000/00000000] \n"
+        f"{dump(BASE + 0x100)}"
+        f"Trace 0: 0x7f0040 [00000000/{between:016x}/00000000/00000000] \n{dump(between)}"
+        f"Trace 0: 0x7f0080 [00000000/{BASE + 0x140:016x}/00000000/00000000] \n"
+        f"{dump(BASE + 0x140)}")
+    assert [o.op for o in tracer.read()] == ["ishst", "ish"]
+    assert tracer.non_sites == 1
+    outside = BASE + 0x200
+    tracer._open.write_text(
+        f"Trace 0: 0x7f0040 [00000000/{outside:016x}/00000000/00000000] \n{dump(outside)}")
+    with pytest.raises(TraceError, match="outside every -dfilter range"):
+        tracer.read()

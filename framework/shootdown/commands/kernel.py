@@ -244,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
                 "guest_ns": s.result.ns, "seconds": s.seconds, "verdict": str(s.verdict),
                 "counts": s.stream.counts(), "facts": asdict(s.facts),
                 "checks": [asdict(c) for c in s.checks], "problems": list(s.problems),
-                "stale_pages": s.stale,
+                "stale_pages": s.stale, "logged_non_sites": s.non_sites,
                 "teardown": [asdict(op) for op in s.stream.ops],
                 "rest": [dict(asdict(r.op), reason=r.reason) for r in s.stream.rest],
             } for s in run.steps],

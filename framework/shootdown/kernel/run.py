@@ -87,6 +87,8 @@ class CheckedStep:
     seconds: float
     #: problems beyond the checks (rc, probe), one line each
     problems: tuple[str, ...] = field(default=())
+    #: instructions the window logged between merged sites (not maintenance; skipped)
+    non_sites: int = 0
 
     @property
     def verdict(self) -> Verdict:
@@ -215,6 +217,7 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
         unmapped = vm.step("MUNMAP", case.addr, length, window=window)
         seconds = time.monotonic() - t_step
         observed = tracer.read()
+        non_sites = tracer.non_sites
         after = vm.step("PROBE", case.addr, length)
         count += 4
         for answer in (mapped, unmapped):
@@ -234,7 +237,7 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
         facts = StepFacts(case.addr, case.addr + length, page_size, asid, kpti, lpa2,
                           tables_freed=whole_table)
         steps.append(CheckedStep(case.name, unmapped, stream, facts, run_checks(own, facts),
-                                 stale, seconds, tuple(problems)))
+                                 stale, seconds, tuple(problems), non_sites))
     after_boot = time.monotonic() - vm.t_ready
     return KernelRun(kernel=files.label, info=info, argv=tuple(vm.argv), symbols=symbols.where,
                      asid=asid, kpti=kpti, lpa2=lpa2, steps=tuple(steps),

@@ -31,6 +31,16 @@ from shootdown.kernel.apt import cache_root
 #: ``_text`` (the head is not in its text ranges): its address is then the
 #: entry's minus the branch's target offset (:func:`text_base`).
 MARKERS = ("_text", "_stext", "_etext", "primary_entry", "stext")
+#: Parts of the text that never run at their address in the kernel image
+#: (arch/arm64/kernel/vmlinux.lds.S): the identity-mapped code (called through
+#: its physical address: __cpu_setup, cpu_resume...), KVM's nVHE hypervisor
+#: text (EL2, mapped at hyp addresses) and the KPTI trampoline (mapped at
+#: TRAMP_VALIAS).  A -dfilter over their sites could never match.
+ELSEWHERE = (("__idmap_text_start", "__idmap_text_end"),
+             ("__hyp_idmap_text_start", "__hyp_idmap_text_end"),
+             ("__hyp_text_start", "__hyp_text_end"),
+             ("__entry_tramp_text_start", "__entry_tramp_text_end"))
+_SECTION_MARKERS = frozenset(name for pair in ELSEWHERE for name in pair)
 ENTRY_NAMES = ("primary_entry", "stext")
 
 
@@ -58,6 +68,11 @@ class Symbols:
         """``name`` of the function holding ``address`` ("?" when none)."""
         found = self.function_at(address)
         return found[0] if found is not None else "?"
+
+    def elsewhere(self) -> list[tuple[int, int]]:
+        """The [start, end) address ranges of :data:`ELSEWHERE` these symbols know."""
+        return [(self.markers[a], self.markers[b]) for a, b in ELSEWHERE
+                if a in self.markers and b in self.markers]
 
     def marker(self, name: str) -> int:
         """The address of ``_text``, ``_stext`` or ``_etext``."""
@@ -116,7 +131,7 @@ def from_pairs(pairs: Iterable[tuple[int, str]], where: str) -> Symbols:
     by_address: dict[int, str] = {}
     markers: dict[str, int] = {}
     for address, name in pairs:
-        if name in MARKERS:
+        if name in MARKERS or name in _SECTION_MARKERS:
             markers[name] = address
         by_address[address] = (_preferred(by_address[address], name)
                                 if address in by_address else name)
@@ -137,7 +152,7 @@ def parse_system_map(text: str, where: str) -> Symbols:
             address = int(words[0], 16)
         except ValueError:
             raise ConfigError(f"{where}:{number}: address: not hex: {words[0]!r}") from None
-        if words[1] in ("t", "T") or words[2] in MARKERS:
+        if words[1] in ("t", "T") or words[2] in MARKERS or words[2] in _SECTION_MARKERS:
             pairs.append((address, words[2]))
     if len(pairs) < 100:
         raise ConfigError(f"{where}: symbols: only {len(pairs)} text symbols (a stub System.map? "
@@ -160,7 +175,8 @@ def read_vmlinux(path: Path) -> Symbols:
             if not isinstance(table, SymbolTableSection):
                 raise ConfigError(f"{path}: .symtab: none (a stripped vmlinux?)")
             for sym in table.iter_symbols():
-                if sym["st_info"]["type"] == "STT_FUNC" or sym.name in MARKERS:
+                if (sym["st_info"]["type"] == "STT_FUNC" or sym.name in MARKERS
+                        or sym.name in _SECTION_MARKERS):
                     pairs.append((int(sym["st_value"]), sym.name))
     except ELFError as exc:
         raise ConfigError(f"{path}: not an ELF file: {exc}") from exc

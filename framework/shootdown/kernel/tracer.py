@@ -37,21 +37,31 @@ from shootdown.trace.qemu_log import dfilter_arg, parse_text
 #: Exec-log flags of a window: nochain makes QEMU log every block it enters,
 #: cpu adds the register dump taken before the block runs (the TLBI's Xt).
 LOG_FLAGS = "exec,nochain,cpu"
+#: Sites at most this many bytes apart share a -dfilter range (measured:
+#: docs/kernel.md, "Cost").
+MERGE_GAP = 64
 
 
 class KernelTracer:
     """The tracing windows of one kernel boot."""
 
     def __init__(self, sites: Sequence[Site], symbols: Symbols, base: int, version: QemuVersion,
-                 workdir: str | os.PathLike[str]) -> None:
+                 workdir: str | os.PathLike[str], merge_gap: int = MERGE_GAP) -> None:
         """``base``: the address of the Image's first byte (:func:`.symbols.text_base`)."""
         self.version = version
         self.symbols = symbols
         self.workdir = Path(workdir)
         start = symbols.marker("_stext") - base
         end = symbols.marker("_etext") - base
-        #: the sites traced: those in the kernel's text, by address
-        self.sites: dict[int, Site] = {base + s.offset: s for s in in_text(list(sites), start, end)}
+        away = symbols.elsewhere()
+        #: the sites traced: those in the kernel's text that run at their image address
+        self.sites: dict[int, Site] = {
+            base + s.offset: s for s in in_text(list(sites), start, end)
+            if not any(lo <= base + s.offset < hi for lo, hi in away)}
+        #: sites closer than this many bytes share a -dfilter range (see :meth:`ranges`)
+        self.merge_gap = merge_gap
+        #: instructions the last window logged that are not sites (inside a merged range)
+        self.non_sites = 0
         self.qmp_path = str(self.workdir / "qmp.sock")
         self._qmp: Qmp | None = None
         self._windows = 0
@@ -60,10 +70,16 @@ class KernelTracer:
         self.overhead_s = 0.0
 
     def ranges(self) -> list[tuple[int, int]]:
-        """The ``-dfilter`` ranges: one per run of adjacent sites."""
+        """The ``-dfilter`` ranges: sites at most :attr:`merge_gap` bytes apart share one.
+
+        QEMU tests every block it runs against the ranges one by one, and
+        while a window is open every instruction is a block: the number of
+        ranges sets the window's cost.  Merged ranges also log the few
+        instructions between their sites; :meth:`read` counts and skips them.
+        """
         out: list[tuple[int, int]] = []
         for address in sorted(self.sites):
-            if out and out[-1][1] == address:
+            if out and address - out[-1][1] <= self.merge_gap:
                 out[-1] = (out[-1][0], address + 4)
             else:
                 out.append((address, address + 4))
@@ -118,11 +134,16 @@ class KernelTracer:
         executed = sorted((e for entries in per_cpu.values() for e in entries),
                           key=lambda e: e.line)
         ops: list[ObservedOp] = []
+        ranges = self.ranges()
+        self.non_sites = 0
         for e in executed:
             site = self.sites.get(e.pc)
             if site is None:
-                raise TraceError(f"{path}:{e.line}: executed {e.pc:#x}, which is not a "
-                                 "maintenance site (the -dfilter and the site list disagree)")
+                if not any(lo <= e.pc < hi for lo, hi in ranges):
+                    raise TraceError(f"{path}:{e.line}: executed {e.pc:#x}, outside every "
+                                     "-dfilter range (the log is not this machine's)")
+                self.non_sites += 1
+                continue
             xt: int | None = None
             if site.kind in ("tlbi", "msr") and site.rt != 31:
                 if e.regs is None:
