@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shootdown.check.kernel import StepFacts, run_checks
 from shootdown.errors import InfraError
 from shootdown.kernel.locate import KernelFiles, locate
+from shootdown.kernel.observe import ObservedOp
 
 pytestmark = pytest.mark.guest
 
@@ -34,10 +37,17 @@ def kernel_run(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("kpti", [False, True], ids=["kpti-off", "kpti-on"])
-def test_munmap_is_traced_and_passes_the_checks(bookworm: KernelFiles, tmp_path: Path,
-                                                kpti: bool) -> None:
-    code, run = kernel_run(tmp_path, *(["--kpti"] if kpti else []))
+@pytest.fixture(scope="module", params=[False, True], ids=["kpti-off", "kpti-on"])
+def traced(request: pytest.FixtureRequest, bookworm: KernelFiles,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[bool, int, dict[str, Any]]:
+    kpti: bool = request.param
+    code, run = kernel_run(tmp_path_factory.mktemp("run"), *(["--kpti"] if kpti else []))
+    return kpti, code, run
+
+
+def test_munmap_is_traced_and_passes_the_checks(traced: tuple[bool, int, dict[str, Any]]
+                                                ) -> None:
+    kpti, code, run = traced
     assert (code, run["verdict"]) == (0, "pass"), json.dumps(run["steps"], indent=1)[:4000]
     assert run["kpti"] is kpti
     asid = run["asid"]
@@ -73,3 +83,35 @@ def test_a_stub_system_map_is_bad_input(bookworm: KernelFiles, tmp_path: Path) -
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(stub) in lines[0] and "stub" in lines[0]
+
+
+def ops_of(step: dict[str, Any]) -> list[ObservedOp]:
+    keys = ("kind", "op", "xt", "cpu", "pc", "function", "line")
+    return [ObservedOp(**{k: op[k] for k in keys}) for op in step["teardown"]]
+
+
+def test_the_real_stream_with_one_instruction_broken_fails(
+        traced: tuple[bool, int, dict[str, Any]]) -> None:
+    """The checks are not blind on real data: the traced stream passes, and the same stream
+    with its completing DSB ISH gone, its TLBIs made local, another ASID, or (KPTI) the
+    user-ASID copies gone, fails."""
+    kpti, _, run = traced
+    step = next(s for s in run["steps"] if s["case"] == "few-pages")
+    facts = StepFacts(**step["facts"])
+    ops = ops_of(step)
+    assert all(c.passed for c in run_checks(ops, facts))
+
+    def fails(broken: list[ObservedOp], name: str) -> str:
+        result = {c.name: c for c in run_checks(broken, facts)}[name]
+        assert result.status == "fail", result
+        return result.reason
+
+    no_ish = [o for o in ops if (o.kind, o.op) != ("dsb", "ish")]
+    assert "no DSB ISH" in fails(no_ish, "coverage")
+    local = [replace(o, op=o.op[:-2]) if o.kind == "tlbi" else o for o in ops]
+    assert "local" in fails(local, "coverage")
+    other = [replace(o, xt=(o.xt or 0) ^ 0x40 << 48) if o.kind == "tlbi" else o for o in ops]
+    assert "ASID" in fails(other, "coverage")
+    if kpti:
+        kernel_only = [o for o in ops if not (o.kind == "tlbi" and (o.xt or 0) >> 48 & 1)]
+        assert fails(kernel_only, "kpti")

@@ -11,4 +11,11 @@ Modules::
     initramfs  a newc cpio archive, written here
     workload   the guest program (workload/ in the source tree), built with make
     boot       QEMU booting a kernel to the workload's READY; steps over the console
+    smoke      the built-in smoke workload (map, probe, unmap, probe) and its verdict
+    sites      every TLBI/DSB/ISB/TTBR write of the Image, by disassembly (cached per Image)
+    symbols    text symbols: the guest's kallsyms (cached), a vmlinux or a System.map
+    qmp        a minimal QMP client (HMP commands to the running QEMU)
+    tracer     a step's tracing window: single-stepping and the exec log over the sites
+    observe    the observed records per step, and which are the step's own (the rule)
+    run        kernel run: boot, ASID, unmap steps traced, separated, checked
 """
