@@ -115,3 +115,18 @@ def test_the_real_stream_with_one_instruction_broken_fails(
     if kpti:
         kernel_only = [o for o in ops if not (o.kind == "tlbi" and (o.xt or 0) >> 48 & 1)]
         assert fails(kernel_only, "kpti")
+
+
+def test_kallsyms_with_protocol_words_in_symbol_names(qemu: str, tmp_path: Path) -> None:
+    """sid's 7.x has Rust helpers named ``rust_helper_IS_ERR``: a symbol line is not the
+    workload's ERR answer."""
+    from shootdown.kernel.boot import KernelMachine
+
+    try:
+        sid = locate("debian:sid")
+    except InfraError as exc:
+        pytest.skip(f"Debian's sid kernel is not cached and cannot be fetched: {exc}")
+    with KernelMachine(sid, log_path=tmp_path / "console.log", boot_timeout=60) as vm:
+        names = {name for _, name in vm.kallsyms()}
+    assert "rust_helper_IS_ERR" in names
+    assert {"_stext", "_etext", "primary_entry"} <= names

@@ -349,6 +349,8 @@ class KernelMachine:
             if panic is not None:
                 raise self._fail(GuestCrash(f"kernel panic: {panic.group(0)}",
                                             log_path=self.log_path, tail=self.tail()))
+            if _SYM.match(line):  # a symbol's name may hold "ERR" (rust_helper_IS_ERR)
+                continue
             found = _PROTOCOL.search(line)
             if found is None:
                 continue
