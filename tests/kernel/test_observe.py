@@ -200,3 +200,11 @@ def test_merged_ranges_log_instructions_between_sites_which_are_counted_and_skip
         f"Trace 0: 0x7f0040 [00000000/{outside:016x}/00000000/00000000] \n{dump(outside)}")
     with pytest.raises(TraceError, match="outside every -dfilter range"):
         tracer.read()
+
+
+def test_unmap_path_names_match_compiler_clones() -> None:
+    # sid's 7.2 runs the flush in "__flush_tlb_range.isra.0"
+    window = [op("tlbi", "vmalle1is", None, "__flush_tlb_range.isra.0"),
+              op("dsb", "ish", None, "flush_tlb_mm.constprop.0")]
+    own, rest = separate(window, cpu=0, asid=2, kpti=False)
+    assert len(own) == 2 and not rest

@@ -31,6 +31,8 @@ CPU's idle loop), :func:`separate`, is documented in docs/kernel.md
 4. A DSB or ISB is the step's when it executed in a function that issued a
    TLBI of the step's (rules 2-3) in this window, or in :data:`UNMAP_PATH`
    (on the workload's CPU); else the rest ("not in the unmap path").
+   Names are compared without the compiler's clone suffixes
+   (``__flush_tlb_range.isra.0`` is ``__flush_tlb_range``).
 5. TTBR writes are never the teardown; they are kept in ``rest`` (the ASID
    step reads them).
 
@@ -133,6 +135,11 @@ class StepStream:
         return out
 
 
+def base_name(function: str) -> str:
+    """A function's name without the compiler's clone suffixes (``__flush_tlb_range.isra.0``)."""
+    return function.split(".", 1)[0]
+
+
 def separate(window: Sequence[ObservedOp], *, cpu: int, asid: int, kpti: bool,
              unmap_path: Iterable[str] = UNMAP_PATH
              ) -> tuple[tuple[ObservedOp, ...], tuple[SetAside, ...]]:
@@ -157,7 +164,7 @@ def separate(window: Sequence[ObservedOp], *, cpu: int, asid: int, kpti: bool,
     for i, op in enumerate(window):
         if i in verdict:
             continue
-        if op.function in functions or op.function in path:
+        if op.function in functions or base_name(op.function) in path:
             verdict[i] = None
             if op.kind == "tlbi":
                 functions.add(op.function)
