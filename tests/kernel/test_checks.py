@@ -182,3 +182,11 @@ def test_walk_caches_need_the_kpti_copy_too() -> None:
 def test_an_empty_stream_fails_every_applicable_check() -> None:
     result = run_checks([], facts(512, tables_freed=True, kpti=True))
     assert [c.status for c in result] == ["fail", "fail", "fail"]
+
+
+def test_the_real_trixie_lpa2_operand_has_its_base_in_64k_units() -> None:
+    # Traced from Debian's 6.12 (trixie) on -cpu max (LPA2): the same 4 pages at 4 GiB.
+    inv = decode_tlbi("rvale1is", 0x000240E000010000, page_size=PAGE, lpa2=True)
+    assert inv is not None and (inv.start, inv.end) == (BASE, BASE + 4 * PAGE)
+    wrong = decode_tlbi("rvale1is", 0x000240E000010000, page_size=PAGE, lpa2=False)
+    assert wrong is not None and wrong.start != BASE
