@@ -16,7 +16,11 @@ window's file is then read with :mod:`shootdown.trace.qemu_log` (which
 drops the blocks QEMU logged but never ran: "Stopped execution of TB chain
 before ..."), and every executed site becomes an :class:`~.observe.ObservedOp`
 with its function.  The log is in execution order across vCPUs because
-the machine runs ``-accel tcg,thread=single``.
+the machine runs ``-accel tcg,thread=single``.  QEMU's log file is
+line-buffered (``util/log.c``, ``setvbuf(..., _IOLBF, ...)``), so what ran
+before the workload printed END is in the file when the host sees END; an
+entry cut short would not parse and is an error (exit 3), never a quietly
+shorter stream.
 """
 
 from __future__ import annotations
