@@ -71,7 +71,17 @@ def test_the_table_in_docs_scenarios_is_what_the_tool_prints(
     assert "\n".join(out) in doc
 
 
-def test_a_list_of_policies_needs_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_list_of_policies_needs_summary_or_text(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(ROOT / "docs" / "examples" / "basic.toml")
-    assert cli.main(["model", path, "--policy", "v4.19,v4.20"]) == 2
-    assert "needs --format summary" in capsys.readouterr().err
+    assert cli.main(["model", path, "--policy", "v4.19,v4.20", "--format", "jsonl"]) == 2
+    assert "needs --format summary or text" in capsys.readouterr().err
+    assert cli.main(["model", path, "--policy", "v4.19,v4.20"]) == 0
+    out = capsys.readouterr().out
+    assert "policy v4.19," in out and "policy v4.20," in out
+
+
+def test_policy_all_models_every_release(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(ROOT / "docs" / "examples" / "basic.toml")
+    assert cli.main(["model", path, "--policy", "all", "--format", "summary"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"| `{name}` |" in out for name in POLICIES)

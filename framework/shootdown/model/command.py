@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO.toml", help="scenario file")
     parser.add_argument("--policy", metavar="NAME",
                         help=f"kernel release whose policy to model (default: the scenario's, "
-                             f"else {DEFAULT_POLICY}); with --format summary a comma-separated "
-                             f"list. Known: {', '.join(POLICIES)}")
+                             f"else {DEFAULT_POLICY}); with --format summary or text a "
+                             f"comma-separated list, or 'all'. Known: {', '.join(POLICIES)}")
     parser.add_argument("--granule", choices=tuple(GRANULE_SHIFT),
                         help="override the scenario's granule")
     parser.add_argument("--va-bits", type=int, metavar="N", help="override the scenario's va_bits")
@@ -62,8 +62,11 @@ def main(args: argparse.Namespace) -> int:
                                  "cpu_features": _features(args.cpu_features)}
     scenario = load_scenario(args.scenario, overrides)
     names = [n.strip() for n in (args.policy or "").split(",") if n.strip()]
-    if len(names) > 1 and args.format != "summary":
-        raise ConfigError("--policy: a list of policies needs --format summary")
+    if names == ["all"]:
+        names = list(POLICIES)
+    if len(names) > 1 and args.format not in ("summary", "text"):
+        raise ConfigError(f"--policy: a list of policies needs --format summary or text, "
+                          f"not {args.format}")
     policies = [resolve_policy(n, scenario) for n in names] or [resolve_policy(None, scenario)]
     out: list[str]
     if args.format == "summary":
@@ -71,15 +74,15 @@ def main(args: argparse.Namespace) -> int:
         out += [render.summary_row(p.name, expected_sequence(scenario, p)) for p in policies]
     elif args.format == "protocol":
         out = to_protocol_lines(scenario, policy=policies[0].name)
+    elif args.format == "jsonl":
+        out = render.to_jsonl(expected_sequence(scenario, policies[0]))
     else:
-        results = expected_sequence(scenario, policies[0])
-        if args.format == "jsonl":
-            out = render.to_jsonl(results)
-        else:
-            feats = ",".join(sorted(scenario.cpu_features)) or "none"
-            header = (f"# {scenario.path}: policy {policies[0].name}, granule {scenario.granule}, "
+        out = []
+        feats = ",".join(sorted(scenario.cpu_features)) or "none"
+        for pol in policies:  # one listing per policy, each under its own header
+            header = (f"# {scenario.path}: policy {pol.name}, granule {scenario.granule}, "
                       f"va_bits {scenario.va_bits} ({scenario.geometry.levels} levels), "
                       f"asid {scenario.asid}, kpti {int(scenario.kpti)}, cpu features {feats}")
-            out = render.to_text(results, header)
+            out += render.to_text(expected_sequence(scenario, pol), header)
     sys.stdout.write("".join(line + "\n" for line in out))
     return 0

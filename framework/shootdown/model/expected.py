@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shootdown.errors import ConfigError
+from shootdown.errors import ConfigError, ScenarioError
 from shootdown.model.arm64 import Arm64
-from shootdown.model.gather import MmuGather
+from shootdown.model.gather import MmuGather, ModelLimitError
 from shootdown.model.instructions import Instruction, Why
 from shootdown.model.policy import DEFAULT_POLICY, POLICIES, Policy, get_policy
 from shootdown.scenario.lower import LoweredStep, lower
@@ -23,6 +23,7 @@ from shootdown.scenario.types import (
     FlushTlbMmStep,
     FlushTlbPageStep,
     FlushTlbRangeStep,
+    GatherOp,
     GatherStep,
     Scenario,
 )
@@ -57,27 +58,35 @@ def check_features(features: Iterable[str]) -> frozenset[str]:
 
 def _run_gather(arm: Arm64, step: GatherStep, index: int) -> None:
     g = MmuGather(arm, step.fullmm, index)
-    for op in step.ops:
-        name = op.op
-        if name == "remove_pte":
-            g.remove_pte(op.addr, op.count)
-        elif name == "remove_pmd":
-            g.remove_pmd(op.addr)
-        elif name == "remove_pud":
-            g.remove_pud(op.addr)
-        elif name == "free_pte_table":
-            g.free_pte_table(op.addr)
-        elif name == "free_pmd_table":
-            g.free_pmd_table(op.addr)
-        elif name == "free_pud_table":
-            g.free_pud_table(op.addr)
-        elif name == "free_p4d_table":
-            g.free_p4d_table(op.addr)
-        elif name == "flush":
-            g.flush()
-        else:  # pragma: no cover - the loader rejects unknown ops
-            raise AssertionError(name)
+    for j, op in enumerate(step.ops):
+        try:
+            _run_op(g, op)
+        except ModelLimitError as exc:
+            exc.field = exc.field or f"ops[{j}].count"
+            raise
     g.finish()
+
+
+def _run_op(g: MmuGather, op: GatherOp) -> None:
+    name = op.op
+    if name == "remove_pte":
+        g.remove_pte(op.addr, op.count)
+    elif name == "remove_pmd":
+        g.remove_pmd(op.addr)
+    elif name == "remove_pud":
+        g.remove_pud(op.addr)
+    elif name == "free_pte_table":
+        g.free_pte_table(op.addr)
+    elif name == "free_pmd_table":
+        g.free_pmd_table(op.addr)
+    elif name == "free_pud_table":
+        g.free_pud_table(op.addr)
+    elif name == "free_p4d_table":
+        g.free_p4d_table(op.addr)
+    elif name == "flush":
+        g.flush()
+    else:  # pragma: no cover - the loader rejects unknown ops
+        raise AssertionError(name)
 
 
 def run_step(arm: Arm64, ls: LoweredStep) -> None:
@@ -120,7 +129,11 @@ def expected_sequence(scenario: Scenario, policy: str | Policy | None = None, *,
         out: list[Instruction] = []
         arm = Arm64(pol, scenario.geometry, asid=scenario.asid, kpti=use_kpti, features=feats,
                     out=out)
-        run_step(arm, ls)
+        try:
+            run_step(arm, ls)
+        except ModelLimitError as exc:
+            field = exc.field if ls.source_kind == "gather" else None
+            raise ScenarioError(scenario.path, str(exc), step=ls.index, field=field) from None
         results.append(StepResult(ls.index, ls.source_kind, tuple(out)))
     return results
 

@@ -25,6 +25,22 @@ from shootdown.model.instructions import GatherSnapshot, Why
 from shootdown.model.policy import Policy
 from shootdown.scenario.geometry import MASK64, Geometry
 
+#: The most page-batch flushes one remove_pte may force.  Each is a full
+#: flush of the gathered range, so the expected sequence grows with the count:
+#: a remove_pte over a whole 48-bit VA (2^36 pages, 7 million flushes) is
+#: refused up front rather than enumerated.  4096 flushes are ~40 million 4K pages,
+#: far beyond what the firmware maps (SCN_MAX_COUNT).
+MAX_BATCH_FLUSHES = 1 << 12
+
+
+class ModelLimitError(ValueError):
+    """The scenario needs more enumerated output than the model's limits allow."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        #: the scenario field at fault, when the caller knows it
+        self.field = field
+
 
 def page_batch_capacity(geo: Geometry, policy: Policy) -> int:
     """Pages the gather holds before a forced flush.
@@ -127,6 +143,11 @@ class MmuGather:
         and tlb_remove_page() each; a full page batch forces a flush after
         the page that filled it."""
         shift = self.geo.page_shift
+        if (self.pages + count) // self.page_cap > MAX_BATCH_FLUSHES:
+            raise ModelLimitError(
+                f"remove_pte of {count} pages forces more than {MAX_BATCH_FLUSHES} page-batch "
+                f"flushes of {self.page_cap} pages each (the limit MAX_BATCH_FLUSHES): "
+                "remove fewer pages")
         while count > 0:
             n = min(count, self.page_cap - self.pages)
             self.adjust(addr, n << shift)

@@ -21,8 +21,10 @@ range and flag effects) even though no table exists.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shootdown.errors import ScenarioError
@@ -203,46 +205,92 @@ def guest_layout(scenario: Scenario) -> Layout:
 # --------------------------------------------------------------------------
 # munmap -> gather calls
 
+#: The most gather calls one munmap may lower into (zap calls plus the
+#: free_pgtables walk's frees).  The model and the guest run every call, so a
+#: munmap that frees millions of tables (e.g. all of a 48-bit VA: 2^27 PTE
+#: tables at 4K) is refused up front instead of being enumerated.
+MAX_LOWERED_OPS = 1 << 16
+
+
+class _TooManyOps(Exception):
+    """A munmap lowers into more than MAX_LOWERED_OPS calls (turned into a ScenarioError)."""
+
+
+class _Present:
+    """Which entries of one table level hold a table, as sorted disjoint runs
+    of entry indices (``addr >> shift``): O(runs), not O(tables), so a
+    mapping over the whole VA costs one run, and the walk can jump from one
+    present entry to the next without visiting the empty ones."""
+
+    def __init__(self, shift: int, spans: list[tuple[int, int]]) -> None:
+        self.shift = shift
+        runs: list[list[int]] = []
+        for s, e in sorted((s >> shift, ((e - 1) >> shift) + 1) for s, e in spans):
+            if runs and s <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], e)
+            else:
+                runs.append([s, e])
+        self.starts = [r[0] for r in runs]
+        self.ends = [r[1] for r in runs]
+
+    def first_from(self, idx: int) -> int | None:
+        """The smallest present index >= idx, or None."""
+        i = bisect.bisect_right(self.ends, idx)
+        if i == len(self.ends):
+            return None
+        return max(idx, self.starts[i])
+
+    def __contains__(self, idx: int) -> bool:
+        i = bisect.bisect_right(self.starts, idx) - 1
+        return i >= 0 and idx < self.ends[i]
+
+    def discard(self, idx: int) -> None:
+        i = bisect.bisect_right(self.starts, idx) - 1
+        if i < 0 or idx >= self.ends[i]:
+            return
+        s, e = self.starts[i], self.ends[i]
+        del self.starts[i], self.ends[i]
+        for a, b in ((idx + 1, e), (s, idx)):  # right part first: inserted at i
+            if a < b:
+                self.starts.insert(i, a)
+                self.ends.insert(i, b)
+
+
 class _Tables:
-    """Which page tables exist, keyed by the address their span starts at."""
+    """Which page tables exist, by the index of the entry that points at them."""
 
     def __init__(self, layout: Layout, geo: Geometry) -> None:
         self.geo = geo
-        self.pte: set[int] = set()   # PTE tables, PMD-aligned
-        self.pmd: set[int] = set()   # PMD tables (levels >= 3), PUD-aligned
-        self.pud: set[int] = set()   # PUD tables (levels == 4), PGDIR-aligned
+        pte: list[tuple[int, int]] = []
+        pmd: list[tuple[int, int]] = []
+        pud: list[tuple[int, int]] = []
         for m in layout.user:
-            end = m.addr + m.count * geo.block_size(m.level)
+            span = (m.addr, m.addr + m.count * geo.block_size(m.level))
             if m.level == 3:
-                self._mark(self.pte, m.addr, end, geo.pmd_size)
+                pte.append(span)
             if geo.levels >= 3 and m.level >= 2:
-                self._mark(self.pmd, m.addr, end, geo.pud_size)
+                pmd.append(span)
             if geo.levels == 4:
-                self._mark(self.pud, m.addr, end, geo.pgdir_size)
-
-    @staticmethod
-    def _mark(table: set[int], start: int, end: int, size: int) -> None:
-        table.update(range(start - start % size, end, size))
+                pud.append(span)
+        self.pte = _Present(geo.pmd_shift, pte)      # PTE tables, one per PMD entry
+        self.pmd = _Present(geo.pud_shift, pmd)      # PMD tables (levels >= 3), per PUD entry
+        self.pud = _Present(geo.pgdir_shift, pud)    # PUD tables (levels == 4), per PGD entry
 
     # p?d_none: true when the entry holds no table; folded levels never are.
     def pgd_none(self, addr: int) -> bool:
-        return self.geo.levels == 4 and addr - addr % self.geo.pgdir_size not in self.pud
+        return self.geo.levels == 4 and addr >> self.geo.pgdir_shift not in self.pud
 
     def pud_none(self, addr: int) -> bool:
-        return self.geo.levels >= 3 and addr - addr % self.geo.pud_size not in self.pmd
+        return self.geo.levels >= 3 and addr >> self.geo.pud_shift not in self.pmd
 
     def pmd_none(self, addr: int) -> bool:
-        return addr - addr % self.geo.pmd_size not in self.pte
+        return addr >> self.geo.pmd_shift not in self.pte
 
     def discard(self, op: GatherOp) -> None:
-        {"free_pte_table": self.pte, "free_pmd_table": self.pmd,
-         "free_pud_table": self.pud}.get(op.op, set()).discard(op.addr)
-
-
-def _addr_end(addr: int, end: int, size: int) -> int:
-    """p?d_addr_end(): the next entry boundary, or end, with 64-bit wrap."""
-    boundary = ((addr + size) & ~(size - 1)) & MASK64
-    return boundary if ((boundary - 1) & MASK64) < ((end - 1) & MASK64) else end
+        table = {"free_pte_table": self.pte, "free_pmd_table": self.pmd,
+                 "free_pud_table": self.pud}.get(op.op)
+        if table is not None and op.addr % (1 << table.shift) == 0:
+            table.discard(op.addr >> table.shift)
 
 
 def _tail(start: int, end: int, floor: int, ceiling: int, size: int) -> int | None:
@@ -259,6 +307,28 @@ def _tail(start: int, end: int, floor: int, ceiling: int, size: int) -> int | No
     return start
 
 
+def _entries(addr: int, end: int, shift: int,
+             present: _Present | None) -> Iterator[tuple[int, int]]:
+    """The kernel's ``do { next = p?d_addr_end(addr, end); ...; } while (addr = next,
+    addr != end)`` loop over [addr, end) (end 0: the top of the 64-bit space),
+    yielding (addr, next) for each entry; with ``present``, only for the
+    entries that hold a table (the others' ``p?d_none`` skips them), found by
+    jumping rather than by visiting every empty entry."""
+    top = ((end - 1) & MASK64) + 1
+    last = (top - 1) >> shift
+    idx = addr >> shift
+    while idx <= last:
+        if present is not None:
+            nxt_idx = present.first_from(idx)
+            if nxt_idx is None or nxt_idx > last:
+                return
+            idx = nxt_idx
+        lo = max(idx << shift, addr)
+        hi = min((idx + 1) << shift, top)
+        yield lo, hi & MASK64
+        idx += 1
+
+
 class _FreeWalk:
     """free_pgd_range() and helpers, emitting the free_*_table calls."""
 
@@ -268,6 +338,8 @@ class _FreeWalk:
         self.ops = ops
 
     def emit(self, name: str, addr: int) -> None:
+        if len(self.ops) >= MAX_LOWERED_OPS:
+            raise _TooManyOps
         op = GatherOp(name, addr)
         self.ops.append(op)
         self.t.discard(op)
@@ -287,13 +359,9 @@ class _FreeWalk:
             end -= pmd
         if addr > ((end - 1) & MASK64):
             return
-        while True:
-            nxt = _addr_end(addr, end, self.geo.pgdir_size)
-            if not self.t.pgd_none(addr):
-                self.free_p4d_range(addr, nxt, floor, ceiling)
-            addr = nxt
-            if addr == end:
-                break
+        real = self.t.pud if self.geo.levels == 4 else None  # pgd_none
+        for a, nxt in _entries(addr, end, self.geo.pgdir_shift, real):
+            self.free_p4d_range(a, nxt, floor, ceiling)
 
     def free_p4d_range(self, addr: int, end: int, floor: int, ceiling: int) -> None:
         start = addr
@@ -305,26 +373,17 @@ class _FreeWalk:
 
     def free_pud_range(self, addr: int, end: int, floor: int, ceiling: int) -> None:
         start = addr
-        while True:
-            nxt = _addr_end(addr, end, self.geo.pud_size)
-            if not self.t.pud_none(addr):
-                self.free_pmd_range(addr, nxt, floor, ceiling)
-            addr = nxt
-            if addr == end:
-                break
+        real = self.t.pmd if self.geo.levels >= 3 else None  # pud_none
+        for a, nxt in _entries(addr, end, self.geo.pud_shift, real):
+            self.free_pmd_range(a, nxt, floor, ceiling)
         at = _tail(start, end, floor, ceiling, 1 << self.geo.p4d_shift)
         if at is not None:
             self.emit("free_pud_table", at)
 
     def free_pmd_range(self, addr: int, end: int, floor: int, ceiling: int) -> None:
         start = addr
-        while True:
-            nxt = _addr_end(addr, end, self.geo.pmd_size)
-            if not self.t.pmd_none(addr):
-                self.emit("free_pte_table", addr)
-            addr = nxt
-            if addr == end:
-                break
+        for a, _ in _entries(addr, end, self.geo.pmd_shift, self.t.pte):  # pmd_none
+            self.emit("free_pte_table", a)
         at = _tail(start, end, floor, ceiling, self.geo.pud_size)
         if at is not None:
             self.emit("free_pmd_table", at)
@@ -332,6 +391,9 @@ class _FreeWalk:
 
 def _zap_ops(step: MunmapStep, geo: Geometry) -> list[GatherOp]:
     """unmap_vmas(): one call per present entry, in address order."""
+    blocks = sum(m.count for m in step.layout if m.level != 3)
+    if blocks + len(step.layout) > MAX_LOWERED_OPS:
+        raise _TooManyOps
     ops: list[GatherOp] = []
     for m in sorted(step.layout, key=lambda m: m.addr):
         if m.level == 3:
@@ -369,7 +431,14 @@ def lower(scenario: Scenario) -> Lowered:
     steps: list[LoweredStep] = []
     for i, step in enumerate(scenario.steps, start=1):
         if isinstance(step, MunmapStep):
-            steps.append(LoweredStep(i, lower_munmap(step, tables), "munmap"))
+            try:
+                gather = lower_munmap(step, tables)
+            except _TooManyOps:
+                raise ScenarioError(
+                    scenario.path, f"munmap of [{step.start:#x}, {step.end:#x}) lowers into more "
+                    f"than {MAX_LOWERED_OPS} gather calls (zaps and page-table frees; the "
+                    "limit MAX_LOWERED_OPS): unmap a smaller range", step=i, field="end") from None
+            steps.append(LoweredStep(i, gather, "munmap"))
         else:
             if isinstance(step, GatherStep):
                 for op in step.ops:
