@@ -13,8 +13,10 @@ Everything else that writes a register makes that register unknown.
 from __future__ import annotations
 
 import enum
+import operator
 import re
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, fields
 from typing import Any
 
 from shootdown.errors import FirmwareError
@@ -215,12 +217,45 @@ def classify(cs_insn: object, offset: int) -> Insn:
                 **base)  # type: ignore[arg-type]
 
 
+def _pc_relative(word: int) -> bool:
+    """Whether the word's decoding depends on its address (branch, call, compare
+    and branch, test and branch, ADR/ADRP, load literal): those are never cached."""
+    return (word & 0x7C000000 == 0x14000000      # B, BL
+            or word & 0xFE000000 == 0x54000000   # B.cond, BC.cond
+            or word & 0x7E000000 in (0x34000000, 0x36000000)  # CBZ/CBNZ, TBZ/TBNZ
+            or word & 0x1F000000 == 0x10000000   # ADR, ADRP
+            or word & 0x3B000000 == 0x18000000)  # LDR/LDRSW/PRFM (literal)
+
+
+#: Classified instructions by word, for the words whose decoding does not
+#: depend on their address: code repeats itself (prologues, moves, returns),
+#: and capstone's detailed decoding is the lint's most expensive step.  Held
+#: as the fields after offset and address, in order, for the constructor
+#: (twice as fast as dataclasses.replace).
+_BY_WORD: dict[int, tuple[Any, ...]] = {}
+#: Bound on _BY_WORD (a kernel image has a few hundred thousand distinct words).
+_BY_WORD_MAX = 1 << 20
+
+
+#: The fields of an Insn in declaration order (not copied, unlike dataclasses.astuple).
+astuple_shallow = operator.attrgetter(*(f.name for f in fields(Insn)))
+
+
+def _stop(code: bytes, offset: int, address: int, text: str | None = None) -> Insn:
+    word = int.from_bytes(code[offset:offset + 4], "little")
+    return Insn(offset=offset, address=address + offset, word=word,
+                text=text or f".inst {word:#010x}", kind=Kind.STOP)
+
+
 def disassemble(code: bytes, address: int, data_ranges: tuple[tuple[int, int], ...] = (),
                 where: str = "") -> list[Insn]:
     """Every 4-byte word of ``code`` (loaded at ``address``) as an :class:`Insn`.
 
     Words inside ``data_ranges`` (offsets of literal pools) and words capstone
     cannot decode become STOP instructions: a path that reaches data ends.
+    Capstone decodes each run of code in one call (resuming after a word it
+    cannot decode), and a word seen before at another address is not decoded
+    again unless it is PC-relative.
     """
     try:
         import capstone
@@ -229,24 +264,48 @@ def disassemble(code: bytes, address: int, data_ranges: tuple[tuple[int, int], .
             from exc
     md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
     md.detail = True
+    size = len(code) & ~3
+    words = struct.unpack_from(f"<{size // 4}I", code)
+    data = sorted((max(0, a - a % 4), b) for a, b in data_ranges if b > a)
     out: list[Insn] = []
     offset = 0
-    size = len(code) & ~3
+    k = 0  # next data range that may start at or after offset
     while offset < size:
-        if any(a <= offset < b for a, b in data_ranges):
-            out.append(Insn(offset=offset, address=address + offset,
-                            word=int.from_bytes(code[offset:offset + 4], "little"),
-                            text=".word (data)", kind=Kind.STOP))
+        while k < len(data) and data[k][1] <= offset:
+            k += 1
+        if k < len(data) and data[k][0] <= offset:
+            out.append(_stop(code, offset, address, ".word (data)"))
             offset += 4
             continue
-        decoded = False
-        for cs_insn in md.disasm(code[offset:offset + 4], address + offset):
-            out.append(classify(cs_insn, offset))
-            decoded = True
-        if not decoded:
-            out.append(Insn(offset=offset, address=address + offset,
-                            word=int.from_bytes(code[offset:offset + 4], "little"),
-                            text=f".inst {int.from_bytes(code[offset:offset + 4], 'little'):#010x}",
-                            kind=Kind.STOP))
-        offset += 4
+        run_end = min(size, data[k][0]) if k < len(data) else size
+        offset = _decode_run(md, code, words, offset, run_end, address, out)
     return out
+
+
+def _decode_run(md: Any, code: bytes, words: tuple[int, ...], offset: int, end: int,
+                address: int, out: list[Insn]) -> int:
+    """Decode [offset, end) into ``out``; returns where it stopped (``end``).
+
+    Cached words are taken from _BY_WORD; the others go to capstone in
+    batches of consecutive uncached words."""
+    while offset < end:
+        hit = _BY_WORD.get(words[offset >> 2])
+        if hit is not None:
+            out.append(Insn(offset, address + offset, *hit))
+            offset += 4
+            continue
+        stop = offset + 4  # the batch: up to the next cached word
+        while stop < end and words[stop >> 2] not in _BY_WORD:
+            stop += 4
+        pos = offset
+        for cs_insn in md.disasm(code[offset:stop], address + offset):
+            insn = classify(cs_insn, pos)
+            out.append(insn)
+            if not _pc_relative(insn.word) and len(_BY_WORD) < _BY_WORD_MAX:
+                _BY_WORD[insn.word] = astuple_shallow(insn)[2:]
+            pos += 4
+        if pos < stop:  # capstone stopped at a word it cannot decode
+            out.append(_stop(code, pos, address))
+            pos += 4
+        offset = pos
+    return offset
