@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,3 +102,41 @@ def test_undecodable_words_and_data_become_stops_and_decoding_resumes() -> None:
     assert [i.kind for i in insns] == [Kind.OTHER, Kind.STOP, Kind.OTHER, Kind.STOP, Kind.OTHER]
     assert [i.address for i in insns] == [0x1000, 0x1004, 0x1008, 0x100C, 0x1010]
     assert insns[3].text == ".word (data)"
+
+
+# -- progress on a terminal, never in --json or on a pipe ---------------------------
+
+def _run_with_tty_stderr(args: list[str]) -> tuple[int, bytes, bytes]:
+    """Run ``args`` with stderr on a pseudo-terminal and stdout on a pipe."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        err += chunk
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    os.close(master)
+    return proc.returncode, out, err
+
+
+def test_lint_shows_progress_on_a_terminal_only(large_elf: Path) -> None:
+    exe = str(Path(sys.executable).with_name("shootdown"))
+    piped = subprocess.run([exe, "lint", str(large_elf)], capture_output=True, check=False)
+    assert piped.stderr == b""  # not a terminal: no bar
+    rc, out, err = _run_with_tty_stderr([exe, "lint", str(large_elf)])
+    assert (rc, out) == (piped.returncode, piped.stdout)  # stdout untouched
+    assert b"lint" in err and b"/2000" in err  # the bar, counting the functions
+    rc, out, err = _run_with_tty_stderr([exe, "lint", str(large_elf), "--json"])
+    assert rc == 0 and err == b"" and out.startswith(b"{")

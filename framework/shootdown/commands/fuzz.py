@@ -14,6 +14,7 @@ and the throughput benchmark use.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import threading
@@ -194,8 +195,14 @@ def main(args: argparse.Namespace) -> int:
     policies = _policies(args.policy)
     pick = random.Random(f"shootdown-fuzz-policy:{args.seed}")
     t0 = time.monotonic()
-    generated = list(generate(args.seed, args.count, start=args.start, granules=args.granule,
-                              features=not args.no_features, with_level=args.with_level))
+    from shootdown.progress import progress, wanted
+
+    generated = []
+    with progress("generate", args.count, show=wanted()) as update:
+        for g in generate(args.seed, args.count, start=args.start, granules=args.granule,
+                          features=not args.no_features, with_level=args.with_level):
+            generated.append(g)
+            update(len(generated), args.count)
     gen_s = time.monotonic() - t0
     jobs: list[Job] = []
     origin: list[int] = []  # job -> generated index
@@ -210,7 +217,10 @@ def main(args: argparse.Namespace) -> int:
           f"({len(jobs)} runs, policy {args.policy}, inject {args.inject}) on "
           f"{definition.name}; generated in {gen_s:.1f} s", flush=True)
 
-    report = run_jobs(definition, jobs, logdir=logdir, chunk=args.chunk, workers=args.jobs)
+    with progress("fuzz", len(jobs), show=wanted()) as update:
+        done = itertools.count(1)
+        report = run_jobs(definition, jobs, logdir=logdir, chunk=args.chunk, workers=args.jobs,
+                          on_result=lambda _i, _r: update(next(done), len(jobs)))
     counts: dict[str, int] = {}
     written = 0
     for i, result in sorted(zip(report.indices, report.results, strict=True),

@@ -63,9 +63,13 @@ def with_assumptions(config: LintConfig, pairs: list[str]) -> LintConfig:
 def _each_injection(args: argparse.Namespace, config: LintConfig) -> int:
     """``--each-injection``: which bug injections the lint sees; 1 if the baseline has findings."""
     from shootdown.lint import lint_elf, lint_injections
+    from shootdown.progress import progress, wanted
 
-    baseline = lint_elf(args.elf, config).active
-    per_bug = lint_injections(args.elf, config)
+    show = wanted(machine_output=args.json)
+    with progress("lint", 0, show=show) as update:
+        baseline = lint_elf(args.elf, config, progress=update).active
+    with progress("injections", 0, show=show) as update:
+        per_bug = lint_injections(args.elf, config, progress=update)
     if args.json:
         json.dump({"baseline": [f.as_dict() for f in baseline],
                    "injections": {name: [f.as_dict() for f in found]
@@ -92,7 +96,11 @@ def main(args: argparse.Namespace) -> int:
         config = with_assumptions(config, args.assume)
     if args.each_injection:
         return _each_injection(args, config)
-    report = lint_elf(args.elf, config, entry_ordered=ERAS[args.policy_era])
+    from shootdown.progress import progress, wanted
+
+    with progress("lint", 0, show=wanted(machine_output=args.json)) as update:
+        report = lint_elf(args.elf, config, entry_ordered=ERAS[args.policy_era],
+                          progress=update)
     active = report.active
     if args.json:
         json.dump(report.as_dict(), sys.stdout, indent=2)

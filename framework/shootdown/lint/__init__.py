@@ -19,6 +19,7 @@ reason.  A file that cannot be analysed raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,14 @@ def _finding(analyzer: Analyzer, v: Violation, config: LintConfig) -> Finding:
 
 def lint_elf(path: str | Path, config: LintConfig | None = None,
              entry_ordered: bool = False, *, image: ElfImage | None = None,
-             cache: dict[str, Any] | None = None) -> LintReport:
+             cache: dict[str, Any] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> LintReport:
     """Lint one ELF; :class:`~shootdown.errors.FirmwareError` if it cannot be read.
 
     ``entry_ordered``: treat function entry as ordered (v4.19-era helpers,
     ``--policy-era 4.19``).  ``image`` and ``cache`` (disassembly) may be
-    shared between runs on the same file.
+    shared between runs on the same file.  ``progress(done, total)`` is
+    called as the functions are analysed.
     """
     config = config or LintConfig()
     image = image or ElfImage(path)
@@ -145,7 +148,7 @@ def lint_elf(path: str | Path, config: LintConfig | None = None,
         options = LintOptions(options.bookkeeping_objects, options.bookkeeping_calls,
                               options.assume, entry_ordered=True)
     analyzer = Analyzer(image, options, cache)
-    violations = analyzer.run()
+    violations = analyzer.run(progress)
     findings = tuple(_finding(analyzer, v, config) for v in violations)
     unused = tuple(f"{s.function} {s.rule}" for s in config.suppressions
                    if not any(s.matches(f.function, f.rule, f.offset, f.via) for f in findings))
@@ -155,7 +158,9 @@ def lint_elf(path: str | Path, config: LintConfig | None = None,
 
 
 def lint_injections(path: str | Path, config: LintConfig | None = None,
-                    selector: str = "inject_current") -> dict[str, tuple[Finding, ...]]:
+                    selector: str = "inject_current", *,
+                    progress: Callable[[int, int], None] | None = None,
+                    ) -> dict[str, tuple[Finding, ...]]:
     """Per bug injection of a shootdown firmware ELF: the findings it adds.
 
     The firmware selects its injection at run time (``injected(X)`` compares
@@ -164,6 +169,7 @@ def lint_injections(path: str | Path, config: LintConfig | None = None,
     the same ELF.  Each one is linted with ``selector`` assumed to hold its
     number; the findings not present with no injection (``selector`` = 0)
     are what the lint sees of that bug.  Suppressions apply as usual.
+    ``progress(done, total)`` is called after each injection.
     """
     from shootdown.bugs import read_bugs
 
@@ -182,6 +188,11 @@ def lint_injections(path: str | Path, config: LintConfig | None = None,
     def key(f: Finding) -> tuple[str, str, int]:
         return (f.function, f.rule, f.offset)
 
+    bugs = read_bugs(path)
     baseline = {key(f) for f in active(0)}
-    return {bug.name: tuple(f for f in active(number) if key(f) not in baseline)
-            for number, bug in enumerate(read_bugs(path), 1)}
+    out: dict[str, tuple[Finding, ...]] = {}
+    for number, bug in enumerate(bugs, 1):
+        out[bug.name] = tuple(f for f in active(number) if key(f) not in baseline)
+        if progress is not None:
+            progress(number, len(bugs))
+    return out

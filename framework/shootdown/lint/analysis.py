@@ -50,7 +50,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shootdown.elfsyms import ElfImage, Function
@@ -711,12 +711,13 @@ class Analyzer:
                     out.setdefault(target, set()).add(fn.name)
         return out
 
-    def run(self) -> list[Violation]:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> list[Violation]:
         """Every violation, reported where the context is complete.
 
         A TLBI function is checked on its own; the findings that depend on
         its caller (entry, pending at return) go to its direct callers
         instead, which are then checked in turn, when it has any.
+        ``progress(done, total)`` is called as functions are analysed.
         """
         callers = self.callers()
         queue = deque(self.tlbi_functions())
@@ -727,6 +728,8 @@ class Analyzer:
             if fn.name in seen:
                 continue
             seen.add(fn.name)
+            if progress is not None:
+                progress(len(seen) - 1, len(seen) + len(queue))
             result = self.analyse(fn, self.entry_state(fn), root=True)
             up = sorted(callers.get(fn.address, set()) - {fn.name})
             deferred = False
