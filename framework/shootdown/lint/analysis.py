@@ -325,19 +325,21 @@ class Analyzer:
             assert st is not None
             insn = insns[k]
             out = st.copy()
-            site = f"{fn.name}+{insn.offset:#x}"
             kind = insn.kind
+            if kind is Kind.OTHER:  # the common case first, and without a site name
+                self._other(insn, out)
+                flow(k + 1, out)
+                continue
+            if kind is Kind.LOAD:
+                self._load(insn, out)
+                flow(k + 1, out)
+                continue
+            site = f"{fn.name}+{insn.offset:#x}"
             if kind is Kind.MAINT:
                 self._maint(insn, out, site, fn, result)
                 flow(k + 1, out)
             elif kind is Kind.STORE:
                 self._store(insn, out, site)
-                flow(k + 1, out)
-            elif kind is Kind.LOAD:
-                self._load(insn, out)
-                flow(k + 1, out)
-            elif kind is Kind.OTHER:
-                self._other(insn, out)
                 flow(k + 1, out)
             elif kind is Kind.COND:
                 taken_state = self._refine(insn, out, True)

@@ -107,8 +107,15 @@ def _imm_operand(op: object) -> int:
     return value
 
 
+#: The mnemonics :func:`_effect` follows.
+_EFFECT_MNEMONICS = frozenset({"adrp", "mov", "movz", "add", "sub", "csel", "csinc", "cset",
+                               "cmp"})
+
+
 def _effect(cs_insn: object, mnemonic: str) -> tuple[Any, ...] | None:
     """The data effect of an instruction the analysis follows, or None."""
+    if mnemonic not in _EFFECT_MNEMONICS:  # most instructions: skip the operand walk
+        return None
     from capstone import arm64  # type: ignore[import-untyped]
 
     ops = list(cs_insn.operands)  # type: ignore[attr-defined]
