@@ -99,21 +99,40 @@ def _spans(maps: list[Mapping], geo: Geometry) -> list[tuple[int, int, int]]:
     return out
 
 
-def _covered(spans: list[tuple[int, int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Sub-ranges of [start, end) that no span covers."""
-    gaps: list[tuple[int, int]] = []
-    pos = start
-    for s, e, _ in spans:
-        if e <= pos or s >= end:
-            continue
-        if s > pos:
-            gaps.append((pos, s))
-        pos = max(pos, e)
-        if pos >= end:
-            break
-    if pos < end:
-        gaps.append((pos, end))
-    return gaps
+class _Runs:
+    """Sorted, disjoint [start, end) runs (touching ones merged), with bisection."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> None:
+        i = bisect.bisect_left(self.ends, start)     # first run ending at or after start
+        j = bisect.bisect_right(self.starts, end)    # runs starting at or before end
+        if i < j:
+            start = min(start, self.starts[i])
+            end = max(end, self.ends[j - 1])
+        self.starts[i:j] = [start]
+        self.ends[i:j] = [end]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether any run meets [start, end)."""
+        i = bisect.bisect_left(self.starts, end) - 1  # the last run starting before end
+        return i >= 0 and self.ends[i] > start
+
+    def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Sub-ranges of [start, end) that no run covers."""
+        out: list[tuple[int, int]] = []
+        pos = start
+        i = bisect.bisect_right(self.ends, start)    # the first run ending after start
+        while i < len(self.starts) and self.starts[i] < end:
+            if self.starts[i] > pos:
+                out.append((pos, self.starts[i]))
+            pos = max(pos, self.ends[i])
+            i += 1
+        if pos < end:
+            out.append((pos, end))
+        return out
 
 
 class _LayoutBuilder:
@@ -142,6 +161,13 @@ class _LayoutBuilder:
                 pages = -(-(step.end - first) // geo.page_size)
                 self.kmaps.append(KernelMapping(first, pages))
         # Then pages for raw flushes and tables for raw frees, where nothing is yet.
+        # The queries go to sorted runs (all levels, and per level) kept up to
+        # date as pages are added: linear in the steps and ops, not quadratic.
+        self.union = _Runs()
+        self.by_level: dict[int, _Runs] = {1: _Runs(), 2: _Runs(), 3: _Runs()}
+        for s, e, lvl in _spans(self.maps, geo):
+            self.union.add(s, e)
+            self.by_level[lvl].add(s, e)
         for i, step in enumerate(self.sc.steps, start=1):
             if isinstance(step, FlushTlbPageStep):
                 self.fill(step.addr, step.addr + geo.page_size)
@@ -158,9 +184,14 @@ class _LayoutBuilder:
         user = tuple(Mapping(lvl, s, (e - s) // geo.block_size(lvl)) for s, e, lvl in spans)
         return Layout(user, _merge_kernel(self.kmaps, geo))
 
+    def _add_pages(self, start: int, end: int) -> None:
+        self.maps.append(Mapping(3, start, (end - start) // self.geo.page_size))
+        self.union.add(start, end)
+        self.by_level[3].add(start, end)
+
     def fill(self, start: int, end: int) -> None:
-        for s, e in _covered(_spans(self.maps, self.geo), start, end):
-            self.maps.append(Mapping(3, s, (e - s) // self.geo.page_size))
+        for s, e in self.union.gaps(start, end):
+            self._add_pages(s, e)
 
     def need_table(self, op: GatherOp, step: int, j: int) -> None:
         """A raw free_*_table op needs the table it frees to exist."""
@@ -170,18 +201,18 @@ class _LayoutBuilder:
                 "free_pud_table": geo.pgdir_size if geo.levels >= 4 else 0}.get(op.op, 0)
         if not span:
             return  # not a free op, or a folded level: no table exists
-        inside = [sp for sp in _spans(self.maps, geo)
-                  if sp[0] < op.addr + span and sp[1] > op.addr]
-        if op.op == "free_pte_table" and any(lvl != 3 for _, _, lvl in inside):
+        inside = {lvl for lvl, runs in self.by_level.items()
+                  if runs.overlaps(op.addr, op.addr + span)}
+        if op.op == "free_pte_table" and inside - {3}:
             raise ScenarioError(self.sc.path, f"free_pte_table at {op.addr:#x}: that "
                                 "entry maps a block, not a PTE table", step=step,
                                 field=f"ops[{j}].addr")
-        if op.op == "free_pmd_table" and any(lvl == 1 for _, _, lvl in inside):
+        if op.op == "free_pmd_table" and 1 in inside:
             raise ScenarioError(self.sc.path, f"free_pmd_table at {op.addr:#x}: that "
                                 "entry maps a PUD block, not a PMD table", step=step,
                                 field=f"ops[{j}].addr")
         if not inside:
-            self.maps.append(Mapping(3, op.addr, 1))
+            self._add_pages(op.addr, op.addr + geo.page_size)
 
 
 def _merge_kernel(kmaps: list[KernelMapping], geo: Geometry) -> tuple[KernelMapping, ...]:
