@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -137,3 +138,51 @@ def test_seat_places_a_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with p.seat_for(d._replace(host="elsewhere"), timeout=1) as seat:
         assert (seat.host.name, seat.host.max_guests) == ("elsewhere", 1)
         assert p.try_acquire(host="elsewhere") is None
+
+
+# The seat-lock directory may live in /tmp: one another user made, one others
+# may write to, or a link planted inside it must never be used.
+
+def test_seat_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to give a directory to another uid")
+    d = tmp_path / "seats"
+    d.mkdir(mode=0o700)
+    os.chown(d, 65534, 65534)
+    with pytest.raises(InfraError, match=r"owned by uid 65534.*refused"):
+        HostPool([PoolHost("local", 1)], seats_dir=d)
+
+
+def test_seat_dir_writable_by_others_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "seats"
+    d.mkdir()
+    d.chmod(0o770)
+    with pytest.raises(InfraError, match=r"mode 0770, expected 0700: refused"):
+        HostPool([PoolHost("local", 1)], seats_dir=d)
+
+
+def test_seat_dir_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "seats").symlink_to(real)
+    with pytest.raises(InfraError, match="not a directory"):
+        HostPool([PoolHost("local", 1)], seats_dir=tmp_path / "seats")
+
+
+def test_link_planted_in_the_seat_dir_is_not_followed(tmp_path: Path) -> None:
+    p = pool(tmp_path)
+    target = tmp_path / "victim"
+    for host, slot in p._candidates(None):
+        p._lock_path(host, slot).symlink_to(target)
+    with pytest.raises(InfraError, match="cannot open a seat lock"):
+        p.try_acquire()
+    assert not target.exists()
+
+
+def test_default_seat_dir_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOOTDOWN_SEATS_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    p = HostPool([PoolHost("local", 1)])
+    assert p.seats_dir.parent == tmp_path
+    st = os.lstat(p.seats_dir)
+    assert st.st_mode & 0o777 == 0o700 and st.st_uid == os.getuid()

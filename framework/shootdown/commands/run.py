@@ -234,21 +234,15 @@ def newer_firmware_source(elf: str) -> str | None:
 
 
 def new_logdir() -> str:
-    """A new private directory ``$TMPDIR/shootdown-<time>-<pid>[-n]`` for the logs.
+    """A new private directory ``$TMPDIR/shootdown-XXXXXXXX`` for the logs.
 
-    Made with ``os.mkdir`` (mode 0700, failing if the name exists) rather
-    than :mod:`tempfile`, whose import costs more than creating the directory.
+    :func:`tempfile.mkdtemp`: mode 0700 and an unpredictable name, so another
+    local user cannot create it first (a name from the time and pid could be
+    taken in advance and stop the run, or be a planted link).
     """
-    base = os.environ.get("TMPDIR") or "/tmp"
-    stem = os.path.join(base, f"shootdown-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    for n in range(100):
-        path = stem if n == 0 else f"{stem}-{n}"
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(stem)
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="shootdown-")
 
 
 def remove_logdir(logdir: str, log_path: str) -> None:

@@ -34,6 +34,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 import zlib
@@ -145,6 +146,32 @@ def default_seats_dir() -> Path:
     return Path(base) / f"shootdown-seats-{os.getuid()}"
 
 
+def private_seats_dir(path: Path) -> None:
+    """Make ``path`` (mode 0700) or check that it is ours alone; refuse it otherwise.
+
+    The lock directory may sit in a shared place (``/tmp``): a directory that
+    another user created, that others may write to, or that is a symbolic
+    link would let them plant links to files we then create or lock.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise InfraError(f"{path}: cannot make the seat-lock directory: "
+                         f"{exc.strerror or exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise InfraError(f"{path}: seat-lock directory is not a directory (a link or a file): "
+                         "refused")
+    if st.st_uid != os.getuid():
+        raise InfraError(f"{path}: seat-lock directory is owned by uid {st.st_uid}, "
+                         f"not by us (uid {os.getuid()}): refused")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise InfraError(f"{path}: seat-lock directory has mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}, expected 0700: refused")
+
+
 class HostPool:
     """A set of hosts with per-host limits, and seat allocation over them."""
 
@@ -156,7 +183,7 @@ class HostPool:
             raise ConfigError(f"host pool: a host is listed twice: {names}")
         self.hosts = hosts
         self.seats_dir = seats_dir or default_seats_dir()
-        self.seats_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_seats_dir(self.seats_dir)
 
     @classmethod
     def load(cls, path: str | Path | None = None, *,
@@ -222,7 +249,11 @@ class HostPool:
             if host is not None and candidate.name != host:
                 continue
             path = self._lock_path(candidate, slot)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:  # never follow a link planted in the lock directory
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                raise InfraError(f"{path}: cannot open a seat lock: "
+                                 f"{exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
