@@ -562,7 +562,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
             if named:
                 from shootdown.matrix.engine import MatrixFile
 
-                return MatrixFile.from_parent(parent, path=file_path)
+                state = parent.config.stash[STATE]
+                return MatrixFile.from_parent(parent, path=file_path,
+                                              logdir=lambda: state.logdir(parent.config))
             return None
         if plan:
             return None

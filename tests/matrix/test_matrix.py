@@ -241,3 +241,28 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
     # the resumed run ran only what was missing
     assert sum(1 for line in output.splitlines() if line.startswith("ok ")) \
         == total - len(done_before)
+
+
+def test_engine_does_not_reach_into_the_pytest_plugin() -> None:
+    """The engine gets its log folder from the shell; it imports nothing of the plugin."""
+    import ast
+
+    import shootdown.matrix.engine as engine
+
+    tree = ast.parse(Path(engine.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "shootdown.pytest_plugin" not in imported
+
+
+def test_a_matrix_file_as_plain_tests_logs_in_the_plugins_folder(
+        tmp_path: Path, firmware_elf: Path, qemu: str, no_leftover_qemu: None) -> None:
+    """``pytest matrix.toml``: the plugin hands the engine its log folder."""
+    m = write_matrix(tmp_path, ['name = "one"\nguests = ["virt-a57"]\npolicies = ["v6.19"]'])
+    logs = tmp_path / "logs"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist",
+                           "-p", "no:cacheprovider", str(m), f"--shootdown-logdir={logs}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert list(logs.glob("*.console.log"))

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,31 +66,37 @@ class JobFailed(Exception):
 
 
 class MatrixFile(pytest.File):
-    """A matrix file given to pytest together with ``--shootdown-matrix-plan``."""
+    """A matrix file given to pytest together with ``--shootdown-matrix-plan``.
+
+    ``logdir`` gives the console-log folder when a job first needs it: the
+    shell that collects the file (the pytest plugin) owns that choice, and
+    the engine never reaches into the shell's state for it.
+    """
+
+    def __init__(self, *, logdir: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.logdir = logdir
 
     def collect(self) -> Iterable[pytest.Item]:
         matrix = load_matrix(self.path)
         plan = read_plan(self.config.getoption("shootdown_matrix_plan"))
         for job in matrix.jobs:
             if plan is None or job.id in plan:
-                yield JobItem.from_parent(self, name=item_name(job), job=job)
+                yield JobItem.from_parent(self, name=item_name(job), job=job, logdir=self.logdir)
 
 
 class JobItem(pytest.Item):
     """One matrix job as a pytest item."""
 
-    def __init__(self, *, job: MatrixJob, **kwargs: Any) -> None:
+    def __init__(self, *, job: MatrixJob, logdir: Callable[[], str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.job = job
+        self.logdir = logdir
 
     def runtest(self) -> None:
         from shootdown.matrix.job import run_job
 
-        logdir = self.config.getoption("shootdown_matrix_logdir")
-        if not logdir:  # a matrix run as plain tests: the plugin's log directory
-            from shootdown.pytest_plugin import STATE
-
-            logdir = self.config.stash[STATE].logdir(self.config)
+        logdir = self.config.getoption("shootdown_matrix_logdir") or self.logdir()
         record = run_job(self.job, logdir, qemu=self.config.getoption("shootdown_qemu"),
                          hosts=self.config.getoption("shootdown_matrix_hosts"))
         self.user_properties.append((RECORD_KEY, json.dumps(record)))
