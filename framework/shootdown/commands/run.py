@@ -92,6 +92,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         return _main(args)
     finally:
+        from shootdown.folders import release_folders
+
+        release_folders()
         gc.freeze()
         gc.enable()
 
@@ -110,7 +113,9 @@ def _main(args: argparse.Namespace) -> int:
     launcher = launcher_for(definition)
     if args.logdir:
         logdir, temporary = args.logdir, False
-        os.makedirs(logdir, exist_ok=True)
+        from shootdown.folders import lock_folder
+
+        lock_folder(logdir, "--logdir")  # one run at a time writes there
     else:
         logdir, temporary = new_logdir(), True
     if args.scenarios:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from shootdown.folders import locked_folder, make_folder
 from shootdown.matrix.spec import Matrix, MatrixJob, load_matrix
 
 if TYPE_CHECKING:
@@ -259,17 +260,23 @@ def run_matrix(matrix_path: str | os.PathLike[str], out: str | os.PathLike[str],
     ``hosts``: a host-pool file (shootdown.remote.pool); each job then boots on
     a seat of it, which bounds the guests per host across all workers.
     """
-    from shootdown.matrix.results import ResultsWriter, finished_ids, latest
-
     t0 = time.monotonic()
     matrix = load_matrix(matrix_path)
     outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    with locked_folder(outdir, "the matrix output folder"):  # one run at a time writes there
+        return _run_matrix(matrix, outdir, workers=workers, resume=resume, qemu=qemu,
+                           progress=progress, hosts=hosts, t0=t0)
+
+
+def _run_matrix(matrix: Matrix, outdir: Path, *, workers: int, resume: bool, qemu: str | None,
+                progress: bool | None, hosts: str | None, t0: float) -> MatrixSummary:
+    from shootdown.matrix.results import ResultsWriter, finished_ids, latest
+
     results = outdir / "results.jsonl"
     if results.exists() and not resume:
         results.unlink()
     logdir = outdir / "logs"
-    logdir.mkdir(exist_ok=True)
+    make_folder(logdir, "the matrix log folder")
 
     with ResultsWriter(results) as writer:  # repairs a torn last line first
         done = finished_ids(results)
