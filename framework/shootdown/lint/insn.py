@@ -58,7 +58,7 @@ class Kind(enum.Enum):
     STOP = "stop"         #: brk, hlt, udf, undecodable: the path ends
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Insn:
     """One decoded instruction of a function."""
 
