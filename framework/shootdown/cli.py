@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shootdown import errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    from shootdown import signals
+
+    signals.install()  # SIGTERM/SIGHUP clean up as Ctrl-C does
     try:
         return _dispatch(argv)
     except errors.ShootdownError as exc:
@@ -156,11 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return ExitCode.PASS
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # The guests were cleaned up on the way out (finally blocks); a
         # person who pressed Ctrl-C wants a line, not a traceback.
         print("shootdown: interrupted", file=sys.stderr)
-        return 130
+        return signals.exit_code(exc)
     except Exception as exc:  # a bug in shootdown: never a traceback, never a verdict
         where = save_traceback(exc)
         print(f"shootdown: internal error: {type(exc).__name__}: {printable(str(exc))} "

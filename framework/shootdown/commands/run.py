@@ -152,9 +152,11 @@ def _main(args: argparse.Namespace) -> int:
                   launcher=launcher, while_booting=_while_booting)
     try:
         result = run_smoke(guest, debug_command=args.debug_command)
-    except BaseException:
+    except BaseException as exc:
         if temporary and not os.path.exists(log_path):  # nothing to keep: QEMU never started
             remove_logdir(logdir, log_path)
+        elif isinstance(exc, KeyboardInterrupt):  # errors name their log; an interrupt too
+            print(f"log: {log_path}", file=sys.stderr)
         raise
 
     if args.json:
