@@ -43,6 +43,7 @@ from shootdown.errors import (
     ConfigError,
     FirmwareError,
     GuestUnsupported,
+    InfraError,
     ProtocolError,
     ScenarioError,
     ShootdownError,
@@ -469,6 +470,15 @@ def _run_batch(guest: Guest, plan: Batch, jobs: Sequence[Job],
                                     strict=True):
                 finish(job, records, share)
             done = item.first + item.jobs
+    except BaseException as exc:
+        # A limit enforced here (the matrix's job_timeout raises in this
+        # thread), an interrupt, or a judging error: the feeder may be
+        # waiting on a hung guest for as long as its idle limit, so end the
+        # guest now rather than join a thread that cannot stop.
+        if feeder.is_alive():
+            guest.abort(exc if isinstance(exc, ShootdownError)
+                        else InfraError(f"{guest.definition.name}: interrupted"))
+        raise
     finally:
         stop.set()
         feeder.join()

@@ -280,6 +280,16 @@ class Guest:
         if soft_error is not None:
             raise soft_error
 
+    def abort(self, error: ShootdownError) -> None:
+        """Kill QEMU now, from any thread, making ``error`` the guest's error.
+
+        For a limit enforced outside the guest (a job's ``job_timeout``) while
+        another thread waits on the console: that thread then sees the end of
+        the console at once instead of waiting for the guest's own limits.
+        ``error`` gets the log path and the console tail.
+        """
+        self._fail(error)
+
     def __enter__(self) -> Guest:
         self.launch()
         return self
