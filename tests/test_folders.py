@@ -109,3 +109,30 @@ def test_unusable_matrix_output_folder_is_one_line_exit_2(tmp_path: Path) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path / "f" / "out") in lines[0], proc.stderr
     assert "Not a directory" in lines[0]
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("scenarios", [[], ["guests/scenarios/4k", "--policy", "v6.19"]],
+                         ids=["smoke", "batch"])
+def test_a_full_disk_mid_run_is_one_line_exit_3(tmp_path: Path, firmware_elf: Path, qemu: str,
+                                               scenarios: list[str]) -> None:
+    """Writes refused mid-run.  A small tmpfs needs mount rights the tests may not
+    have, so the child gets RLIMIT_FSIZE (EFBIG, "File too large"), which goes
+    through the same OSError paths as ENOSPC."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([*SHOOTDOWN, "run", *scenarios, "--logdir", str(tmp_path / "l")],
+                          capture_output=True, text=True, timeout=120, cwd=root,
+                          preexec_fn=_file_size_limit(300))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("shootdown: error:")]
+    assert len(errors) == 1 and str(tmp_path / "l") in errors[0], proc.stderr
+    assert errors[0].endswith("File too large"), proc.stderr

@@ -227,8 +227,11 @@ def prepare_batch(definition: GuestDefinition, jobs: Sequence[Job], path: str) -
     if not chunks:
         return None
     blob = b"".join(chunks)
-    with open(path, "wb") as f:
-        f.write(blob)
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError as exc:  # a full disk, a file size limit: infrastructure
+        raise InfraError(f"{path}: cannot write the batch blob: {exc.strerror or exc}") from exc
     slices = []
     at = 0
     for first in range(0, len(chunks), BATCH_SLICE):

@@ -42,9 +42,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from shootdown.errors import LaunchError
+from shootdown.errors import InfraError, LaunchError
+from shootdown.guest.console_log import ConsoleLog
 
 if TYPE_CHECKING:  # imported once QEMU runs, not before: start-up time
     import logging
@@ -215,7 +216,7 @@ class FifoConsole:
     ``console.in``.  Takes over both of the pair's descriptors.
     """
 
-    def __init__(self, fifos: ConsoleFifos, log: BinaryIO, alive: Callable[[], bool]) -> None:
+    def __init__(self, fifos: ConsoleFifos, log: ConsoleLog, alive: Callable[[], bool]) -> None:
         import pexpect.fdpexpect
 
         reader: pexpect.fdpexpect.fdspawn[bytes] = pexpect.fdpexpect.fdspawn(
@@ -292,7 +293,7 @@ class LocalProcess:
     :class:`pexpect.fdpexpect.fdspawn` on the pty's master side.
     """
 
-    def __init__(self, pid: int, master_fd: int, log: BinaryIO,
+    def __init__(self, pid: int, master_fd: int, log: ConsoleLog,
                  fifos: ConsoleFifos | None = None) -> None:
         self._pid = pid
         self._fd = master_fd
@@ -399,8 +400,10 @@ class LocalProcess:
             if self._fifos is not None or self._console is None:
                 with contextlib.suppress(OSError):  # the pty, unless the console closed it
                     os.close(self._fd)
-            with contextlib.suppress(OSError):
+            try:  # writes the log's kept tail (guest/console_log.py)
                 self._log.close()
+            except InfraError as exc:  # a full disk: the run's outcome stands, say what is lost
+                _logger().warning("%s", exc)
             if self._pidfd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._pidfd)
@@ -470,7 +473,14 @@ class LocalLauncher:
             stderr: tuple[object, ...] = (os.POSIX_SPAWN_OPEN, 2, fifos.out_path, os.O_WRONLY, 0)
         else:
             stderr = (os.POSIX_SPAWN_DUP2, 0, 2)
-        log = open(log_path, "wb")  # noqa: SIM115 - owned and closed by LocalProcess.kill
+        try:  # head and tail kept, capped: guest/console_log.py
+            log = ConsoleLog(log_path)
+        except OSError as exc:
+            if fifos is not None:
+                fifos.close()
+                fifos.remove()
+            raise LaunchError(f"{log_path}: cannot create the console log: "
+                              f"{exc.strerror or exc}") from exc
         master, slave = os.openpty()  # both close-on-exec
         try:
             pid = os.posix_spawn(
