@@ -266,3 +266,27 @@ def test_a_matrix_file_as_plain_tests_logs_in_the_plugins_folder(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
     assert list(logs.glob("*.console.log"))
+
+
+def test_a_full_disk_stops_the_matrix_with_one_line_exit_3(
+        tmp_path: Path, firmware_elf: Path, qemu: str, no_leftover_qemu: None) -> None:
+    """Records that cannot be written: one line naming the results file, exit 3, never
+    "not run" or a pytest INTERNALERROR.  RLIMIT_FSIZE in the child stands in for a
+    full disk (EFBIG where ENOSPC would be; the same OSError path; no mount rights needed)."""
+    import resource
+
+    m = write_matrix(tmp_path, ['name = "one"\nguests = ["virt-a57"]\n'
+                                'policies = ["v4.19", "v6.19"]'])
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "shootdown.cli", "matrix", str(m), "--out",
+                           str(out), "-n", "1", "--no-progress"], capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("shootdown: error")]
+    assert errors == [f"shootdown: error: {out / 'results.jsonl'}: cannot write "
+                      "the matrix results: File too large"], proc.stderr

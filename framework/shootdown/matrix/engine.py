@@ -174,6 +174,9 @@ class MatrixController:
         self.tally = Tally()
         self._by_id = {j.id: j for j in matrix.jobs}
         self._written: set[str] = set()
+        #: the first failure to write a record (the run then stops: exit 3)
+        self.write_error: OSError | None = None
+        self._session: pytest.Session | None = None
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -192,8 +195,19 @@ class MatrixController:
         if record["job_id"] in self._written:
             return
         self._written.add(record["job_id"])
-        self.writer.append(record)
+        try:
+            self.writer.append(record)
+        except OSError as exc:  # a full disk: stop, and say so after the session
+            if self.write_error is None:
+                self.write_error = exc
+            if self._session is not None:
+                self._session.shouldstop = f"cannot write the results: {exc.strerror or exc}"
+            return
         self._count(record)
+
+    @pytest.hookimpl
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._session = session
 
     def _crash_record(self, report: pytest.TestReport) -> dict[str, Any]:
         job = self._by_id[job_id_of(report.nodeid)]
@@ -351,6 +365,12 @@ def _session(matrix: Matrix, jobs: list[MatrixJob], writer: ResultsWriter, outdi
     finally:
         if bar is not None:
             bar.stop()
+    if controller.write_error is not None:
+        from shootdown.errors import InfraError
+
+        exc = controller.write_error
+        raise InfraError(f"{writer.path}: cannot write the matrix results: "
+                         f"{exc.strerror or exc}") from exc
     if code == pytest.ExitCode.INTERRUPTED:
         raise KeyboardInterrupt
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
