@@ -241,15 +241,27 @@ def newer_firmware_source(elf: str) -> str | None:
 
 
 def new_logdir() -> str:
-    """A new private directory ``$TMPDIR/shootdown-XXXXXXXX`` for the logs.
+    """A new private directory ``$TMPDIR/shootdown-<16 random hex digits>`` for the logs.
 
-    :func:`tempfile.mkdtemp`: mode 0700 and an unpredictable name, so another
-    local user cannot create it first (a name from the time and pid could be
-    taken in advance and stop the run, or be a planted link).
+    Mode 0700 and an unpredictable name, so another local user cannot create
+    it first (a name from the time and pid could be taken in advance and stop
+    the run, or be a planted link); ``os.mkdir`` fails rather than reuse a
+    name.  What :func:`tempfile.mkdtemp` does, without its import (start-up
+    time: tests/test_run.py keeps it out of the path to QEMU's start).
     """
-    import tempfile
+    base = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(base, f"shootdown-{os.urandom(8).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # pragma: no cover - 2**64 names
+            continue
+        except OSError as exc:
+            from shootdown.errors import InfraError
 
-    return tempfile.mkdtemp(prefix="shootdown-")
+            raise InfraError(f"{base}: cannot make a log folder there ($TMPDIR): "
+                             f"{exc.strerror or exc}") from exc
+        return path
 
 
 def remove_logdir(logdir: str, log_path: str) -> None:
