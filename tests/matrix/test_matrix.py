@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shootdown.errors import ConfigError
-from shootdown.matrix.engine import run_matrix
+from shootdown.matrix.engine import describe_record, run_matrix
 from shootdown.matrix.results import iter_records, latest
 from shootdown.matrix.spec import load_matrix
 
@@ -141,6 +141,11 @@ def test_hang_and_crash_are_retried_once_and_the_rest_go_on(
     assert hang["outcome"] == crash["outcome"] == "infra"
     assert hang["attempts"] == crash["attempts"] == 2
     assert all("GuestTimeout" in e for e in hang["errors"]) and len(hang["errors"]) == 2
+    # a hang is reported with the last console lines and the log's path
+    assert any("READY" in line for line in hang["console_tail"])
+    described = describe_record(hang)
+    assert "  last console lines:" in described
+    assert f"  console log: {hang['log_path']}" in described and Path(hang["log_path"]).is_file()
     assert all("GuestCrash" in e for e in crash["errors"])
     assert [records[f"clean{p}"]["outcome"] for p in ("v4.19", "v4.20", "v6.19")] == ["pass"] * 3
     assert summary.exit_code == 3

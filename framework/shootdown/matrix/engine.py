@@ -142,9 +142,18 @@ def describe_record(record: dict[str, Any]) -> list[str]:
                                                  and s["verdict"] != "pass"):
             lines.append(f"  {s['scenario']}: {s['verdict']}: {s['reason']}")
             lines += [f"    {d}" for d in s.get("detail", [])[:12]]
+    tail = record.get("console_tail") if record.get("outcome") != record.get("expect") else None
+    if tail:
+        lines.append("  last console lines:")
+        lines += [f"    | {_escaped(str(t))}" for t in tail]
     if record.get("log_path"):
         lines.append(f"  console log: {record['log_path']}")
     return lines
+
+
+def _escaped(text: str) -> str:
+    """Console text with control characters shown (``\\x1b``), never run by a terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 # --------------------------------------------------------------------------

@@ -189,6 +189,7 @@ def _attempts(job: MatrixJob, definition: Any, launcher: Any, jobs: list[Any],
             logger.warning("job %s attempt %d: %s", job.id, attempt, exc)
             record["errors"].append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
             record["outcome"] = "infra"
+            record["console_tail"] = [str(line) for line in exc.tail]  # a hang's last words
             continue
         verdict = run_verdict(report.results, job.inject)
         record.update(
