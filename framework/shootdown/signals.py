@@ -41,7 +41,19 @@ def exit_code(exc: KeyboardInterrupt) -> int:
     return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
 
 
+#: The SIGTERM/SIGHUP this process got, if any: for code that catches the
+#: interrupt on the way (pytest, running a matrix) and raises its own.
+received: int | None = None
+
+
+def interrupt() -> KeyboardInterrupt:
+    """The interrupt to raise again: :class:`Terminated` after SIGTERM/SIGHUP, else Ctrl-C's."""
+    return Terminated(received) if received is not None else KeyboardInterrupt()
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    global received
+    received = signum
     # One exception per run: a second signal while the first one's cleanup
     # runs must not cut that cleanup short (SIGKILL still ends everything).
     for other in SIGNALS:

@@ -213,7 +213,7 @@ def _group_gone(pgid: int, limit: float = 20) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupted_run_resumes_without_loss_or_duplicates(
         tmp_path: Path, firmware_elf: Path, qemu: str, no_leftover_qemu: None,
         sig: signal.Signals) -> None:
@@ -230,6 +230,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
     proc.send_signal(sig)  # the controller only; its workers and QEMUs must follow
     proc.wait(timeout=60)
     assert _group_gone(proc.pid), "workers or QEMU outlived the killed run"
+    if sig != signal.SIGKILL:  # a shell reports a death by the signal the same way
+        assert proc.returncode == 128 + sig
     before = results.read_bytes()
     kept = before[:before.rfind(b"\n") + 1]
     done_before = {r["job_id"] for r in iter_records(results)}

@@ -380,8 +380,10 @@ def _session(matrix: Matrix, jobs: list[MatrixJob], writer: ResultsWriter, outdi
         exc = controller.write_error
         raise InfraError(f"{writer.path}: cannot write the matrix results: "
                          f"{exc.strerror or exc}") from exc
-    if code == pytest.ExitCode.INTERRUPTED:
-        raise KeyboardInterrupt
+    if code == pytest.ExitCode.INTERRUPTED:  # pytest caught it: Ctrl-C, SIGTERM or SIGHUP
+        from shootdown.signals import interrupt
+
+        raise interrupt()
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         from shootdown.errors import InfraError
 
