@@ -92,7 +92,7 @@ def test_unusable_logdir_is_one_line_exit_2(tmp_path: Path, kind: str) -> None:
         where, reason = "/proc/x", "No such file or directory"
     else:
         (tmp_path / "f").write_text("")
-        where, reason = str(tmp_path / "f"), "File exists"
+        where, reason = str(tmp_path / "f"), "Not a directory"
     proc = subprocess.run([*SHOOTDOWN, "run", "--logdir", where],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr

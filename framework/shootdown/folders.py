@@ -43,10 +43,12 @@ def make_folder(path: str | os.PathLike[str], what: str) -> None:
     """``mkdir -p path``, or a one-line :class:`ConfigError` naming it and the OS reason."""
     try:
         os.makedirs(path, exist_ok=True)
+    except FileExistsError:  # a file (or a device, a dangling link) where the folder goes
+        pass
     except OSError as exc:
         raise ConfigError(f"{os.fspath(path)}: cannot use as {what}: "
                           f"{exc.strerror or exc}") from exc
-    if not os.path.isdir(path):  # makedirs(exist_ok) accepts a link to a file on some paths
+    if not os.path.isdir(path):
         raise ConfigError(f"{os.fspath(path)}: cannot use as {what}: Not a directory")
 
 
