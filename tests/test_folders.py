@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,3 +136,33 @@ def test_a_full_disk_mid_run_is_one_line_exit_3(tmp_path: Path, firmware_elf: Pa
     errors = [line for line in proc.stderr.splitlines() if line.startswith("shootdown: error:")]
     assert len(errors) == 1 and str(tmp_path / "l") in errors[0], proc.stderr
     assert errors[0].endswith("File too large"), proc.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that really fills (ENOSPC).  Needs mount rights."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); "
+                    "test_a_full_disk_mid_run_is_one_line_exit_3 covers the path with EFBIG")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.guest
+def test_a_really_full_disk_mid_run_is_one_line_exit_3(full_disk: Path, firmware_elf: Path,
+                                                      qemu: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([*SHOOTDOWN, "run", "guests/scenarios/4k", "--policy", "v4.19,v6.19",
+                           "--logdir", str(full_disk / "l")],
+                          capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "No space left" in line]
+    assert len(errors) == 1 and errors[0].startswith("shootdown: error: "), proc.stderr
+    assert str(full_disk / "l") in errors[0]

@@ -55,6 +55,8 @@ class ConsoleLog:
         #: console bytes seen in all
         self.seen = 0
         self.closed = False
+        #: a write failed (and raised): the log is incomplete
+        self.failed = False
 
     @property
     def dropped(self) -> int:
@@ -91,7 +93,7 @@ class ConsoleLog:
             return
         self.closed = True
         try:
-            if self._tail:
+            if self._tail and not self.failed:  # after a failed write: already reported
                 tail = b"".join(self._tail)[-self._tail_max:]
                 self._tail.clear()
                 if self.dropped:
@@ -99,7 +101,8 @@ class ConsoleLog:
                               f"log keeps the first {self._head} and the last "
                               f"{self._tail_max}]\n".encode())
                 self._put(tail)
-            self._file.flush()
+            if not self.failed:
+                self._file.flush()
         except OSError as exc:
             raise self._error(exc) from exc
         finally:
@@ -113,4 +116,5 @@ class ConsoleLog:
             raise self._error(exc) from exc
 
     def _error(self, exc: OSError) -> InfraError:
+        self.failed = True
         return InfraError(f"{self.path}: cannot write the console log: {exc.strerror or exc}")
