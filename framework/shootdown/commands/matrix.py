@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parallel workers (pytest-xdist processes; 0 runs in this "
                              "process; default: the number of CPUs)")
     parser.add_argument("--out", metavar="DIR",
-                        help="results directory (default: ./matrix-<name>)")
+                        help="results directory (default: ./results)")
     parser.add_argument("--resume", action="store_true",
                         help="keep OUT/results.jsonl and run only the jobs it does not finish")
     parser.add_argument("--qemu", metavar="BINARY", help="QEMU binary")
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{j.inject:<28} expect {j.expect:<6} {len(j.scenarios)} scenarios")
         print(f"{len(matrix.jobs)} jobs")
         return 0
-    out = args.out or f"matrix-{matrix.name}"
+    out = args.out or "results"
     summary = run_matrix(args.matrix, out, workers=args.workers, resume=args.resume,
                          qemu=args.qemu, progress=False if args.no_progress else None,
                          hosts=args.hosts)

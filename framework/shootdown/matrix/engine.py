@@ -300,6 +300,7 @@ def _run_matrix(matrix: Matrix, outdir: Path, *, workers: int, resume: bool, qem
         results.unlink()
     logdir = outdir / "logs"
     make_folder(logdir, "the matrix log folder")
+    write_job_list(matrix, outdir)  # what shootdown report checks the results against
 
     with ResultsWriter(results) as writer:  # repairs a torn last line first
         done = finished_ids(results)
@@ -325,6 +326,24 @@ def _run_matrix(matrix: Matrix, outdir: Path, *, workers: int, resume: bool, qem
                          missing=missing,
                          outcomes=Counter(records[j.id]["outcome"] for j in wanted),
                          results=results, wall_s=time.monotonic() - t0)
+
+
+#: every job of the matrix (not only those still to run), beside results.jsonl
+JOB_LIST = "jobs.json"
+
+
+def write_job_list(matrix: Matrix, outdir: Path) -> None:
+    """Write ``OUT/jobs.json``: the jobs the matrix planned, for ``shootdown report``."""
+    jobs = [{"job_id": j.id, "set": j.set, "guest": j.guest, "granule": j.granule,
+             "policy": j.policy, "inject": j.inject} for j in matrix.jobs]
+    from shootdown.errors import InfraError
+
+    path = outdir / JOB_LIST
+    try:
+        path.write_text(json.dumps({"matrix": os.fspath(matrix.path), "jobs": jobs}, indent=1),
+                        encoding="utf-8")
+    except OSError as exc:
+        raise InfraError(f"{path}: cannot write the job list: {exc.strerror or exc}") from exc
 
 
 def _session(matrix: Matrix, jobs: list[MatrixJob], writer: ResultsWriter, outdir: Path,

@@ -17,14 +17,19 @@ from pathlib import Path
 
 
 def write_reports(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write junit.xml, summary.md and report.html for ``results`` into ``out``."""
+    """Write junit.xml, summary.md and report.html for ``results`` into ``out``.
+
+    Jobs the matrix planned (``jobs.json`` beside the results) without a
+    record are shown as "not run".
+    """
     from shootdown.matrix.results import latest
-    from shootdown.report.data import ReportData
+    from shootdown.report.data import ReportData, load_job_list
     from shootdown.report.html import render_html
     from shootdown.report.junit import render_junit
     from shootdown.report.markdown import render_markdown
 
-    data = ReportData.from_records(latest(results), source=os.fspath(results))
+    data = ReportData.from_records(latest(results), source=os.fspath(results),
+                                   plan=load_job_list(results))
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"junit": outdir / "junit.xml", "markdown": outdir / "summary.md",

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -34,6 +36,25 @@ class Cell:
     total: int = 0
     ok: int = 0
     bad: list[dict[str, Any]] = field(default_factory=list)
+    #: scenarios the guest skipped, summed over the cell's jobs (a job that
+    #: passed while skipping some checked less than its count says)
+    skipped: int = 0
+    #: planned jobs with no record in the results file
+    missing: int = 0
+
+    def label(self) -> str:
+        """``ok/total``, then the skipped scenarios and missing jobs, if any."""
+        text = f"{self.ok}/{self.total}"
+        if self.skipped:
+            text += f" (+{self.skipped} skip)"
+        if self.missing:
+            text += f" ({self.missing} not run)"
+        return text
+
+    @property
+    def good(self) -> bool:
+        """Every job ran and went as expected."""
+        return self.ok == self.total and not self.missing
 
 
 @dataclass
@@ -51,6 +72,15 @@ class ReportData:
     bug_descriptions: dict[str, str]
     #: granule -> guest -> policy -> sorted [(region bytes, tlbi, dsb ish)]
     costs: dict[str, dict[str, dict[str, list[tuple[int, int, int]]]]]
+    #: jobs the matrix planned (``jobs.json`` beside the results) with no record
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    #: whether the matrix's job list was found (else missing jobs cannot be known)
+    planned: bool = False
+
+    @property
+    def skipped_scenarios(self) -> int:
+        return sum(1 for r in self.records for s in r.get("results", [])
+                   if s.get("verdict") == "skip")
 
     @property
     def unexpected(self) -> list[dict[str, Any]]:
@@ -64,8 +94,12 @@ class ReportData:
         return dict(sorted(counts.items()))
 
     @classmethod
-    def from_records(cls, records: list[dict[str, Any]], source: str = "") -> ReportData:
-        policies = sorted({r["policy"] for r in records}, key=policy_key)
+    def from_records(cls, records: list[dict[str, Any]], source: str = "",
+                     plan: list[dict[str, Any]] | None = None) -> ReportData:
+        """The tables of ``records``; ``plan`` (the matrix's job list) adds the missing jobs."""
+        seen = {r.get("job_id") for r in records}
+        missing = [j for j in plan or [] if j["job_id"] not in seen]
+        policies = sorted({r["policy"] for r in [*records, *missing]}, key=policy_key)
         grid: dict[tuple[str, str, str], dict[str, Cell]] = {}
         detection: dict[str, dict[str, Cell]] = {}
         descriptions: dict[str, str] = {}
@@ -75,6 +109,7 @@ class ReportData:
             cell = grid.setdefault((r["set"], r["guest"], r["granule"]), {}) \
                 .setdefault(r["policy"], Cell())
             cell.total += 1
+            cell.skipped += sum(1 for s in r.get("results", []) if s.get("verdict") == "skip")
             if r.get("ok"):
                 cell.ok += 1
             else:
@@ -99,6 +134,11 @@ class ReportData:
                             .setdefault(r["policy"], []).append(
                                 (int(size), int(counts.get("tlbi", 0)),
                                  int(counts.get("dsb_ish", 0))))
+        for j in missing:
+            grid.setdefault((j["set"], j["guest"], j["granule"]), {}) \
+                .setdefault(j["policy"], Cell()).missing += 1
+        grid = dict(sorted(grid.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                         GRANULE_ORDER.get(kv[0][2], 9))))
         for by_guest in costs.values():
             for by_policy in by_guest.values():
                 for pol, pts in by_policy.items():
@@ -106,7 +146,7 @@ class ReportData:
         costs = dict(sorted(costs.items(), key=lambda kv: GRANULE_ORDER.get(kv[0], 9)))
         return cls(source=source, records=records, policies=policies, grid=grid,
                    detection=dict(sorted(detection.items())), bug_descriptions=descriptions,
-                   costs=costs)
+                   costs=costs, missing=missing, planned=plan is not None)
 
 
 #: the folder name that marks the region-size sweep (guests/sizes/<granule>/)
@@ -126,3 +166,31 @@ def human_size(size: int) -> str:
         if size >= 1 << shift and size % (1 << shift) == 0:
             return f"{size >> shift}{unit}"
     return str(size)
+
+
+#: the matrix's job list, written beside results.jsonl (shootdown.matrix.engine.JOB_LIST)
+JOB_LIST = "jobs.json"
+
+
+def load_job_list(results: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
+    """The jobs the matrix planned, from ``jobs.json`` beside ``results`` (None: no list).
+
+    A list that cannot be read is bad input (one line naming it).
+    """
+    import json
+
+    from shootdown.errors import ConfigError
+
+    path = Path(results).resolve().parent / JOB_LIST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        jobs = data["jobs"]
+        for j in jobs:
+            for key in ("job_id", "set", "guest", "granule", "policy", "inject"):
+                if not isinstance(j[key], str):
+                    raise TypeError(key)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a job list of shootdown matrix ({exc})") from exc
+    return list(jobs)

@@ -20,6 +20,7 @@ table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
 th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: left; }
 th { background: #eee; }
 td.ok { background: #c8f0c8; } td.bad { background: #f6b8b8; font-weight: bold; }
+td.skips { background: #f3e6a6; } td.missing { background: #d0d0d0; font-weight: bold; }
 td.none { background: #f4f4f4; }
 .summary { font-size: 1.1em; padding: .5em 1em; border-radius: 4px; display: inline-block; }
 .summary.ok { background: #c8f0c8; } .summary.bad { background: #f6b8b8; }
@@ -44,9 +45,15 @@ def render_html(data: ReportData) -> str:
              "<h1>shootdown matrix report</h1>",
              f"<p>Results <code>{_e(data.source)}</code>, rendered "
              f"{_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>",
-             f'<p class="summary {"bad" if bad else "ok"}">{len(data.records)} jobs: '
+             f'<p class="summary {"bad" if bad or data.missing else "ok"}">'
+             f"{len(data.records)} jobs: "
              + _e(", ".join(f"{n} {k}" for k, n in data.outcome_counts.items()))
-             + f"; <b>{len(bad)} unexpected</b></p>"]
+             + f"; <b>{len(bad)} unexpected</b>, <b>{len(data.missing)} not run</b>, "
+             + f"{data.skipped_scenarios} scenarios skipped</p>"]
+    if data.missing:
+        parts.append("<h2>Not run</h2><ul>" + "".join(
+            f"<li>{_e(j['set'])} {_e(j['guest'])} {_e(j['granule'])} {_e(j['policy'])} "
+            f"{_e(j['inject'])} ({_e(j['job_id'])})</li>" for j in data.missing) + "</ul>")
 
     parts.append("<h2>Pass/fail grid</h2><p>Jobs as expected / jobs, per policy: clean jobs "
                  "must pass, injected ones must be caught.</p><table><tr><th>set</th>"
@@ -59,9 +66,10 @@ def render_html(data: ReportData) -> str:
             if c is None:
                 cells.append('<td class="none"></td>')
             else:
-                cls = "ok" if c.ok == c.total else "bad"
+                cls = ("bad" if c.ok != c.total else "missing" if c.missing
+                       else "skips" if c.skipped else "ok")
                 title = "; ".join(f"{r['inject']}: {r['outcome']}" for r in c.bad)
-                cells.append(f'<td class="{cls}" title="{_e(title)}">{c.ok}/{c.total}</td>')
+                cells.append(f'<td class="{cls}" title="{_e(title)}">{_e(c.label())}</td>')
         parts.append(f"<tr><td>{_e(set_name)}</td><td>{_e(guest)}</td><td>{_e(granule)}</td>"
                      + "".join(cells) + "</tr>")
     parts.append("</table>")

@@ -25,6 +25,10 @@ def render_junit(data: ReportData) -> bytes:
     by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in data.records:
         by_set[r["set"]].append(r)
+    missing_by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for j in data.missing:
+        missing_by_set[j["set"]].append(j)
+        by_set.setdefault(j["set"], [])
     root = ET.Element("testsuites", name="shootdown matrix")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for set_name, records in by_set.items():
@@ -62,6 +66,26 @@ def render_junit(data: ReportData) -> bytes:
             elif r["outcome"] == "skip":
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message="skipped by the guest")
+        for r in records:  # a scenario the guest skipped was not checked: say so
+            for s in r.get("results", []):
+                if s.get("verdict") != "skip":
+                    continue
+                counts["tests"] += 1
+                counts["skipped"] += 1
+                case = ET.SubElement(
+                    suite, "testcase",
+                    classname=f"{set_name}.{r['guest']}.{r['granule']}.{r['policy']}",
+                    name=f"inject={r['inject']} scenario={s.get('scenario', '?')}", time="0.000")
+                ET.SubElement(case, "skipped", message=str(s.get("reason") or "skipped"))
+        for j in missing_by_set.get(set_name, []):
+            counts["tests"] += 1
+            counts["errors"] += 1
+            case = ET.SubElement(
+                suite, "testcase",
+                classname=f"{set_name}.{j['guest']}.{j['granule']}.{j['policy']}",
+                name=f"inject={j['inject']}", time="0.000")
+            ET.SubElement(case, "error", message="not run", type="infra").text = (
+                f"job {j['job_id']} has no record in the results file")
         for k, v in counts.items():
             suite.set(k, str(v))
             totals[k] += v

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from shootdown.report.data import ReportData
+from shootdown.report.data import Cell, ReportData
+
+
+def _mark(c: Cell) -> str:
+    """❌ unexpected, ⛔ jobs not run, ⚠️ scenarios skipped, ✅ all checked and as expected."""
+    if c.ok != c.total:
+        return "❌"
+    if c.missing:
+        return "⛔"
+    return "⚠️" if c.skipped else "✅"
 
 
 def render_markdown(data: ReportData) -> str:
@@ -13,7 +22,11 @@ def render_markdown(data: ReportData) -> str:
     lines = ["# shootdown matrix report", "",
              f"Results: `{data.source}`: {len(data.records)} jobs, "
              + ", ".join(f"{n} {k}" for k, n in data.outcome_counts.items())
-             + f"; **{len(bad)} unexpected**.", ""]
+             + f"; **{len(bad)} unexpected**, **{len(data.missing)} not run**"
+             + f", {data.skipped_scenarios} scenarios skipped.", ""]
+    if not data.planned:
+        lines += ["(No job list `jobs.json` beside the results: jobs that never ran "
+                  "cannot be counted.)", ""]
     lines += ["## Pass/fail grid", "",
               "Jobs as expected / jobs, per policy (clean jobs must pass, injected ones "
               "must be caught).", ""]
@@ -23,8 +36,7 @@ def render_markdown(data: ReportData) -> str:
         cells = []
         for p in data.policies:
             c = row.get(p)
-            cells.append("" if c is None else
-                         f"{'✅' if c.ok == c.total else '❌'} {c.ok}/{c.total}")
+            cells.append("" if c is None else f"{_mark(c)} {c.label()}")
         lines.append(f"| {set_name} | {guest} | {granule} | " + " | ".join(cells) + " |")
     lines.append("")
     if data.detection:
@@ -61,6 +73,11 @@ def render_markdown(data: ReportData) -> str:
                     f"{by_size[s][1]} / {by_size[s][2]}" if s in by_size else ""
                     for s in sizes) + " |")
             lines.append("")
+    if data.missing:
+        lines += ["## Not run", "", "```"]
+        lines += [f"not run: {j['set']} {j['guest']} {j['granule']} {j['policy']} "
+                  f"{j['inject']} ({j['job_id']})" for j in data.missing]
+        lines += ["```", ""]
     if bad:
         lines += ["## Unexpected", "", "```"]
         for r in bad:
