@@ -86,11 +86,13 @@ def test_scenario_fail_verdict_remotely(remote_guest: Callable[..., Path],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A validation failure over SSH is a verdict (exit 1), exactly as locally.
 
-    ``end_off_by_one`` is not caught by the basic scenario: a missed injection
-    means the checks are blind there, which is a FAIL.
+    ``last_level_with_freed_tables`` runs in the basic scenario but has no
+    visible effect there (the gather ends in an ASID-wide flush): a missed
+    injection means the checks are blind there, which is a FAIL.
     """
     guest = str(remote_guest())
-    assert cli_main(["run", "--guest", guest, "--inject", "end_off_by_one", str(SCENARIO)]) == 1
+    assert cli_main(["run", "--guest", guest, "--inject", "last_level_with_freed_tables",
+                     str(SCENARIO)]) == 1
     assert "MISSED" in capsys.readouterr().out
     assert cli_main(["run", "--guest", guest, "--inject", "skip_dsb_ish", str(SCENARIO)]) == 0
     assert "CAUGHT" in capsys.readouterr().out
