@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -143,3 +144,26 @@ def test_internal_error_inside_run_is_not_a_validation_failure(
     assert "Traceback" not in err
     saved = Path(line.rsplit("(traceback: ", 1)[1].rstrip(")"))
     assert "run_verdict" in saved.read_text() or "broken" in saved.read_text()
+
+
+def test_a_traceback_that_cannot_be_saved_is_named_not_raised(tmp_path: Path) -> None:
+    """save_traceback on a full disk (RLIMIT_FSIZE stands in: EFBIG on the same
+    OSError path as ENOSPC) answers "not saved: PATH: reason" and leaves no
+    half-written file: the internal-error line must still be printed."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+
+    code = ("from shootdown.cli import save_traceback\n"
+            "try:\n    raise RuntimeError('x' * 4096)\n"
+            "except RuntimeError as e:\n    print(save_traceback(e))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, preexec_fn=limit,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("not saved: "), proc.stdout
+    assert proc.stdout.rstrip().endswith("File too large"), proc.stdout
+    assert not list((tmp_path / "shootdown").glob("traceback-*"))

@@ -10,6 +10,7 @@ Exceptions are mapped to exit codes here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import importlib
 import os
@@ -234,8 +235,13 @@ def save_traceback(exc: BaseException) -> str:
             fd, path = tempfile.mkstemp(prefix="traceback-", suffix=".txt", dir=folder)
         except OSError:
             continue
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(text)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(text)
+        except OSError as err:  # a full disk must not turn one error into two
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return f"not saved: {path}: {err.strerror or err}"
         return path
     return "not saved: no writable cache or temporary directory"
 
