@@ -16,31 +16,6 @@ from shootdown.guest.console_log import CONSOLE_LOG_LIMIT, HEAD_BYTES, TAIL_BYTE
 from shootdown.guest.definition import find_guest
 from shootdown.guest.launcher import LocalLauncher
 
-CHATTY_S = """\
-	.section .text.boot, "ax"
-	.global _start
-_start:
-	ldr	x1, =0x09000000		/* PL011 data register on -M virt */
-0:	adr	x2, msg
-1:	ldrb	w3, [x2], #1
-	cbz	w3, 0b			/* the whole line again, for ever */
-	strb	w3, [x1]
-	b	1b
-msg:	.asciz	"chatter chatter chatter chatter chatter chatter chatter chatter\\n"
-"""
-
-
-@pytest.fixture(scope="module")
-def chatty_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AArch64 payload that prints the same line on the PL011 for ever."""
-    where = tmp_path_factory.mktemp("chatty")
-    (where / "chatty.S").write_text(CHATTY_S)
-    out = where / "chatty.elf"
-    subprocess.run(["aarch64-linux-gnu-gcc", "-nostdlib", "-static", "-Wl,--build-id",
-                    "-Wl,-Ttext=0x40080000", "-o", str(out), str(where / "chatty.S")],
-                   check=True)
-    return out
-
 
 @pytest.mark.guest
 @pytest.mark.usefixtures("no_leftover_qemu")

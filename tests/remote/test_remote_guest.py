@@ -306,3 +306,47 @@ def test_hang_times_out_with_guest_timeout(remote_guest: Callable[..., Path],
             guest.command("DEBUG hang")
         guest.shutdown()
         assert wait_gone(pid)
+
+
+def test_a_chatty_remote_guest_leaves_a_capped_log(ssh_env: Sshd, make_guest: Callable[..., Path],
+                                                   chatty_elf: Path, tmp_path: Path, qemu: str,
+                                                   no_remote_qemu_left: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote console is capped like a local one (guest/console_log.py): a guest
+    that prints for ever over SSH leaves head, marker and tail, never more.  The
+    real ConsoleLog with 64 KiB head and tail, so that the SSH channel need not
+    carry the 16 MiB of the default limit (tests/test_console_log.py does, locally)."""
+    import functools
+
+    import pexpect
+
+    import shootdown.remote.launcher
+    from shootdown.guest.argv import build_argv
+    from shootdown.guest.console_log import ConsoleLog
+
+    HEAD_BYTES = TAIL_BYTES = 64 * 1024
+    CONSOLE_LOG_LIMIT = HEAD_BYTES + TAIL_BYTES
+    monkeypatch.setattr(shootdown.remote.launcher, "ConsoleLog",
+                        functools.partial(ConsoleLog, head=HEAD_BYTES, tail=TAIL_BYTES))
+    monkeypatch.setenv("SHOOTDOWN_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
+    definition = load_definition(make_guest(tmp_path / "g", "chatty", str(chatty_elf),
+                                            extra=f'host = "{ALIAS}"'))
+    log = tmp_path / "chatty.console.log"
+    with SshLauncher(ALIAS) as launcher:
+        proc = launcher.spawn(build_argv(definition, chatty_elf, qemu=qemu), str(log))
+        seen, deadline = 0, time.monotonic() + 120
+        try:
+            while seen < 4 * CONSOLE_LOG_LIMIT:
+                assert time.monotonic() < deadline, f"only {seen} console bytes in 120 s"
+                try:
+                    seen += len(proc.console.read_nonblocking(65536, timeout=1))
+                except pexpect.TIMEOUT:
+                    continue
+        finally:
+            proc.kill()
+    data = log.read_bytes()
+    head, rest = data.split(b"\n[shootdown: ", 1)
+    line, tail = rest.split(b"\n", 1)
+    assert b"console bytes dropped here" in line
+    assert len(head) == HEAD_BYTES and len(tail) == TAIL_BYTES
+    assert len(data) < CONSOLE_LOG_LIMIT + 200

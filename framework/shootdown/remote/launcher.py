@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from shootdown.errors import ConfigError, FirmwareError, LaunchError
+from shootdown.guest.console_log import ConsoleLog
 from shootdown.remote.config import SshHost, resolve_host
 from shootdown.remote.connection import (
     REMOTE_CACHE_DIR,
@@ -197,7 +198,11 @@ class SshLauncher:
         if downloads and not self._log_dir_made:
             conn.run(["mkdir", "-p", "--", self.remote_log_dir])
             self._log_dir_made = True
-        log_file = open(log_path, "wb")  # noqa: SIM115 - owned and closed by RemoteProcess.kill
+        try:  # capped, head and tail kept, as for local guests: guest/console_log.py
+            log_file = ConsoleLog(log_path)
+        except OSError as exc:
+            raise LaunchError(f"{os.fspath(log_path)}: cannot create the console log: "
+                              f"{exc.strerror or exc}") from exc
         try:
             eager = [u for u in uploads if u.eager]
             cleanup = [u.remote for u in eager if not u.once]

@@ -57,7 +57,7 @@ import select
 import signal
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import paramiko
 import pexpect
@@ -67,6 +67,7 @@ from shootdown.errors import LaunchError, RemoteError
 from shootdown.remote.connection import shell_join
 
 if TYPE_CHECKING:
+    from shootdown.guest.console_log import ConsoleLog
     from shootdown.remote.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class RemoteProcess:
     """A QEMU started on a remote host; see the module docstring for how."""
 
     def __init__(self, conn: Connection, channel: paramiko.Channel, pid: int,
-                 console: ChannelSpawn, log_file: BinaryIO, *, binary_id: str = "",
+                 console: ChannelSpawn, log_file: ConsoleLog, *, binary_id: str = "",
                  downloads: Sequence[tuple[str, str]] = (),
                  cleanup: Sequence[str] = ()) -> None:
         self._conn = conn
@@ -245,7 +246,7 @@ class RemoteProcess:
         self._closed = False
 
     @classmethod
-    def start(cls, conn: Connection, argv: list[str], log_file: BinaryIO, *,
+    def start(cls, conn: Connection, argv: list[str], log_file: ConsoleLog, *,
               max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
               checks: Sequence[tuple[str, str]] = (),
               downloads: Sequence[tuple[str, str]] = (),
