@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -263,12 +264,14 @@ def test_tcg_log_is_fetched_back(launcher: SshLauncher, tmp_path: Path,
 
 def test_start_direct(ssh_env: Sshd, tmp_path: Path) -> None:
     """RemoteProcess.start without a launcher: argv quoted, pid reported."""
+    from shootdown.guest.console_log import ConsoleLog
     from shootdown.remote.connection import Connection
 
-    with Connection(resolve_host(ALIAS)) as conn, open(tmp_path / "log", "wb") as log:
-        proc = RemoteProcess.start(conn, ["sh", "-c", "echo $$; exit 0"], log,
-                                   max_lifetime=None)
+    with Connection(resolve_host(ALIAS)) as conn:
+        proc = RemoteProcess.start(conn, ["sh", "-c", "echo $$; exit 0"],
+                                   ConsoleLog(tmp_path / "log"), max_lifetime=None)
         proc.console.expect(rb"(\d+)\r\n", timeout=10)
+        assert isinstance(proc.console.match, re.Match)
         assert int(proc.console.match.group(1)) == proc.pid, "QEMU is what the pid names"
         assert proc.wait(10) == 0
         proc.kill()
