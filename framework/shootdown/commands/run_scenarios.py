@@ -23,6 +23,7 @@ from shootdown.errors import ConfigError
 if TYPE_CHECKING:
     from shootdown.check.scenario import ScenarioResult
     from shootdown.guest.definition import GuestDefinition
+    from shootdown.scenario.types import Scenario
     from shootdown.session import BootReport, Job
 
 #: Jobs per boot: bounds what one crash can take down and keeps each boot
@@ -157,6 +158,31 @@ def debug_under_gdb(job: Job, definition: GuestDefinition, logdir: str,
     return int(exit_code_for_verdict(run_verdict(second.results, job.inject)))
 
 
+def load_checked(paths: Sequence[str], overrides: dict[str, Any],
+                 definitions: Sequence[GuestDefinition], *,
+                 show_progress: bool) -> list[Scenario]:
+    """Load every scenario and refuse, before any boot, one that the kernel could not
+    make (its calling contract) or that the firmware could not hold (its limits, on
+    each guest's RAM); a bar on stderr for a large folder on a terminal."""
+    from shootdown.progress import progress, wanted
+    from shootdown.scenario.limits import check_before_boot
+    from shootdown.scenario.load import load_scenario
+    from shootdown.session import iter_scenario_files, memory_bytes
+
+    files = list(iter_scenario_files(paths))
+    out: list[Scenario] = []
+    show = show_progress and len(files) > SHOW_ALL_UP_TO and wanted()
+    with progress("validate", len(files), show=show) as update:
+        for n, path in enumerate(files, start=1):
+            scenario = load_scenario(path, overrides)
+            for definition in definitions:
+                check_before_boot(scenario, definition.firmware_path(scenario.granule),
+                                  memory_bytes(definition.memory))
+            out.append(scenario)
+            update(n, len(files))
+    return out
+
+
 def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdir: str) -> int:
     """Run the scenarios named on the command line on every guest; exit code per the verdict.
 
@@ -168,11 +194,12 @@ def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdi
     from shootdown.cli import exit_code_for_verdict
     from shootdown.model.policy import DEFAULT_POLICY
     from shootdown.result import Verdict
-    from shootdown.session import Job, group_by_granule, load_all, run_boot
+    from shootdown.session import Job, group_by_granule, run_boot
 
     from .run import launcher_for
 
-    scenarios = load_all(args.scenarios, _overrides(args))
+    scenarios = load_checked(args.scenarios, _overrides(args), definitions,
+                             show_progress=not args.json)
     policies = policies_from(args.policy)
     inject = args.inject or "none"
     jobs = [Job(sc, pol, inject) for sc in scenarios

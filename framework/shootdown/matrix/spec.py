@@ -214,7 +214,8 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
     jobs: list[MatrixJob] = []
     for granule in granules:
         files = _scenario_files(patterns, granule, base, where)
-        scenarios = _load_for_granule(files, granule, overrides, where)
+        scenarios = _load_for_granule(files, granule, overrides, where,
+                                      [definitions[g] for g in guests])
         if not scenarios:
             logger.debug("%s: no %s scenarios; no jobs for that granule", where, granule)
             continue
@@ -280,14 +281,20 @@ def _scenario_files(patterns: list[str], granule: str, base: Path, where: str) -
 
 
 def _load_for_granule(files: list[str], granule: str, overrides: dict[str, Any],
-                      where: str) -> list[str]:
-    """Files whose scenario (validated now, with the overrides) is for ``granule``."""
+                      where: str, targets: list[Any]) -> list[str]:
+    """Files whose scenario (validated now, with the overrides, against the kernel's
+    contract and the firmware limits of each of ``targets``) is for ``granule``."""
+    from shootdown.scenario.limits import check_before_boot
     from shootdown.scenario.load import load_scenario
+    from shootdown.session import memory_bytes
 
     keep = []
     for f in files:
         try:
             scenario = load_scenario(f, overrides or None)
+            if scenario.granule == granule:
+                for d in targets:
+                    check_before_boot(scenario, d.firmware_path(granule), memory_bytes(d.memory))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if scenario.granule == granule:
