@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shootdown.kernel.info import KernelInfo
     from shootdown.kernel.locate import KernelFiles
+    from shootdown.kernel.run import KernelRun
 
 DEFAULT_KERNEL = "debian:bookworm"
 
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "per Image and cached)")
     run.add_argument("--log", default="kernel.console.log",
                      help="console log file (default: kernel.console.log)")
+    run.add_argument("--inject", metavar="BUG",
+                     help="boot a patched copy of the Image carrying a real-kernel bug ("
+                          "'shootdown bugs --kernel'); the run passes only if a check catches it")
     run.add_argument("--json", action="store_true",
                      help="print every step's teardown stream, the rest of its window (with "
                           "the reason each was set aside), the checks and the timings as JSON")
@@ -219,19 +223,24 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.smp < 2:
         raise ConfigError("--smp: at least 2 (the probe runs on another CPU)")
+    if args.inject is not None:
+        from shootdown.kernel.inject import get_bug
+
+        get_bug(args.inject)  # an unknown name is bad input before anything is fetched
     files = _locate(args)
     spec = MachineSpec(cpu=args.cpu, smp=args.smp, memory=args.memory,
                        append=(*(("kpti=1",) if args.kpti else ()), *args.append))
     t0 = time.monotonic()
     run = run_kernel(files, spec=spec, log_path=args.log, boot_timeout=args.timeout,
-                     symbols_path=Path(args.symbols) if args.symbols else None)
+                     symbols_path=Path(args.symbols) if args.symbols else None,
+                     inject=args.inject)
     total = time.monotonic() - t0
     verdict = run.verdict
     if args.json:
         print(json.dumps({
             "kernel": run.kernel, "release": run.info.release, "argv": list(run.argv),
             "symbols": run.symbols, "asid": run.asid, "kpti": run.kpti, "lpa2": run.lpa2,
-            "verdict": str(verdict),
+            "verdict": str(verdict), "inject": _injection_json(run),
             "timings": {"prepare_s": run.prepare_s, "boot_to_ready_s": run.boot_s,
                         "ready_to_verdict_s": run.after_boot_s, "total_s": total,
                         "asid_window_s": run.switch_s,
@@ -241,7 +250,8 @@ def _run(args: argparse.Namespace) -> int:
             "steps": [{
                 "case": s.case, "number": s.result.number, "op": s.stream.step,
                 "start": s.stream.start, "end": s.stream.end, "rc": s.result.rc,
-                "guest_ns": s.result.ns, "seconds": s.seconds, "verdict": str(s.verdict),
+                "guest_ns": s.result.ns, "seconds": s.seconds,
+                "verdict": str(run.step_verdict(s)),
                 "counts": s.stream.counts(), "facts": asdict(s.facts),
                 "checks": [asdict(c) for c in s.checks], "problems": list(s.problems),
                 "stale_pages": s.stale, "logged_non_sites": s.non_sites,
@@ -252,19 +262,45 @@ def _run(args: argparse.Namespace) -> int:
         return exit_code_for_verdict(verdict)
     print(f"{run.kernel}: {run.info.release}, READY after {run.boot_s:.2f} s; ASID {run.asid}, "
           f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}")
+    if run.injection is not None:
+        bug = run.injection.bug
+        print(f"  inject {bug.name}: {len(run.injection.patches)} words patched in a private "
+              f"copy ({bug.patches}); must be caught by {bug.caught_by}")
     for s in run.steps:
         counts = ", ".join(f"{v} {k.upper()}" for k, v in s.stream.counts().items())
         print(f"  step {s.result.number} MUNMAP {s.case} [{s.stream.start:#x}, {s.stream.end:#x})"
-              f": {str(s.verdict).upper()} ({counts}; {len(s.stream.rest)} other instructions "
-              f"in the window; {s.seconds:.2f} s)")
+              f": {str(run.step_verdict(s)).upper()} ({counts}; {len(s.stream.rest)} other "
+              f"instructions in the window; {s.seconds:.2f} s)")
         for op in s.stream.ops:
             print(f"      {op}")
         for c in s.checks:
             print(f"    {c.status.upper():<4} {c.name}: {c.reason}")
         for problem in s.problems:
             print(f"    FAIL {problem}")
+    if run.injection is not None:
+        print(f"{str(verdict).upper()}: {_INJECTED[verdict].format(run.injection.bug.name)}")
     print(f"{str(verdict).upper()}: {len(run.steps)} unmap steps traced and checked; "
           f"{run.workload_steps} workload steps in {run.after_boot_s:.2f} s after READY "
           f"({run.workload_steps / run.after_boot_s:.1f} steps/s); {total:.2f} s in all "
           f"(log: {args.log})")
     return int(exit_code_for_verdict(verdict)) if verdict is not None else int(ExitCode.INTERNAL)
+
+
+#: What a run's verdict under ``--inject`` means (the firmware's words).
+_INJECTED = {
+    "caught": "the injected bug {} was caught",
+    "missed": "the injected bug {} ran in a checked step and no check noticed: the checks "
+              "are blind to it",
+    "not-applicable": "no patched site of {} executed in a checked step (with --kpti for the "
+                      "KPTI copy): nothing could have caught it",
+    "fail": "a step failed without {} running in it",
+}
+
+
+def _injection_json(run: KernelRun) -> dict[str, object] | None:
+    if run.injection is None:
+        return None
+    from dataclasses import asdict
+
+    return {"bug": asdict(run.injection.bug), "image": str(run.injection.image),
+            "patches": [asdict(p) for p in run.injection.patches]}

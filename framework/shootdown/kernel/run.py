@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shootdown.check.kernel import KernelCheck, StepFacts, run_checks
@@ -30,6 +30,14 @@ from shootdown.guest.argv import default_qemu
 from shootdown.guest.qemu import version as qemu_version
 from shootdown.kernel.boot import KernelMachine, MachineSpec, StepResult
 from shootdown.kernel.info import KernelInfo, read_info
+from shootdown.kernel.inject import (
+    Injection,
+    executed_in,
+    injection_verdict,
+    prepare,
+    step_verdict,
+    verify_in_guest,
+)
 from shootdown.kernel.locate import KernelFiles
 from shootdown.kernel.observe import ObservedOp, StepStream, asid_from_switch, separate
 from shootdown.kernel.sites import cached_sites
@@ -123,10 +131,23 @@ class KernelRun:
     prepare_s: float
     #: steps the workload ran after READY (traced or not)
     workload_steps: int
+    #: the real-kernel bug the booted copy carried (``--inject``; :mod:`.inject`), else None
+    injection: Injection | None = None
+
+    def step_verdict(self, step: CheckedStep) -> Verdict:
+        """A step's verdict; under an injection caught/missed/not-applicable (by whether a
+        patched site executed in its window) or fail."""
+        if self.injection is None:
+            return step.verdict
+        pcs = [op.pc for op in step.stream.ops] + [r.op.pc for r in step.stream.rest]
+        return step_verdict(executed_in(self.injection.addresses, pcs),
+                            step.verdict is Verdict.FAIL)
 
     @property
     def verdict(self) -> Verdict:
-        """FAIL if any step failed, else PASS."""
+        """FAIL if any step failed, else PASS; under an injection as the firmware's."""
+        if self.injection is not None:
+            return injection_verdict([self.step_verdict(s) for s in self.steps])
         return Verdict.FAIL if any(s.verdict is Verdict.FAIL for s in self.steps) else Verdict.PASS
 
 
@@ -161,8 +182,12 @@ def table_span(page_size: int) -> int:
 
 def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
                symbols_path: Path | None = None, cases: tuple[UnmapCase, ...] = DEFAULT_STEPS,
-               qemu: str | None = None, boot_timeout: float = 120.0) -> KernelRun:
-    """Boot, trace and check the unmap cases; the run's records."""
+               qemu: str | None = None, boot_timeout: float = 120.0,
+               inject: str | None = None) -> KernelRun:
+    """Boot, trace and check the unmap cases; the run's records.
+
+    ``inject``: boot a patched private copy of the Image instead (:func:`.inject.prepare`).
+    """
     t0 = time.monotonic()
     info = read_info(files.image, files.config)
     digest, sites = cached_sites(files.image)
@@ -171,16 +196,22 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
         base = text_base(symbols, f.read(64))
     workdir = tempfile.mkdtemp(prefix="shootdown-ktrace-")
     try:
+        booted, injection = files, None
+        if inject is not None:
+            booted, sites, injection = prepare(inject, files, sites, symbols, base, Path(workdir))
         tracer = KernelTracer(sites, symbols, base, qemu_version(qemu or default_qemu()),
                               workdir)
         traced = MachineSpec(spec.machine, spec.cpu, spec.smp, spec.memory, spec.accel,
                              spec.append, (*spec.extra, *tracer.qemu_args()))
         prepare_s = time.monotonic() - t0
-        with KernelMachine(files, log_path=log_path, spec=traced, qemu=qemu,
+        with KernelMachine(booted, log_path=log_path, spec=traced, qemu=qemu,
                            boot_timeout=boot_timeout) as vm:
             tracer.attach()
             try:
-                return _steps(vm, tracer, files, info, symbols, cases, prepare_s)
+                if injection is not None:
+                    verify_in_guest(tracer.monitor, injection)
+                run = _steps(vm, tracer, files, info, symbols, cases, prepare_s)
+                return replace(run, injection=injection)
             finally:
                 tracer.detach()
     finally:

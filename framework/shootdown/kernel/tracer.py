@@ -105,6 +105,13 @@ class KernelTracer:
             self._qmp.close()
             self._qmp = None
 
+    def monitor(self, command: str) -> str:
+        """One human-monitor command's output (e.g. ``x /1wx ADDR``: read the guest's text)."""
+        if self._qmp is None:
+            raise InfraError("kernel tracer: not attached to QEMU")
+        said = self._qmp.execute("human-monitor-command", {"command-line": command})
+        return said if isinstance(said, str) else ""
+
     def open(self) -> None:
         """Start a window: log exec on, single-stepping on."""
         if self._qmp is None:
