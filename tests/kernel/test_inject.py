@@ -119,6 +119,32 @@ def test_kpti_copies_are_found_by_data_flow() -> None:
     assert kpti_copy_offsets(code, 0x1000) == {0x1010, 0x1020}
 
 
+#: v6.12's shape: the copies sit behind a NOP the kernel turns into a branch at boot
+#: (alternative_has_cap_unlikely), with USER_ASID_FLAG hoisted into a register
+PATCHED_BRANCH_FUNCTION = [
+    (0xD2C80012, "mov x18, #0x400000000000"),      # 0x00 TG | USER_ASID_FLAG, hoisted
+    (0xF2E00032, "movk x18, #1, lsl #48"),         # 0x04
+    (0xD50882A5, "tlbi rvale1is, x5"),             # 0x08 the kernel ASID's
+    (NOP, "nop"),                                  # 0x0c b 0x14 once KPTI is detected
+    (0xD65F03C0, "ret"),                           # 0x10
+    (0xAA1200A5, "orr x5, x5, x18"),               # 0x14 no branch of the Image gets here
+    (0xD50882A5, "tlbi rvale1is, x5"),             # 0x18 the copy
+    (0xB2500084, "orr x4, x4, #0x1000000000000"),  # 0x1c
+    (0xD5088324, "tlbi vae1is, x4"),               # 0x20 the copy
+    (0xD65F03C0, "ret"),                           # 0x24
+    (0xAA0400E6, "orr x6, x7, x4"),                # 0x28 unreached again: x4's flag is not
+    (0xD5088326, "tlbi vae1is, x6"),               # 0x2c carried here: not a copy
+    (0xD65F03C0, "ret"),                           # 0x30
+]
+
+
+def test_kpti_copies_behind_a_boot_patched_branch_are_found() -> None:
+    for word, text in PATCHED_BRANCH_FUNCTION:
+        assert capstone_text(word) == text, hex(word)
+    code = _code(*(w for w, _ in PATCHED_BRANCH_FUNCTION))
+    assert kpti_copy_offsets(code, 0) == {0x18, 0x20}
+
+
 def test_verdicts_are_the_firmware_s() -> None:
     assert step_verdict(True, True) is Verdict.CAUGHT
     assert step_verdict(True, False) is Verdict.MISSED

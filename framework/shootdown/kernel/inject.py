@@ -51,6 +51,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from shootdown.errors import ConfigError, TraceError
 from shootdown.kernel.locate import KernelFiles
@@ -190,12 +191,18 @@ def kpti_copy_offsets(code: bytes, start: int) -> set[int]:
     """Offsets of the TLBIs in one function whose operand may carry ``USER_ASID_FLAG`` (pure).
 
     ``code`` is the function's bytes, ``start`` its offset.  A may-analysis
-    over the function's control flow: a register is *flagged* after ``ORR
-    Xd, Xn, #imm`` with bit 48 in imm, ``MOVK Xd, #odd, LSL #48`` or ``MOV
-    Xd, #imm`` with bit 48; ``ORR``/``MOV``/``CSEL`` of a flagged register
-    pass it on; any other write clears it (a W write clears the X
-    register's upper half).  Flags merge by union where paths join; a call
-    (BL/BLR) clears x0-x18.
+    over the function's control flow.  A register is *flagged* (bit 48 may
+    be set) after ``ORR Xd, Xn, #imm`` or ``MOV Xd, #imm`` with bit 48 in
+    imm, or ``MOVK Xd, #odd, LSL #48``; ``ORR``/``MOV``/``CSEL`` of a flagged
+    register pass it on; any other write clears it (a W write clears the X
+    register's upper half); a call (BL/BLR) clears x0-x18.  Flags merge by
+    union where paths join.  A register is also *constant* while it holds
+    only immediates (``MOV #imm``, then ``MOVK``): the compiler hoists
+    ``USER_ASID_FLAG`` into one (``mov x18, #0x400000000000; movk x18, #1,
+    lsl #48``, v6.12).  Code no branch of the Image reaches is entered
+    through a branch the kernel patches in at boot (a NOP in the Image:
+    ``alternative_has_cap_*``, static keys); it starts with the flagged
+    constants seen before it, not with every flagged operand.
     """
     import capstone
 
@@ -203,72 +210,86 @@ def kpti_copy_offsets(code: bytes, start: int) -> set[int]:
     cs.detail = True
     insns = list(cs.disasm(code, start))
     index = {insn.address: i for i, insn in enumerate(insns)}
+    conditional = ("b.", "cbz", "cbnz", "tbz", "tbnz")
     succ: list[list[int]] = []
     for i, insn in enumerate(insns):
         m = insn.mnemonic
         target = None
-        for op in insn.operands:
-            if op.type == capstone.arm64.ARM64_OP_IMM and (
-                    m == "b" or m.startswith(("b.", "cbz", "cbnz", "tbz", "tbnz"))):
-                target = op.imm
+        if m == "b" or m.startswith(conditional):
+            target = next((op.imm for op in insn.operands
+                           if op.type == capstone.arm64.ARM64_OP_IMM), None)
         nxt = [i + 1] if i + 1 < len(insns) else []
         if m == "b":
             succ.append([index[target]] if target in index else [])
-        elif m.startswith(("b.", "cbz", "cbnz", "tbz", "tbnz")):
+        elif m.startswith(conditional):
             succ.append(nxt + ([index[target]] if target in index else []))
         elif m in ("ret", "br", "eret", "retaa", "retab", "brk", "udf"):
             succ.append([])
         else:
             succ.append(nxt)
 
-    def transfer(insn: object, flagged: frozenset[int]) -> frozenset[int]:
-        m = insn.mnemonic  # type: ignore[attr-defined]
-        ops = insn.operands  # type: ignore[attr-defined]
+    State = tuple[frozenset[int], frozenset[int]]  # (flagged, constant)
+
+    def transfer(insn: Any, state: State) -> State:
+        flagged, const = set(state[0]), set(state[1])
+        m = insn.mnemonic
         if m in ("bl", "blr"):
-            return frozenset(r for r in flagged if r > 18)
-        names = [insn.reg_name(o.reg) if o.type == capstone.arm64.ARM64_OP_REG else None  # type: ignore[attr-defined]
+            return (frozenset(r for r in flagged if r > 18), frozenset(r for r in const if r > 18))
+        ops = insn.operands
+        names = [insn.reg_name(o.reg) if o.type == capstone.arm64.ARM64_OP_REG else None
                  for o in ops]
         imms = [o.imm if o.type == capstone.arm64.ARM64_OP_IMM else None for o in ops]
-        _, written = insn.regs_access()  # type: ignore[attr-defined]
-        out = set(flagged)
-        for w in written:
-            r = _reg(insn.reg_name(w))  # type: ignore[attr-defined]
+        was = (frozenset(flagged), frozenset(const))
+        for w in insn.regs_access()[1]:
+            r = _reg(insn.reg_name(w))
             if r is not None:
-                out.discard(r)
+                flagged.discard(r)
+                const.discard(r)
         dest = _reg(names[0]) if names and names[0] else None
         if dest is None or not (names[0] or "").startswith("x"):
-            return frozenset(out)
-        sources = [_reg(n) for n in names[1:] if n]
-        flag = any(s in flagged for s in sources if s is not None)
-        if m in ("orr", "mov", "csel"):
-            if any(i is not None and i & USER_ASID_FLAG for i in imms) or flag:
-                out.add(dest)
+            return (frozenset(flagged), frozenset(const))
+        sources = [r for n in names[1:] if n for r in [_reg(n)] if r is not None]
+        flag_in = any(r in was[0] for r in sources)
+        imm_flag = any(i is not None and i & USER_ASID_FLAG for i in imms)
+        if m in ("orr", "csel") and (flag_in or imm_flag):
+            flagged.add(dest)
+        elif m == "mov":
+            if imm_flag or flag_in:
+                flagged.add(dest)
+            if not sources or all(r in was[1] for r in sources):
+                const.add(dest)
         elif m == "movk":
             shift = ops[1].shift.value if len(ops) > 1 else 0
-            if dest in flagged or (shift == 48 and (imms[1] or 0) & 1):
-                out.add(dest)
-        return frozenset(out)
+            if dest in was[0] or (shift == 48 and (imms[1] or 0) & 1):
+                flagged.add(dest)
+            if dest in was[1]:
+                const.add(dest)
+        return (frozenset(flagged), frozenset(const))
 
-    state: list[frozenset[int] | None] = [None] * len(insns)
-    if insns:
-        state[0] = frozenset()
-    work = [0] if insns else []
-    while work:
-        i = work.pop()
-        current = state[i]
-        assert current is not None
-        after = transfer(insns[i], current)
-        for j in succ[i]:
-            merged = after if state[j] is None else (state[j] | after)  # type: ignore[operator]
-            if merged != state[j]:
-                state[j] = merged
-                work.append(j)
+    state: list[State | None] = [None] * len(insns)
+    seed: State = (frozenset(), frozenset())
+    while None in state:
+        first = state.index(None)
+        state[first] = seed
+        work = [first]
+        while work:
+            i = work.pop()
+            current = state[i]
+            assert current is not None
+            after = transfer(insns[i], current)
+            for j in succ[i]:
+                old = state[j]
+                merged = after if old is None else (old[0] | after[0], old[1] & after[1])
+                if merged != old:
+                    state[j] = merged
+                    work.append(j)
+        constants = frozenset().union(*(st[0] & st[1] for st in state if st is not None))
+        seed = (constants, constants)
     out = set()
     for i, insn in enumerate(insns):
-        word = int.from_bytes(insn.bytes, "little")
-        found = decode(word)
-        flags = state[i]
-        if isinstance(found, Tlbi) and flags is not None and found.rt in flags:
+        found = decode(int.from_bytes(insn.bytes, "little"))
+        st = state[i]
+        if isinstance(found, Tlbi) and st is not None and found.rt in st[0]:
             out.add(insn.address)
     return out
 
