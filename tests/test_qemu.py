@@ -115,12 +115,17 @@ def test_no_version_number_is_an_infrastructure_error(tmp_path: Path,
 
 def test_private_qemus_are_found_oldest_first(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both layouts of scripts/setup-qemu: a package tree (usr/bin) and a private root
+    run through its wrapper (bin); the root's own binary is never picked."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    for series in ("11.1.3", "10.0.2", "9.2.0"):
-        bindir = tmp_path / "shootdown" / "qemu" / series / "usr" / "bin"
-        bindir.mkdir(parents=True)
-        fake_qemu(bindir / "qemu-system-aarch64", "exit 0\n")
-    assert [p.split(os.sep)[-4] for p in q.private_qemus()] == ["9.2.0", "10.0.2", "11.1.3"]
+    top = tmp_path / "shootdown" / "qemu"
+    for series, bindir in (("10.0.2", "usr/bin"), ("9.2.0", "usr/bin"), ("11.1.3", "bin"),
+                           ("11.1.3", "root/usr/bin")):
+        (top / series / bindir).mkdir(parents=True, exist_ok=True)
+        fake_qemu(top / series / bindir / "qemu-system-aarch64", "exit 0\n")
+    found = [os.path.relpath(p, top) for p in q.private_qemus()]
+    assert found == [os.path.join(*parts, "qemu-system-aarch64") for parts in (
+        ("9.2.0", "usr", "bin"), ("10.0.2", "usr", "bin"), ("11.1.3", "bin"))]
 
 
 @pytest.mark.guest

@@ -254,19 +254,26 @@ def hmp_one_insn_per_tb(version: QemuVersion, on: bool = True) -> str:
 
 
 #: Where ``scripts/setup-qemu`` unpacks other QEMU releases: one folder per
-#: series under the cache directory, each a Debian package tree.
-PRIVATE_QEMU_GLOB = os.path.join("qemu", "*", "usr", "bin", "qemu-system-aarch64")
+#: series under the cache directory.  A release built for this system is a
+#: Debian package tree (``usr/bin``); one built for a newer system (sid's 11.x)
+#: is a private root with its own libraries, run through the wrapper in ``bin``
+#: (``root/usr/bin`` holds the real binary, which needs that wrapper).
+PRIVATE_QEMU_GLOBS = (os.path.join("qemu", "*", "usr", "bin", "qemu-system-aarch64"),
+                      os.path.join("qemu", "*", "bin", "qemu-system-aarch64"))
 
 
 def private_qemus() -> list[str]:
     """The QEMU binaries ``scripts/setup-qemu`` installed for this user, oldest series first."""
     import glob
 
-    found = glob.glob(os.path.join(cache_dir(), PRIVATE_QEMU_GLOB))
-    def series(path: str) -> QemuVersion:  # .../qemu/10.0.2/usr/bin/qemu-system-aarch64
-        return parse_version("version " + path.split(os.sep)[-4]) or (0, 0, 0)
+    found = {p for pattern in PRIVATE_QEMU_GLOBS
+             for p in glob.glob(os.path.join(cache_dir(), pattern))}
 
-    return sorted((p for p in found if os.access(p, os.X_OK)), key=series)
+    def series(path: str) -> QemuVersion:  # .../qemu/<series>/[usr/]bin/qemu-system-aarch64
+        rel = os.path.relpath(path, os.path.join(cache_dir(), "qemu"))
+        return parse_version("version " + rel.split(os.sep)[0]) or (0, 0, 0)
+
+    return sorted((p for p in found if os.access(p, os.X_OK)), key=lambda p: (series(p), p))
 
 
 def tcg_version(accel: str, version_line: str) -> QemuVersion | None:
