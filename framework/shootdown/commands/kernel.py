@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shootdown.kernel.info import KernelInfo
     from shootdown.kernel.locate import KernelFiles
     from shootdown.kernel.run import KernelRun
+    from shootdown.scenario.workload import Workload
 
 DEFAULT_KERNEL = "debian:bookworm"
 
@@ -53,9 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="console log file (default: kernel.console.log)")
     boot.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    run = sub.add_parser("run", help="run the unmap workload with its TLBI/DSB/ISB traced, and "
-                                     "check them (no model needed)")
-    _kernel_args(run)
+    run = sub.add_parser("run", help="run workload scenarios on a real kernel, its TLBI/DSB/ISB "
+                                     "traced per step, checked against the golden model and "
+                                     "by the model-free checks")
+    run.add_argument("scenarios", nargs="*", metavar="SCENARIO|DIR",
+                     help="workload scenarios (target = \"kernel\"; docs/scenarios.md) or "
+                          "folders of them (default: the library guests/kernel/); a "
+                          "debian:SUITE word is taken as --kernel")
+    run.add_argument("--kernel", dest="kernel_option", metavar="debian:SUITE[-16k]|PATH",
+                     help=f"the kernel: a Debian kernel or an Image file (default: "
+                          f"{DEFAULT_KERNEL})")
+    run.add_argument("--config", metavar="FILE",
+                     help="the kernel's .config (with a PATH; default: beside the Image)")
+    run.add_argument("--policy", metavar="NAME",
+                     help="the modelled release to compare with (default: the newest not newer "
+                          "than the kernel's release)")
     _machine_args(run)
     run.add_argument("--symbols", metavar="vmlinux|System.map",
                      help="the kernel's symbols (default: the guest's /proc/kallsyms, read once "
@@ -74,7 +88,9 @@ def _machine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", default="max,pauth-impdef=on",
                         help="QEMU -cpu (default: max,pauth-impdef=on)")
     parser.add_argument("--smp", type=int, default=2, help="vCPUs (default: 2)")
-    parser.add_argument("--memory", default="512M", help="guest RAM (default: 512M)")
+    parser.add_argument("--memory", default="1G",
+                        help="guest RAM (default: 1G; below 512 MiB of usable RAM the kernel "
+                             "turns THP off, mm/huge_memory.c hugepage_init)")
     parser.add_argument("--kpti", action="store_true", help="kpti=1 on the kernel command line")
     parser.add_argument("--append", action="append", default=[], metavar="WORD",
                         help="more kernel command line (repeatable)")
@@ -154,7 +170,8 @@ def _describe(info: KernelInfo, policy: str, chosen: bool) -> list[str]:
 def _locate(args: argparse.Namespace) -> KernelFiles:
     from shootdown.kernel.locate import locate
 
-    return locate(args.kernel_option or args.kernel, args.config)
+    return locate(args.kernel_option or getattr(args, "kernel", None) or DEFAULT_KERNEL,
+                  args.config)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -212,6 +229,29 @@ def _boot(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+#: the workload library ``kernel run`` runs without SCENARIO
+LIBRARY = Path(__file__).resolve().parents[3] / "guests" / "kernel"
+
+
+def _workloads(args: argparse.Namespace) -> list[Workload]:
+    """The workload scenarios named (``debian:`` words become the kernel), all validated."""
+    from shootdown.errors import ConfigError
+    from shootdown.scenario.workload import load_workloads
+
+    paths = []
+    for word in args.scenarios:
+        if word.startswith("debian:"):
+            if args.kernel_option and args.kernel_option != word:
+                raise ConfigError(f"{word}: a second kernel (--kernel {args.kernel_option})")
+            args.kernel_option = word
+        else:
+            paths.append(word)
+    out: list[Workload] = []
+    for path in paths or [str(LIBRARY)]:
+        out += load_workloads(path)
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from pathlib import Path
@@ -227,19 +267,26 @@ def _run(args: argparse.Namespace) -> int:
         from shootdown.kernel.inject import get_bug
 
         get_bug(args.inject)  # an unknown name is bad input before anything is fetched
+    workloads = _workloads(args)  # every file validated before anything is fetched or booted
+    if args.policy:
+        from shootdown.model.policy import get_policy
+
+        get_policy(args.policy)
     files = _locate(args)
     spec = MachineSpec(cpu=args.cpu, smp=args.smp, memory=args.memory,
                        append=(*(("kpti=1",) if args.kpti else ()), *args.append))
     t0 = time.monotonic()
     run = run_kernel(files, spec=spec, log_path=args.log, boot_timeout=args.timeout,
                      symbols_path=Path(args.symbols) if args.symbols else None,
-                     inject=args.inject)
+                     inject=args.inject, workloads=workloads, policy=args.policy)
     total = time.monotonic() - t0
     verdict = run.verdict
     if args.json:
         print(json.dumps({
             "kernel": run.kernel, "release": run.info.release, "argv": list(run.argv),
             "symbols": run.symbols, "asid": run.asid, "kpti": run.kpti, "lpa2": run.lpa2,
+            "policy": run.policy, "cpu_features": list(run.features),
+            "skipped": [{"path": p, "reason": r} for p, r in run.skipped],
             "verdict": str(verdict), "inject": _injection_json(run),
             "timings": {"prepare_s": run.prepare_s, "boot_to_ready_s": run.boot_s,
                         "ready_to_verdict_s": run.after_boot_s, "total_s": total,
@@ -254,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
                 "verdict": str(run.step_verdict(s)),
                 "counts": s.stream.counts(), "facts": asdict(s.facts),
                 "checks": [asdict(c) for c in s.checks], "problems": list(s.problems),
+                "model": asdict(s.model) if s.model is not None else None,
                 "stale_pages": s.stale, "logged_non_sites": s.non_sites,
                 "teardown": [asdict(op) for op in s.stream.ops],
                 "rest": [dict(asdict(r.op), reason=r.reason) for r in s.stream.rest],
@@ -262,24 +310,42 @@ def _run(args: argparse.Namespace) -> int:
         return exit_code_for_verdict(verdict)
     print(f"{run.kernel}: {run.info.release}, READY after {run.boot_s:.2f} s; ASID {run.asid}, "
           f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}")
+    if run.policy is not None:
+        why = ("given with --policy" if args.policy else
+               "the newest modelled release not newer than the kernel")
+        print(f"  model: policy {run.policy} ({why}), CPU features from the boot log: "
+              f"{', '.join(run.features) or 'none'}")
+    for path, reason in run.skipped:
+        print(f"  SKIP {path}: {reason}")
     if run.injection is not None:
         bug = run.injection.bug
         print(f"  inject {bug.name}: {len(run.injection.patches)} words patched in a private "
               f"copy ({bug.patches}); must be caught by {bug.caught_by}")
     for s in run.steps:
         counts = ", ".join(f"{v} {k.upper()}" for k, v in s.stream.counts().items())
-        print(f"  step {s.result.number} MUNMAP {s.case} [{s.stream.start:#x}, {s.stream.end:#x})"
+        print(f"  step {s.result.number} {s.stream.step} {s.case} [{s.stream.start:#x}, "
+              f"{s.stream.end:#x})"
               f": {str(run.step_verdict(s)).upper()} ({counts}; {len(s.stream.rest)} other "
               f"instructions in the window; {s.seconds:.2f} s)")
         for op in s.stream.ops:
             print(f"      {op}")
         for c in s.checks:
             print(f"    {c.status.upper():<4} {c.name}: {c.reason}")
+        if s.model is not None:
+            print(f"    {s.model.status.upper():<4} model ({s.model.policy}): {s.model.reason}")
+            for line in s.model.calls if s.model.status != "pass" else ():
+                print(f"      {line}")
+            for line in (*s.model.divergence.splitlines(), *s.model.diff):
+                print(f"      {line}")
         for problem in s.problems:
             print(f"    FAIL {problem}")
     if run.injection is not None:
         print(f"{str(verdict).upper()}: {_INJECTED[verdict].format(run.injection.bug.name)}")
-    print(f"{str(verdict).upper()}: {len(run.steps)} unmap steps traced and checked; "
+    statuses = [s.model.status for s in run.steps if s.model is not None]
+    if statuses:
+        print("  model: " + ", ".join(f"{statuses.count(k)} {k}" for k in
+                                      ("pass", "fail", "model-gap", "not-modelled")))
+    print(f"{str(verdict).upper()}: {len(run.steps)} steps traced and checked; "
           f"{run.workload_steps} workload steps in {run.after_boot_s:.2f} s after READY "
           f"({run.workload_steps / run.after_boot_s:.1f} steps/s); {total:.2f} s in all "
           f"(log: {args.log})")

@@ -284,6 +284,11 @@ class KernelMachine:
             raise self._fail(ProtocolError(f"malformed step answer: {end!r}",
                                            log_path=self.log_path, tail=self.tail())) from None
 
+    @property
+    def steps_run(self) -> int:
+        """Steps sent to the workload so far in this boot."""
+        return self._steps
+
     def kallsyms(self) -> list[tuple[int, str]]:
         """The guest's text symbols from /proc/kallsyms: (address, name), in the guest's order.
 

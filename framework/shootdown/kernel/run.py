@@ -21,10 +21,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shootdown.check.kernel import KernelCheck, StepFacts, run_checks
+from shootdown.check.kernel import (
+    KernelCheck,
+    StepFacts,
+    check_coverage,
+    check_kpti,
+    check_walk_caches,
+    run_checks,
+)
 from shootdown.errors import TraceError
 from shootdown.guest.argv import default_qemu
 from shootdown.guest.qemu import version as qemu_version
@@ -39,7 +47,13 @@ from shootdown.kernel.inject import (
     verify_in_guest,
 )
 from shootdown.kernel.locate import KernelFiles
-from shootdown.kernel.observe import ObservedOp, StepStream, asid_from_switch, separate
+from shootdown.kernel.observe import (
+    UNMAP_PATH,
+    ObservedOp,
+    StepStream,
+    asid_from_switch,
+    separate,
+)
 from shootdown.kernel.sites import cached_sites
 from shootdown.kernel.symbols import (
     Symbols,
@@ -49,7 +63,17 @@ from shootdown.kernel.symbols import (
     text_base,
 )
 from shootdown.kernel.tracer import KernelTracer
+from shootdown.model.instructions import Dsb, Instruction, Isb, Tlbi
 from shootdown.result import Verdict
+from shootdown.scenario.types import FlushTlbRangeStep
+from shootdown.scenario.workload import (
+    Expansion,
+    Workload,
+    WorkStep,
+    elf_vmas,
+    expand,
+    expected_for,
+)
 
 #: Where the workload maps: 4 GiB (clear of its image and stack) for the
 #: few-pages step, 5 GiB (aligned for a 16K kernel's 32 MiB table span too)
@@ -97,11 +121,16 @@ class CheckedStep:
     problems: tuple[str, ...] = field(default=())
     #: instructions the window logged between merged sites (not maintenance; skipped)
     non_sites: int = 0
+    #: the comparison with the golden model (workload scenarios only; None for the built-in cases)
+    model: ModelCheck | None = None
 
     @property
     def verdict(self) -> Verdict:
-        """FAIL on any failed check or problem."""
+        """FAIL on any failed check or problem, a model divergence or a documented model gap
+        (a gap is not a pass); a step the model cannot express is judged by the checks."""
         failed = self.problems or any(not c.passed for c in self.checks)
+        if self.model is not None and self.model.status in ("fail", "model-gap"):
+            failed = True
         return Verdict.FAIL if failed else Verdict.PASS
 
 
@@ -133,6 +162,11 @@ class KernelRun:
     workload_steps: int
     #: the real-kernel bug the booted copy carried (``--inject``; :mod:`.inject`), else None
     injection: Injection | None = None
+    #: workload scenarios: the policy the model used, the CPU features from the boot log,
+    #: and the workloads not run here with the reason (another page size)
+    policy: str | None = None
+    features: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def step_verdict(self, step: CheckedStep) -> Verdict:
         """A step's verdict; under an injection caught/missed/not-applicable (by whether a
@@ -148,6 +182,8 @@ class KernelRun:
         """FAIL if any step failed, else PASS; under an injection as the firmware's."""
         if self.injection is not None:
             return injection_verdict([self.step_verdict(s) for s in self.steps])
+        if not self.steps:
+            return Verdict.NOTHING_RAN
         return Verdict.FAIL if any(s.verdict is Verdict.FAIL for s in self.steps) else Verdict.PASS
 
 
@@ -183,10 +219,14 @@ def table_span(page_size: int) -> int:
 def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
                symbols_path: Path | None = None, cases: tuple[UnmapCase, ...] = DEFAULT_STEPS,
                qemu: str | None = None, boot_timeout: float = 120.0,
-               inject: str | None = None) -> KernelRun:
+               inject: str | None = None, workloads: Sequence[Workload] | None = None,
+               policy: str | None = None) -> KernelRun:
     """Boot, trace and check the unmap cases; the run's records.
 
     ``inject``: boot a patched private copy of the Image instead (:func:`.inject.prepare`).
+    ``workloads``: run these workload scenarios instead of ``cases``, each traced step
+    also compared with the golden model under ``policy`` (default: the one chosen for
+    the kernel's release, :func:`.info.choose_policy`).
     """
     t0 = time.monotonic()
     info = read_info(files.image, files.config)
@@ -210,7 +250,11 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
             try:
                 if injection is not None:
                     verify_in_guest(tracer.monitor, injection)
-                run = _steps(vm, tracer, files, info, symbols, cases, prepare_s)
+                if workloads is not None:
+                    run = run_workload_steps(vm, tracer, files, info, symbols, workloads,
+                                             policy, prepare_s)
+                else:
+                    run = _steps(vm, tracer, files, info, symbols, cases, prepare_s)
                 return replace(run, injection=injection)
             finally:
                 tracer.detach()
@@ -274,3 +318,281 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
                      asid=asid, kpti=kpti, lpa2=lpa2, steps=tuple(steps),
                      switch_window=tuple(switch), switch_s=switch_s, boot_s=vm.boot_seconds,
                      after_boot_s=after_boot, prepare_s=prepare_s, workload_steps=count)
+
+
+# --------------------------------------------------------------------------
+# workload scenarios: every traced step also against the golden model
+
+#: Boot-log lines of the CPU features the kernel turned on (arch/arm64/kernel/cpufeature.c,
+#: ``arm64_features[].desc``): the model's ``ttl`` and ``tlbirange``.
+FEATURE_LINES = {"ttl": "ARMv8.4 Translation Table Level",
+                 "tlbirange": "TLB range maintenance instructions"}
+#: workload step kind -> the workload program's command
+COMMANDS = {"mmap": "MMAP", "munmap": "MUNMAP", "madvise_dontneed": "DONTNEED",
+            "mprotect": "MPROTECT", "exit": "EXIT-CHILD"}
+
+
+@dataclass(frozen=True)
+class ModelGap:
+    """A known difference between a real kernel and the model, documented in docs/kernel.md."""
+
+    #: the workload step kind and the policies it applies to
+    kind: str
+    policies: frozenset[str]
+    #: what differs, with the kernel source line that shows it
+    reason: str
+
+
+#: The documented model gaps (docs/kernel.md, "Known model gaps"): a step whose stream
+#: differs from the model's in exactly this way gets the status "model-gap", never "pass".
+KNOWN_GAPS: tuple[ModelGap, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One traced step against the golden model."""
+
+    #: "pass", "fail", "model-gap" (a documented gap, not a pass) or "not-modelled"
+    status: str
+    #: the policy the model ran
+    policy: str
+    #: one line: what matched, the first divergence, or why the step is not modelled
+    reason: str
+    #: the model's instructions (assembly text) and counts
+    expected: tuple[str, ...] = ()
+    expected_counts: dict[str, int] = field(default_factory=dict)
+    #: the first divergence and the unified diff (fail, model-gap)
+    divergence: str = ""
+    diff: tuple[str, ...] = ()
+    #: the kernel calls the step was expanded into, for people
+    calls: tuple[str, ...] = ()
+
+
+def as_instruction(op: ObservedOp) -> Instruction:
+    """A traced maintenance instruction in the model's vocabulary, for the sequence check."""
+    if op.kind == "tlbi":
+        return Tlbi(op.op, op.xt)
+    if op.kind == "dsb":
+        return Dsb(op.op)
+    return Isb()
+
+
+def _describe_calls(exp: Expansion) -> tuple[str, ...]:
+    out = []
+    for call in exp.calls:
+        if isinstance(call, FlushTlbRangeStep):
+            out.append(f"flush_tlb_range [{call.start:#x}, {call.end:#x}) stride "
+                       f"{call.stride:#x} last_level={int(call.last_level)}")
+            continue
+        ops = " ".join(op.op if op.op == "flush" else
+                       f"{op.op}({op.addr:#x}{f' x{op.count}' if op.count > 1 else ''})"
+                       for op in call.ops)
+        out.append(f"gather fullmm={int(call.fullmm)}: {ops}")
+    if exp.floor or exp.ceiling:
+        out.append(f"free_pgtables floor={exp.floor:#x} ceiling={exp.ceiling:#x}")
+    return tuple(out)
+
+
+def compare_with_model(exp: Expansion, own: Sequence[ObservedOp], *, policy: str,
+                       granule: str, va_bits: int, asid: int, kpti: bool,
+                       features: frozenset[str], unsupported: str | None) -> ModelCheck:
+    """The step's teardown stream against the model's, instruction by instruction."""
+    from shootdown.check.sequence import check_sequence, counts, render
+
+    calls = _describe_calls(exp)
+    why_not = exp.not_modelled or unsupported
+    if why_not is not None:
+        return ModelCheck("not-modelled", policy, why_not, calls=calls)
+    expected = expected_for(exp, granule=granule, va_bits=va_bits, asid=asid, kpti=kpti,
+                            features=features, policy=policy)
+    result = check_sequence({1: expected}, {1: [as_instruction(op) for op in own]})
+    shown = tuple(render(i) for i in expected)
+    if result.ok:
+        return ModelCheck("pass", policy, f"{len(expected)} instructions, equal to the model's",
+                          shown, counts(expected), calls=calls)
+    assert result.divergence is not None
+    gap = next((g for g in KNOWN_GAPS if g.kind == exp.step.kind and policy in g.policies),
+               None)
+    status, reason = ("model-gap", f"documented model gap: {gap.reason}") if gap else (
+        "fail", f"differs from the model at instruction {result.divergence.index}")
+    return ModelCheck(status, policy, reason, shown, counts(expected),
+                      result.divergence.describe(), result.diff, calls)
+
+
+#: The unmap path of :func:`.observe.separate` and the rest of the steps' kernel paths,
+#: by base name, where a barrier may execute out of line: mm/memory.c's table walk
+#: (free_pgd_range: set_p4d()'s DSB ISHST; ISB when exit_mmap clears a top-level entry,
+#: arch/arm64/include/asm/pgtable.h, v6.1) and zap/mprotect walkers.
+WORKLOAD_PATH = UNMAP_PATH | frozenset({
+    "free_pgd_range", "free_p4d_range", "free_pud_range", "free_pmd_range", "free_pte_range",
+    "unmap_single_vma", "zap_pte_range", "zap_pmd_range", "zap_pud_range", "zap_huge_pmd",
+    "change_protection_range", "change_pte_range", "change_pmd_range", "change_huge_pmd",
+    "do_mprotect_pkey", "madvise_dontneed_single_vma", "zap_page_range",
+})
+
+
+def model_free_checks(own: Sequence[ObservedOp], exp: Expansion,
+                      facts: StepFacts) -> tuple[KernelCheck, ...]:
+    """The checks of :mod:`shootdown.check.kernel` on what the step really invalidates.
+
+    Coverage and KPTI per run of populated entries (an unpopulated page has no
+    translation to invalidate: a hole already unmapped, pages DONTNEED dropped);
+    the walk-cache check over the freed tables' addresses (their flush names the
+    table's VA, which need not be a populated page's).
+    """
+    runs = exp.runs(facts.page_size)
+    if not runs:
+        return (KernelCheck("coverage", "skip", "no populated page in the range: nothing to "
+                            "invalidate"),)
+    out = []
+    for name, check in (("coverage", check_coverage), ("kpti", check_kpti)):
+        results = [check(own, replace(facts, start=lo, end=hi, tables_freed=False))
+                   for lo, hi in runs]
+        failed = next((r for r in results if r.status == "fail"), None)
+        if failed is not None or results[0].status == "skip" or len(results) == 1:
+            out.append(failed or results[0])
+        else:
+            out.append(KernelCheck(name, "pass", f"{len(runs)} runs of populated entries: " +
+                                   "; ".join(r.reason for r in results)))
+    lo, hi = exp.freed
+    walk = replace(facts, start=lo, end=hi, tables_freed=hi > lo)
+    out.insert(1, check_walk_caches(own, walk))
+    return tuple(out)
+
+
+def _workload_command(step: WorkStep) -> tuple[str, ...]:
+    if step.kind == "mmap":
+        return (*(("populate",) if step.populate else ()), "thp" if step.thp else "nothp")
+    if step.kind == "mprotect":
+        return (step.prot,)
+    if step.kind == "exit" and step.thp:
+        return ("thp",)
+    return ()
+
+
+def _child_asid(window: Sequence[ObservedOp], cpu: int, asid: int) -> int | None:
+    """The exiting child's ASID: a TTBR1 write on the workload's CPU with another ASID."""
+    for op in window:
+        if (op.kind == "msr" and op.op == "ttbr1_el1" and op.cpu == cpu and op.xt is not None
+                and op.xt >> 48 not in (asid, asid | 1)):
+            return op.xt >> 48
+    return None
+
+
+def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles,
+                       info: KernelInfo, symbols: Symbols, workloads: Sequence[Workload],
+                       policy: str | None, prepare_s: float) -> KernelRun:
+    """The workload scenarios in this boot: every teardown step traced, checked, modelled."""
+    from shootdown.kernel.info import choose_policy
+    from shootdown.kernel.workload import build
+    from shootdown.model.policy import POLICIES, get_policy
+    from shootdown.scenario.geometry import GRANULE_SHIFT, GRANULE_VA_BITS
+
+    assert vm.t_ready is not None and vm.boot_seconds is not None
+    window = _Window(tracer)
+    boot_log = list(vm.lines)
+    kpti = any(KPTI_LINE in line for line in boot_log)
+    lpa2 = any(LPA2_LINE in line for line in boot_log)
+    features = frozenset(f for f, text in FEATURE_LINES.items()
+                         if any(text in line for line in boot_log))
+    page_size = int(vm.ready.get("pagesize", "4096"))
+    cpu = int(vm.ready.get("cpu", "0"))
+    granule = {4096: "4k", 16384: "16k", 65536: "64k"}[page_size]
+    pol = get_policy(policy).name if policy else choose_policy(info.version, POLICIES)
+    va_bits = 48 if info.va_bits is None or (info.va_bits == 52 and not lpa2) else info.va_bits
+    unsupported = None
+    if lpa2:
+        unsupported = "the model has no LPA2 operand form (52-bit VA, base in 64 KiB units)"
+    elif va_bits not in GRANULE_VA_BITS[granule]:
+        unsupported = f"the model has no {granule} granule with {va_bits}-bit VA"
+    runnable = [w for w in workloads if 1 << GRANULE_SHIFT[w.granule] == page_size]
+    skipped = tuple((w.path, f"written for the {w.granule} granule; this kernel's pages are "
+                     f"{page_size // 1024}K") for w in workloads if w not in runnable)
+    expansions = expand(runnable, page_size=page_size, va_bits=va_bits,
+                                  release=info.version, image=elf_vmas(build(), page_size))
+    vm.set_handshake(True)
+    t_switch = time.monotonic()
+    vm.step("SWITCH-MM", 0, 0, window=window)
+    switch = tracer.read()
+    switch_s = time.monotonic() - t_switch
+    asid = asid_from_switch(switch, cpu)
+    if asid is None:
+        raise TraceError("no TTBR1 write on the workload's CPU in the SWITCH-MM window: cannot "
+                         "tell the workload's ASID (is cpu_do_switch_mm in the traced text?)")
+    steps: list[CheckedStep] = []
+    for ew in expansions:
+        for i, exp in enumerate(ew.steps, start=1):
+            steps += _run_step(vm, tracer, window, ew.workload, i, exp, cpu=cpu, asid=asid,
+                               kpti=kpti, lpa2=lpa2, page_size=page_size, policy=pol,
+                               granule=granule, va_bits=va_bits, features=features,
+                               unsupported=unsupported)
+        for extra in ew.cleanup:  # what the workload left mapped goes, untraced, as expanded
+            vm.step("MUNMAP", extra.addr, extra.length)
+    after_boot = time.monotonic() - vm.t_ready
+    return KernelRun(kernel=files.label, info=info, argv=tuple(vm.argv), symbols=symbols.where,
+                     asid=asid, kpti=kpti, lpa2=lpa2, steps=tuple(steps),
+                     switch_window=tuple(switch), switch_s=switch_s, boot_s=vm.boot_seconds,
+                     after_boot_s=after_boot, prepare_s=prepare_s,
+                     workload_steps=vm.steps_run, policy=pol, features=tuple(sorted(features)),
+                     skipped=skipped)
+
+
+def _run_step(vm: KernelMachine, tracer: KernelTracer, window: _Window, wl: Workload, i: int,
+              exp: Expansion, *, cpu: int, asid: int, kpti: bool, lpa2: bool, page_size: int,
+              policy: str, granule: str, va_bits: int, features: frozenset[str],
+              unsupported: str | None) -> list[CheckedStep]:
+    step = exp.step
+    command = COMMANDS[step.kind]
+    args = _workload_command(step)
+    if step.kind == "mmap":
+        answer = vm.step(command, step.addr, step.length, *args)
+        if answer.rc != 0 or answer.fields.get("addr") not in (None, f"0x{step.addr:x}"):
+            raise TraceError(f"{wl.path}: step {i} mmap: the workload could not map "
+                             f"[{step.addr:#x}, {step.end:#x}): rc={answer.rc} "
+                             f"addr={answer.fields.get('addr')}")
+        return []
+    problems: list[str] = []
+    # the other CPU loads the populated pages first (fills its TLB); never an unpopulated
+    # page: its load would map the zero page and change the layout the model was given
+    runs = exp.runs(page_size)
+    if step.kind == "munmap":
+        for lo, hi in exp.runs(page_size, readable=True):
+            warm = vm.step("PROBE", lo, hi - lo)
+            if warm.number_field("segv"):
+                problems.append(f"PROBE before [{lo:#x}, {hi:#x}): {warm.fields['segv']} "
+                                "mapped pages faulted on the other CPU")
+    t_step = time.monotonic()
+    answer = vm.step(command, step.addr, step.length, *args, window=window)
+    seconds = time.monotonic() - t_step
+    observed = tracer.read()
+    non_sites = tracer.non_sites
+    if answer.rc != 0:  # EXIT-CHILD: -1 when the child could not map its region
+        problems.append(f"{command}: rc={answer.rc}")
+    stale = 0
+    if step.kind == "munmap" or (step.kind == "mprotect" and step.prot == "none"):
+        for lo, hi in runs:
+            after = vm.step("PROBE", lo, hi - lo)
+            loaded = after.number_field("loaded")
+            stale += loaded
+            if loaded:
+                problems.append(f"PROBE after [{lo:#x}, {hi:#x}): {loaded} pages still loaded "
+                                f"on cpu {after.fields.get('cpu')}: stale TLB entries")
+    owner = asid
+    if step.kind == "exit":
+        child = _child_asid(observed, cpu, asid)
+        if child is None:
+            problems.append("no TTBR1 write with the child's ASID in the window: cannot tell "
+                            "whose teardown it is")
+        else:
+            owner = child
+    own, rest = separate(observed, cpu=cpu, asid=owner, kpti=kpti, unmap_path=WORKLOAD_PATH)
+    stream = StepStream(answer.number, command, step.addr, step.end, own, rest)
+    facts = StepFacts(exp.start, exp.end, page_size, owner, kpti, lpa2,
+                      tables_freed=exp.tables_freed, leaf_level=exp.leaf_level)
+    checks = model_free_checks(own, exp, facts)
+    model = compare_with_model(exp, own, policy=policy, granule=granule, va_bits=va_bits,
+                               asid=owner, kpti=kpti, features=features,
+                               unsupported=unsupported)
+    name = f"{wl.name}#{i} {step.kind}"
+    return [CheckedStep(name, answer, stream, facts, checks, stale, seconds, tuple(problems),
+                        non_sites, model)]
