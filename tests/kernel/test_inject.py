@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shootdown.errors import ConfigError, InfraError
+from shootdown.errors import ConfigError, InfraError, TraceError
 from shootdown.kernel import inject
 from shootdown.kernel.inject import (
     DSB_ISH,
@@ -155,6 +155,31 @@ def test_verdicts_are_the_firmware_s() -> None:
     assert injection_verdict([Verdict.NOT_APPLICABLE] * 2) is Verdict.NOT_APPLICABLE
     assert injection_verdict([Verdict.CAUGHT, Verdict.FAIL]) is Verdict.FAIL
     assert injection_verdict([]) is Verdict.NOT_APPLICABLE
+
+
+def test_the_read_back_asks_another_vcpu_when_one_cannot_see_the_kernel() -> None:
+    """The monitor translates through one vCPU with its permissions: a vCPU at EL0 (the
+    workload, or KPTI's trampoline TTBR1) answers 'Cannot access memory' (CI saw it on cpu 0
+    under load); the word is read through the vCPU that can, and a word nobody can read is
+    a TraceError naming the address, not a wait forever."""
+    address = 0xFFFF80000803CF84
+    asked: list[int | None] = []
+
+    def monitor(command: str, cpu: int | None) -> str:
+        asked.append(cpu)
+        assert command == f"x /1wx {address:#x}"
+        if cpu == 0:
+            return f"{address:x}: Cannot access memory\r\n"
+        return f"{address:016x}: 0xd503201f\r\n"
+
+    assert inject.read_word(monitor, address, cpus=2) == 0xD503201F
+    assert asked == [0, 1]
+
+    def blind(command: str, cpu: int | None) -> str:
+        return f"{address:x}: Cannot access memory\r\n"
+
+    with pytest.raises(TraceError, match=f"{address:#x}.*any of 2 vCPUs"):
+        inject.read_word(blind, address, cpus=2, deadline_s=0.1)
 
 
 def test_an_unknown_bug_is_bad_input_before_any_boot(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -412,19 +413,38 @@ def prepare(bug: str, files: KernelFiles, sites: Sequence[Site], symbols: Symbol
 _X_WORD = re.compile(r"^([0-9a-f]+):\s+0x([0-9a-f]{8})", re.M)
 
 
-def verify_in_guest(monitor: Callable[[str], str], injection: Injection) -> None:
+def read_word(monitor: Callable[[str, int | None], str], address: int, cpus: int,
+              deadline_s: float = 5.0) -> int:
+    """The 32-bit word at kernel ``address``, read through the monitor.
+
+    The monitor translates through one vCPU's current regime, with its
+    permissions: a vCPU that is at EL0 at that moment (the workload itself, or
+    under KPTI the trampoline-only TTBR1) cannot see the kernel's text.  Each
+    vCPU is asked in turn until one answers or ``deadline_s`` has passed.
+    """
+    end = time.monotonic() + deadline_s
+    answer = ""
+    while True:
+        for cpu in range(max(cpus, 1)):
+            answer = monitor(f"x /1wx {address:#x}", cpu)
+            m = _X_WORD.search(answer)
+            if m is not None and int(m.group(1), 16) == address:
+                return int(m.group(2), 16)
+        if time.monotonic() >= end:
+            raise TraceError(f"inject: cannot read {address:#x} through the monitor on any of "
+                             f"{cpus} vCPUs for {deadline_s:g} s: {answer.strip()!r}")
+        time.sleep(0.05)
+
+
+def verify_in_guest(monitor: Callable[[str, int | None], str], injection: Injection,
+                    cpus: int = 1) -> None:
     """Every patched word, read back from the running kernel (after boot-time patching).
 
     A word the kernel rewrote at boot (alternatives, static keys) is a
     TraceError: the injection is not in effect and the run would say nothing.
     """
     for p in injection.patches:
-        answer = monitor(f"x /1wx {p.address:#x}")
-        m = _X_WORD.search(answer)
-        if m is None or int(m.group(1), 16) != p.address:
-            raise TraceError(f"inject: cannot read {p.address:#x} through the monitor: "
-                             f"{answer.strip()!r}")
-        now = int(m.group(2), 16)
+        now = read_word(monitor, p.address, cpus)
         if now != p.new:
             raise TraceError(f"inject {injection.bug.name}: the kernel rewrote {p.function}+"
                              f"{p.offset:#x} at boot ({now:#010x}, patched {p.new:#010x}: "

@@ -249,7 +249,7 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
             tracer.attach()
             try:
                 if injection is not None:
-                    verify_in_guest(tracer.monitor, injection)
+                    verify_in_guest(tracer.monitor, injection, spec.smp)
                 if workloads is not None:
                     run = run_workload_steps(vm, tracer, files, info, symbols, workloads,
                                              policy, prepare_s)

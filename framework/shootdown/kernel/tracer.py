@@ -105,11 +105,17 @@ class KernelTracer:
             self._qmp.close()
             self._qmp = None
 
-    def monitor(self, command: str) -> str:
-        """One human-monitor command's output (e.g. ``x /1wx ADDR``: read the guest's text)."""
+    def monitor(self, command: str, cpu: int | None = None) -> str:
+        """One human-monitor command's output (e.g. ``x /1wx ADDR``: read the guest's text).
+
+        ``cpu``: the vCPU whose translation regime the command uses (QMP's ``cpu-index``).
+        """
         if self._qmp is None:
             raise InfraError("kernel tracer: not attached to QEMU")
-        said = self._qmp.execute("human-monitor-command", {"command-line": command})
+        arguments: dict[str, object] = {"command-line": command}
+        if cpu is not None:
+            arguments["cpu-index"] = cpu
+        said = self._qmp.execute("human-monitor-command", arguments)
         return said if isinstance(said, str) else ""
 
     def open(self) -> None:
