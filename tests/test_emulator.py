@@ -19,7 +19,7 @@ from shootdown.check.emulator import (
     range_lengths,
 )
 from shootdown.check.scenario import judge
-from shootdown.model.instructions import Dsb, Tlbi
+from shootdown.insn import Dsb, Tlbi
 from shootdown.result import Verdict
 from shootdown.trace.scenario import ObservedScenario, ProbeFailure, ProbeSummary
 

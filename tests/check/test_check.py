@@ -7,7 +7,7 @@ import pytest
 from shootdown.check.scenario import judge, run_verdict
 from shootdown.check.sequence import check_sequence, render
 from shootdown.errors import ProtocolError
-from shootdown.model.instructions import Dsb, Isb, Tlbi
+from shootdown.insn import Dsb, Isb, Tlbi
 from shootdown.result import Verdict
 from shootdown.trace.console import crc32_hex, parse_console
 from shootdown.trace.scenario import read_scenario

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from shootdown.model import POLICIES, Dsb, Isb, Tlbi
-from shootdown.model.instructions import decode_operand
+from shootdown.insn import decode_operand
 
 from .helpers import ISB, ISH, ISHST, T, gather, raw, run, va
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shootdown.model.instructions import Instruction, Tlbi
+from shootdown.insn import Instruction, Tlbi
 
 if TYPE_CHECKING:  # check.scenario imports this module
     from shootdown.check.scenario import ScenarioResult

@@ -19,7 +19,7 @@ from typing import Any
 from shootdown.check.emulator import explain_probes
 from shootdown.check.probes import ProbeCheck, check_probes
 from shootdown.check.sequence import SequenceCheck, check_sequence, counts
-from shootdown.model.instructions import Instruction
+from shootdown.insn import Instruction
 from shootdown.result import Verdict
 from shootdown.trace.scenario import ObservedScenario
 

@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shootdown.model.instructions import Dsb, Instruction, Isb, Tlbi, decode_operand
+from shootdown.insn import Dsb, Instruction, Isb, Tlbi, decode_operand
 
 #: Instructions of context shown on each side of the first divergence.
 CONTEXT = 3

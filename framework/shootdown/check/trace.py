@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shootdown.check.sequence import instruction_key
-from shootdown.model.instructions import Instruction
+from shootdown.insn import Instruction
 from shootdown.trace.qemu_log import MaintOp
 
 #: the failure kind named in results

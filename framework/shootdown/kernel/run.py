@@ -63,7 +63,7 @@ from shootdown.kernel.symbols import (
     text_base,
 )
 from shootdown.kernel.tracer import KernelTracer
-from shootdown.model.instructions import Dsb, Instruction, Isb, Tlbi
+from shootdown.insn import Dsb, Instruction, Isb, Tlbi
 from shootdown.result import Verdict
 from shootdown.scenario.types import FlushTlbRangeStep
 from shootdown.scenario.workload import (

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shootdown.errors import ProtocolError
-from shootdown.model.instructions import USER_ASID_FLAG, Dsb, Instruction, Isb, Tlbi
+from shootdown.insn import USER_ASID_FLAG, Dsb, Instruction, Isb, Tlbi
 from shootdown.trace.console import Record
 
 #: Step number given to instructions reported before the first STEP record
