@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shootdown.insn import USER_ASID_FLAG, decode_operand
 from shootdown.model import POLICIES, Dsb, Instruction, Tlbi
 from shootdown.model.arm64 import Arm64
 from shootdown.model.gather import MmuGather
-from shootdown.insn import USER_ASID_FLAG, decode_operand
 from shootdown.scenario import GatherOp, Geometry
 from shootdown.scenario.geometry import GRANULE_VA_BITS
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from shootdown.model import POLICIES, Dsb, Isb, Tlbi
 from shootdown.insn import decode_operand
+from shootdown.model import POLICIES, Dsb, Isb, Tlbi
 
 from .helpers import ISB, ISH, ISHST, T, gather, raw, run, va
 

@@ -36,6 +36,7 @@ from shootdown.check.kernel import (
 from shootdown.errors import TraceError
 from shootdown.guest.argv import default_qemu
 from shootdown.guest.qemu import version as qemu_version
+from shootdown.insn import Dsb, Instruction, Isb, Tlbi
 from shootdown.kernel.boot import KernelMachine, MachineSpec, StepResult
 from shootdown.kernel.info import KernelInfo, read_info
 from shootdown.kernel.inject import (
@@ -63,7 +64,6 @@ from shootdown.kernel.symbols import (
     text_base,
 )
 from shootdown.kernel.tracer import KernelTracer
-from shootdown.insn import Dsb, Instruction, Isb, Tlbi
 from shootdown.result import Verdict
 from shootdown.scenario.types import FlushTlbRangeStep
 from shootdown.scenario.workload import (
