@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--inject", metavar="BUG",
                      help="boot a patched copy of the Image carrying a real-kernel bug ("
                           "'shootdown bugs --kernel'); the run passes only if a check catches it")
+    run.add_argument("--trace-method", choices=("plugin", "singlestep"),
+                     help="how windows are traced: the TCG plugin (default on QEMU >= 9.0) or "
+                          "single-stepping with the exec log (the only way before 9.0)")
     run.add_argument("--json", action="store_true",
                      help="print every step's teardown stream, the rest of its window (with "
                           "the reason each was set aside), the checks and the timings as JSON")
@@ -278,7 +281,8 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     run = run_kernel(files, spec=spec, log_path=args.log, boot_timeout=args.timeout,
                      symbols_path=Path(args.symbols) if args.symbols else None,
-                     inject=args.inject, workloads=workloads, policy=args.policy)
+                     inject=args.inject, workloads=workloads, policy=args.policy,
+                     trace_method=args.trace_method)
     total = time.monotonic() - t0
     verdict = run.verdict
     if args.json:
@@ -288,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
             "policy": run.policy, "cpu_features": list(run.features),
             "skipped": [{"path": p, "reason": r} for p, r in run.skipped],
             "verdict": str(verdict), "inject": _injection_json(run),
+            "trace_method": run.trace_method,
             "timings": {"prepare_s": run.prepare_s, "boot_to_ready_s": run.boot_s,
                         "ready_to_verdict_s": run.after_boot_s, "total_s": total,
                         "asid_window_s": run.switch_s,
@@ -309,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
         }, indent=2))
         return exit_code_for_verdict(verdict)
     print(f"{run.kernel}: {run.info.release}, READY after {run.boot_s:.2f} s; ASID {run.asid}, "
-          f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}")
+          f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}, "
+          f"traced by {run.trace_method}")
     if run.policy is not None:
         why = ("given with --policy" if args.policy else
                "the newest modelled release not newer than the kernel")

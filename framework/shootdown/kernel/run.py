@@ -167,6 +167,8 @@ class KernelRun:
     policy: str | None = None
     features: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
+    #: how the windows were traced: ``plugin`` or ``singlestep`` (:mod:`.plugin`)
+    trace_method: str = "singlestep"
 
     def step_verdict(self, step: CheckedStep) -> Verdict:
         """A step's verdict; under an injection caught/missed/not-applicable (by whether a
@@ -220,8 +222,10 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
                symbols_path: Path | None = None, cases: tuple[UnmapCase, ...] = DEFAULT_STEPS,
                qemu: str | None = None, boot_timeout: float = 120.0,
                inject: str | None = None, workloads: Sequence[Workload] | None = None,
-               policy: str | None = None) -> KernelRun:
+               policy: str | None = None, trace_method: str | None = None) -> KernelRun:
     """Boot, trace and check the unmap cases; the run's records.
+
+    ``trace_method``: ``plugin`` or ``singlestep``; None: the plugin on QEMU >= 9.0.
 
     ``inject``: boot a patched private copy of the Image instead (:func:`.inject.prepare`).
     ``workloads``: run these workload scenarios instead of ``cases``, each traced step
@@ -240,7 +244,7 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
         if inject is not None:
             booted, sites, injection = prepare(inject, files, sites, symbols, base, Path(workdir))
         tracer = KernelTracer(sites, symbols, base, qemu_version(qemu or default_qemu()),
-                              workdir)
+                              workdir, method=trace_method)
         traced = MachineSpec(spec.machine, spec.cpu, spec.smp, spec.memory, spec.accel,
                              spec.append, (*spec.extra, *tracer.qemu_args()))
         prepare_s = time.monotonic() - t0
@@ -255,7 +259,7 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
                                              policy, prepare_s)
                 else:
                     run = _steps(vm, tracer, files, info, symbols, cases, prepare_s)
-                return replace(run, injection=injection)
+                return replace(run, injection=injection, trace_method=tracer.method)
             finally:
                 tracer.detach()
     finally:

@@ -21,6 +21,15 @@ line-buffered (``util/log.c``, ``setvbuf(..., _IOLBF, ...)``), so what ran
 before the workload printed END is in the file when the host sees END; an
 entry cut short would not parse and is an error (exit 3), never a quietly
 shorter stream.
+
+That is the ``singlestep`` method.  On QEMU 9 and later the default is the
+``plugin`` method (:mod:`.plugin`): no ``-dfilter``, no single-stepping and
+no logging switched through the monitor; ``plugins/maint.c`` records every
+TLBI, DSB, ISB and TTBR write executed while a window is open (switched
+through its control FIFO, :class:`.plugin.Control`) to one file, a window
+is the file's bytes between the plugin's acknowledgements, and its records
+at the traced sites become the same :class:`~.observe.ObservedOp`
+stream (records at other addresses count as :attr:`KernelTracer.non_sites`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from pathlib import Path
 
 from shootdown.errors import InfraError, TraceError
 from shootdown.guest.qemu import QemuVersion, hmp_one_insn_per_tb
+from shootdown.kernel import plugin
 from shootdown.kernel.observe import ObservedOp
 from shootdown.kernel.qmp import Qmp
 from shootdown.kernel.sites import Site, in_text
@@ -50,9 +60,16 @@ class KernelTracer:
     """The tracing windows of one kernel boot."""
 
     def __init__(self, sites: Sequence[Site], symbols: Symbols, base: int, version: QemuVersion,
-                 workdir: str | os.PathLike[str], merge_gap: int = MERGE_GAP) -> None:
-        """``base``: the address of the Image's first byte (:func:`.symbols.text_base`)."""
+                 workdir: str | os.PathLike[str], merge_gap: int = MERGE_GAP,
+                 method: str | None = None) -> None:
+        """``base``: the address of the Image's first byte (:func:`.symbols.text_base`).
+
+        ``method``: ``plugin`` or ``singlestep``; None chooses by QEMU version
+        (:func:`.plugin.choose_method`).  The plugin is built here, before any boot.
+        """
         self.version = version
+        #: the tracing method: ``plugin`` or ``singlestep``
+        self.method = plugin.choose_method(version, method)
         self.symbols = symbols
         self.workdir = Path(workdir)
         start = symbols.marker("_stext") - base
@@ -72,6 +89,12 @@ class KernelTracer:
         self._open: Path | None = None
         #: seconds spent opening, closing and reading windows
         self.overhead_s = 0.0
+        #: the plugin's record file, and the current window's byte range in it
+        self.records_path = self.workdir / "maint.records"
+        self._span: tuple[int, int | None] = (0, None)
+        self._library = plugin.build(version) if self.method == "plugin" else None
+        self._control = (plugin.Control(self.records_path, self.workdir / "maint.ctl")
+                         if self.method == "plugin" else None)
 
     def ranges(self) -> list[tuple[int, int]]:
         """The ``-dfilter`` ranges: sites at most :attr:`merge_gap` bytes apart share one.
@@ -91,6 +114,10 @@ class KernelTracer:
 
     def qemu_args(self) -> list[str]:
         """What the traced machine's QEMU command line adds."""
+        if self._library is not None:
+            return ["-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                    *plugin.qemu_args(self._library, self.records_path,
+                                      self.workdir / "maint.ctl")]
         return ["-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-dfilter", dfilter_arg(self.ranges())]
 
@@ -98,9 +125,13 @@ class KernelTracer:
         """Connect to QEMU's QMP socket (after launch)."""
         self._qmp = Qmp(self.qmp_path)
         self._qmp.connect()
+        if self._control is not None:
+            self._control.connect()
 
     def detach(self) -> None:
         """Close the QMP connection (idempotent)."""
+        if self._control is not None:
+            self._control.close()
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
@@ -124,6 +155,11 @@ class KernelTracer:
             raise InfraError("kernel tracer: not attached to QEMU")
         t0 = time.monotonic()
         self._windows += 1
+        if self._control is not None:
+            self._open = self.records_path
+            self._span = (self._control.switch(True, self._windows), None)
+            self.overhead_s += time.monotonic() - t0
+            return
         self._open = self.workdir / f"window-{self._windows}.log"
         self._qmp.hmp(f"logfile {self._open}")
         self._qmp.hmp(hmp_one_insn_per_tb(self.version, True))
@@ -135,6 +171,11 @@ class KernelTracer:
         if self._qmp is None or self._open is None:
             raise InfraError("kernel tracer: no window open")
         t0 = time.monotonic()
+        if self._control is not None:
+            # Every record is flushed as it is written: what ran before END is there.
+            self._span = (self._span[0], self._control.switch(False, self._windows))
+            self.overhead_s += time.monotonic() - t0
+            return
         self._qmp.hmp("log none")
         self._qmp.hmp(hmp_one_insn_per_tb(self.version, False))
         self.overhead_s += time.monotonic() - t0
@@ -143,6 +184,8 @@ class KernelTracer:
         """The last window's executed sites, in execution order."""
         if self._open is None:
             raise InfraError("kernel tracer: no window was opened")
+        if self.method == "plugin":
+            return self._read_records()
         t0 = time.monotonic()
         path = self._open
         text = _settled(path)
@@ -169,6 +212,34 @@ class KernelTracer:
                 xt = e.regs[site.rt]
             ops.append(ObservedOp(site.kind, site.op, xt, e.cpu, e.pc,
                                   self.symbols.name_at(e.pc), e.line))
+        self.overhead_s += time.monotonic() - t0
+        return ops
+
+    def _read_records(self) -> list[ObservedOp]:
+        """The plugin method's :meth:`read`: the window's records at traced sites.
+
+        An op's ``line`` is its line within the window's slice of the record file.
+        """
+        start, end = self._span
+        if end is None:
+            raise InfraError("kernel tracer: the window is still open")
+        t0 = time.monotonic()
+        with open(self.records_path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        where = f"{self.records_path}@{start}"
+        ops: list[ObservedOp] = []
+        self.non_sites = 0
+        for r in plugin.parse_records(data, where):
+            site = self.sites.get(r.pc)
+            if site is None:
+                self.non_sites += 1  # a module's, or a site the tracer leaves out
+                continue
+            xt = r.xt if site.kind in ("tlbi", "msr") and site.rt != 31 else None
+            if site.kind in ("tlbi", "msr") and site.rt != 31 and r.xt is None:
+                raise TraceError(f"{where}:{r.line}: {site.text} at {r.pc:#x} without Xt")
+            ops.append(ObservedOp(site.kind, site.op, xt, r.cpu, r.pc,
+                                  self.symbols.name_at(r.pc), r.line))
         self.overhead_s += time.monotonic() - t0
         return ops
 
