@@ -345,6 +345,7 @@ struct range_kind {
 	bool scale_down;	/* v6.8: scale from 3 down, single page last */
 	bool clamp_num;		/* v6.9: NUM from a clamped count (up to 31) */
 	bool max_inclusive;	/* v6.10: exactly MAX_TLBI_RANGE_PAGES still by range */
+	bool nosync_split;	/* v6.9: the caller's DSB ISH follows flush_tlb_mm too */
 };
 
 /*
@@ -373,6 +374,8 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
 	if (excess) {
 		flush_tlb_mm_all();
+		if (k.nosync_split)	/* __flush_tlb_range's DSB ISH after _nosync */
+			dsb_ish_after_tlbi();
 		return;
 	}
 	if (injected(BUG_END_OFF_BY_ONE)) {
@@ -391,25 +394,25 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 /* v5.9 .. v6.7: scale up from 0, odd page first, NUM masked to 5 bits (<= 30). */
 static void flush_range_v5_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false, false });
 }
 
 /* v6.8: scale down from 3, single page last, NUM still masked. */
 static void flush_range_v6_8(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false, false });
 }
 
 /* v6.9 (e3ba51ab24fd): NUM from min(pages, 32 << (5*scale+1)): up to 31. */
 static void flush_range_v6_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false, true });
 }
 
 /* v6.10: a range of exactly MAX_TLBI_RANGE_PAGES is still done by range ops. */
 static void flush_range_v6_10(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, true });
 }
 
 /* ---- flush_tlb_kernel_range ------------------------------------------------ */

@@ -218,7 +218,9 @@ def _enumerated(policy: str, geo: Geometry, start: int, end: int, stride: int,
         too_big |= (pages > MAX_TLBI_RANGE_PAGES if p.range_max_inclusive
                     else pages >= MAX_TLBI_RANGE_PAGES)
     if too_big:
-        return [Dsb("ishst"), Tlbi("aside1is", asid << 48), Dsb("ish")]
+        # v6.9+: __flush_tlb_range's own DSB ISH after _nosync's flush_tlb_mm
+        extra = [Dsb("ish")] if POLICIES[policy].range_nosync_split else []
+        return [Dsb("ishst"), Tlbi("aside1is", asid << 48), Dsb("ish"), *extra]
     return [Dsb("ishst"), *tlbis, Dsb("ish")]
 
 

@@ -105,6 +105,8 @@ def test_a_full_page_batch_forces_a_flush_after_the_page_that_filled_it(
     base = 0x40000000
     page = {"4k": 0x1000, "16k": 0x4000, "64k": 0x10000}[granule]
     asid_flush = [ISHST, T("aside1is", A42), ISH]
+    if POLICIES[policy].range_nosync_split:  # tlb_flush -> __flush_tlb_range (v6.9+)
+        asid_flush.append(ISH)
     assert run(gather(pte_run(base, capacity), granule=granule), policy) == asid_flush
     after = base + capacity * page
     assert run(gather(pte_run(base, capacity + 1), granule=granule), policy) == \
@@ -268,8 +270,20 @@ def test_v6_8_range_loop_scale_downwards_and_odd_page_last() -> None:
 def test_v6_10_flushes_max_tlbi_range_pages_with_one_num_31_op() -> None:
     sc = raw("flush_tlb_range", "start = 0\nend = 0x200000000\nstride = 0x1000\n"
              "last_level = true", features="tlbirange")
-    assert run(sc, "v6.9") == [ISHST, T("aside1is", A42), ISH]        # pages >= 2^21
+    # pages >= 2^21: flush_tlb_mm inside _nosync, then __flush_tlb_range's DSB ISH
+    assert run(sc, "v6.9") == [ISHST, T("aside1is", A42), ISH, ISH]
     assert run(sc, "v6.10") == [ISHST, rng("rvale1is", 0, 31, 3, 0), ISH]
+
+
+def test_whole_asid_fallback_gets_a_second_dsb_ish_from_v6_9() -> None:
+    # v6.9 split __flush_tlb_range into _nosync (whose cut-off calls flush_tlb_mm,
+    # DSB ISHST; TLBI ASIDE1IS; DSB ISH, and returns) plus the caller's dsb(ish)
+    sc = raw("flush_tlb_range", "start = 0\nend = 0x400000000\nstride = 0x1000\n"
+             "last_level = true")
+    for name in ("v5.9", "v5.14", "v6.8"):
+        assert run(sc, name) == [ISHST, T("aside1is", A42), ISH], name
+    for name in ("v6.9", "v6.10", "v6.13", "v6.19"):
+        assert run(sc, name) == [ISHST, T("aside1is", A42), ISH, ISH], name
 
 
 def test_raw_flush_tlb_range_passes_its_level_and_stride() -> None:
@@ -319,9 +333,10 @@ def test_a_pud_block_takes_a_page_batch_slot_only_in_v6_19() -> None:
     base, cap = 0x40000000, 7 + 19 * 509
     ops = f'{pte_run(base, cap - 1)}, {op("remove_pud", 0x80000000)}'
     # v6.13: no slot; one flush at the end over pages and block (PTE stride: ASID)
-    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH]
+    # (v6.9+: the whole-ASID fallback ends in two DSB ISH, see _nosync)
+    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH, ISH]
     ops += f', {pte_run(0xC0000000, 1)}'
-    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH]
+    assert run(gather(ops), "v6.13") == [ISHST, T("aside1is", A42), ISH, ISH]
     # v6.19: the block fills the batch: flush, then the last page alone
-    assert run(gather(ops), "v6.19") == [ISHST, T("aside1is", A42), ISH,
+    assert run(gather(ops), "v6.19") == [ISHST, T("aside1is", A42), ISH, ISH,
                                          ISHST, T("vale1is", va(0xC0000000, 42)), ISH]

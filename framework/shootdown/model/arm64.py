@@ -247,6 +247,8 @@ class Arm64:
         pages = (end - start) >> self.geo.page_shift
         if self.range_limit_excess(start, end, pages, stride):
             self.flush_tlb_mm()
+            if self.p.range_nosync_split:  # v6.9: __flush_tlb_range's own DSB ISH
+                self.dsb("ish")
             return
         self.dsb("ishst")
         self.flush_tlb_range_op("vale1is" if last_level else "vae1is", start, pages, stride,

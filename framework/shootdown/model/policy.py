@@ -57,6 +57,9 @@ class Policy:
     range_num_clamp: bool = False
     #: v6.9: a page batch moves on when one slot is left (nr >= max - 1), not when full
     page_batch_keep_one_free: bool = False
+    #: v6.9: __flush_tlb_range = __flush_tlb_range_nosync + DSB ISH; the whole-ASID
+    #: fallback (flush_tlb_mm, ends in DSB ISH) returns into it: a second DSB ISH
+    range_nosync_split: bool = False
     #: v6.10: range cut-off is pages > MAX_TLBI_RANGE_PAGES (was >=)
     range_max_inclusive: bool = False
     #: v6.13: flush_tlb_kernel_range uses the range loop and the shared cut-off
@@ -87,7 +90,8 @@ def _build() -> dict[str, Policy]:
     step("v5.9", p4d_hack=False, skip_without_flags=True, ttl_and_range=True)
     step("v5.14", no_ttl_when_freed=True)
     step("v6.8", range_loop="down", ttl_unknown_constant=True)
-    step("v6.9", range_num_clamp=True, page_batch_keep_one_free=True)
+    step("v6.9", range_num_clamp=True, page_batch_keep_one_free=True,
+         range_nosync_split=True)
     step("v6.10", range_max_inclusive=True)
     step("v6.13", kernel_range_loop=True)
     step("v6.19", pud_page_batched=True)
