@@ -65,13 +65,21 @@ class Record:
     line: int
 
 
-def choose_method(version: QemuVersion, requested: str | None) -> str:
-    """``plugin`` where the QEMU can run it (>= 9.0), else ``singlestep``; ``requested`` wins.
+def choose_method(version: QemuVersion, requested: str | None,
+                  have_header: bool | None = None) -> str:
+    """``plugin`` where the QEMU can run it (>= 9.0) and its ``qemu-plugin.h`` is
+    here (``have_header``; None: look in :func:`header_dir`), else ``singlestep``;
+    ``requested`` wins.
 
-    Asking for ``plugin`` on an older QEMU is bad input (ConfigError).
+    Asking for ``plugin`` on an older QEMU is bad input (ConfigError); on a
+    QEMU without its header, :func:`build` says how to get it (InfraError).
     """
     if requested is None:
-        return "plugin" if version >= PLUGIN_SINCE else "singlestep"
+        if version < PLUGIN_SINCE:
+            return "singlestep"
+        if have_header is None:
+            have_header = (version_dir(version) / "include" / "qemu-plugin.h").is_file()
+        return "plugin" if have_header else "singlestep"
     if requested not in METHODS:
         raise ConfigError(f"--trace-method: {requested!r} is not one of {', '.join(METHODS)}")
     if requested == "plugin" and version < PLUGIN_SINCE:
