@@ -8,6 +8,8 @@ table for people (and for the firmware's C policies, which use the same names).
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -105,12 +107,28 @@ POLICIES: dict[str, Policy] = _build()
 DEFAULT_POLICY = "v6.19"
 
 
-def get_policy(name: str) -> Policy:
-    """The named policy; ConfigError (exit 2) for an unknown name."""
+def resolve_policy_name(name: str) -> str:
+    """The policy a release name stands for: itself if it is a policy, else the
+    newest policy not newer than it ("v6.1" and "6.1" -> "v5.14").  ConfigError
+    (exit 2) for a malformed name or one older than the oldest policy."""
     from shootdown.errors import ConfigError
 
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise ConfigError(f"--policy: unknown policy {name!r} "
-                          f"(known: {', '.join(POLICIES)})") from None
+    if name in POLICIES:
+        return name
+    m = re.fullmatch(r"v?(\d+)\.(\d+)", name.strip())
+    if m:
+        want = (int(m.group(1)), int(m.group(2)))
+        older = [p.name for p in POLICIES.values() if p.version <= want]
+        if older:
+            return older[-1]
+    raise ConfigError(f"--policy: unknown policy {name!r} (a release vX.Y from "
+                      f"{next(iter(POLICIES))}; known: {', '.join(POLICIES)})")
+
+
+def get_policy(name: str) -> Policy:
+    """The policy for a release name (see :func:`resolve_policy_name`); a release
+    that is not itself a policy is noted on stderr ("v6.1 -> policy v5.14")."""
+    resolved = resolve_policy_name(name)
+    if resolved != name:
+        print(f"{name} -> policy {resolved}", file=sys.stderr)
+    return POLICIES[resolved]
