@@ -165,14 +165,15 @@ def run_jobs(definition: GuestDefinition, jobs: Sequence[Job], *, logdir: str,
 
 def _policies(choice: str) -> list[str]:
     from shootdown.errors import ConfigError
-    from shootdown.model.policy import POLICIES
+    from shootdown.model.policy import POLICIES, get_policy
 
     if choice in ("all", "random"):
         return list(POLICIES)
-    if choice not in POLICIES:
+    try:
+        return [get_policy(choice).name]  # a release resolves to its policy
+    except ConfigError:
         raise ConfigError(f"--policy: unknown release {choice!r} (known: "
-                          f"{', '.join(POLICIES)}, all, random)")
-    return [choice]
+                          f"{', '.join(POLICIES)}, all, random)") from None
 
 
 def main(args: argparse.Namespace) -> int:

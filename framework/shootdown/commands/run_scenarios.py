@@ -35,16 +35,17 @@ SHOW_ALL_UP_TO = 40
 
 def policies_from(text: str | None) -> list[str] | None:
     """``--policy``: a release, a comma-separated list, or ``all``; None: the scenario's own."""
-    from shootdown.model.policy import POLICIES
+    from shootdown.model.policy import POLICIES, get_policy
 
     if text is None:
         return None
     names = list(POLICIES) if text == "all" else [p.strip() for p in text.split(",") if p.strip()]
     unknown = [n for n in names if n not in POLICIES]
-    if unknown or not names:
-        raise ConfigError(f"--policy: unknown policy {', '.join(unknown) or repr(text)} "
+    if not names:
+        raise ConfigError(f"--policy: unknown policy {text!r} "
                           f"(known: {', '.join(POLICIES)}, or all)")
-    return names
+    # a release that is not itself a policy resolves to one (issue 13)
+    return [get_policy(n).name if n in unknown else n for n in names]
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
 def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
                 guests_dir: str | None, timeout: float) -> list[MatrixJob]:
     from shootdown.guest.definition import GRANULES, find_guest
-    from shootdown.model.policy import POLICIES
+    from shootdown.model.policy import POLICIES, resolve_policy_name
 
     where = f"{source}: set {n}"
     for key in table:
@@ -181,10 +181,13 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
     for g in granules:
         if g not in GRANULES:
             raise ConfigError(f"{where}: key 'granules': '{g}' (known: {', '.join(GRANULES)})")
-    for p in policies:
+    for i, p in enumerate(policies):
         if p not in POLICIES:
-            raise ConfigError(f"{where}: key 'policies': unknown policy '{p}' (known: "
-                              f"{', '.join(POLICIES)})")
+            try:  # a release that is not itself a policy resolves to one (issue 13)
+                policies[i] = resolve_policy_name(p)
+            except ConfigError:
+                raise ConfigError(f"{where}: key 'policies': unknown policy '{p}' (known: "
+                                  f"{', '.join(POLICIES)})") from None
     definitions = {}
     for g in guests:
         try:
