@@ -366,6 +366,8 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		start = round_down(start, stride);
 		end = round_up(end, stride);
 	}
+	if (!k.scale_down && tlb_level == 0)	/* before v6.8, 0 meant "no hint" */
+		tlb_level = TLB_LEVEL_UNKNOWN;
 	pages = (end - start) >> PAGE_SHIFT;
 	excess = !tlb_env.range && past_cutoff(end - start, PTRS_PER_PTE, stride, true);
 	if (k.max_inclusive)

@@ -340,3 +340,12 @@ def test_a_pud_block_takes_a_page_batch_slot_only_in_v6_19() -> None:
     # v6.19: the block fills the batch: flush, then the last page alone
     assert run(gather(ops), "v6.19") == [ISHST, T("aside1is", A42), ISH, ISH,
                                          ISHST, T("vale1is", va(0xC0000000, 42)), ISH]
+
+
+def test_level_0_is_no_ttl_hint_before_v6_8() -> None:
+    # v5.9..v6.7 __tlbi_level: "if (level)" guards the hint, 0 means unknown
+    sc = raw("flush_tlb_range", "start = 0x200000\nend = 0x202000\nstride = 0x1000\n"
+             "last_level = true\nlevel = 0", features="ttl")
+    for name in ("v5.9", "v5.14"):
+        assert run(sc, name) == [ISHST, T("vale1is", va(0x200000, 42)),
+                                 T("vale1is", va(0x201000, 42)), ISH], name
