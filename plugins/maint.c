@@ -73,6 +73,13 @@ static void on_exec(unsigned int vcpu, void *udata)
     if (!g_atomic_int_get(&recording)) {
         return;
     }
+    /*
+     * KNOWN DEFECT (QEMU 10.0.2, thread=single): the vcpu_index passed here
+     * was seen to be the wrong vCPU for some blocks (the kernel's per-CPU
+     * TPIDR_EL1 read in the same callback names the other CPU), so records
+     * may carry the wrong CPU; kernel/plugin.py does not choose this method
+     * by default until the record carries a trustworthy CPU identity.
+     */
     if (has_xt(s->insn)) {
         struct qemu_plugin_register *reg =
             vcpu < MAX_VCPUS ? xregs[vcpu][s->insn & 31u] : NULL;

@@ -80,8 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="boot a patched copy of the Image carrying a real-kernel bug ("
                           "'shootdown bugs --kernel'); the run passes only if a check catches it")
     run.add_argument("--trace-method", choices=("plugin", "singlestep"),
-                     help="how windows are traced: the TCG plugin (default on QEMU >= 9.0) or "
-                          "single-stepping with the exec log (the only way before 9.0)")
+                     help="how windows are traced: the TCG plugin (opt-in; QEMU >= 9.0) or "
+                          "single-stepping with the exec log (the default)")
     run.add_argument("--json", action="store_true",
                      help="print every step's teardown stream, the rest of its window (with "
                           "the reason each was set aside), the checks and the timings as JSON")
