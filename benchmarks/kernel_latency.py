@@ -27,6 +27,7 @@ first ``kernel run`` of an Image boots once more to read kallsyms).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -141,15 +142,14 @@ def main() -> int:
                 except ShootdownError as e:
                     out.append({"qemu": format_version(v), "method": method, "skipped": str(e)})
                     continue
-                try:
+                # warm caches; a failure is the plugin's wrong-vCPU defect (kernel/plugin.py)
+                with contextlib.suppress(ShootdownError):
                     run_kernel(locate(args.kernel), spec=spec, log_path=log, qemu=qemu,
-                               trace_method=method)  # warm caches
-                except ShootdownError:
-                    pass  # the plugin's wrong-vCPU defect (kernel/plugin.py); measured below
+                               trace_method=method)
                 samples: dict[str, list[dict[str, float]]] = {"untraced": [], "traced": []}
                 for _ in range(args.repeat):
                     samples["untraced"].append(untraced(args.kernel, spec, qemu, log, counts))
-                    for attempt in range(3):  # a boot the plugin's vCPU defect broke: again
+                    for _attempt in range(3):  # a boot the plugin's vCPU defect broke: again
                         try:
                             samples["traced"].append(traced(args.kernel, spec, qemu, log,
                                                             method, workloads))
