@@ -74,8 +74,9 @@ def test_munmap_is_traced_and_passes_the_checks(traced: tuple[bool, int, dict[st
         assert step["stale_pages"] == 0
     whole = next(s for s in run["steps"] if s["case"].startswith("whole-table#"))
     assert {c["name"]: c["status"] for c in whole["checks"]}["walk-caches"] == "pass"
+    # the time is reported (its figures are benchmarks/kernel_latency.py's, not a test's)
     timings = run["timings"]
-    assert timings["ready_to_verdict_s"] < 30
+    assert 0 < timings["ready_to_verdict_s"] < timings["total_s"]
 
 
 def test_a_stub_system_map_is_bad_input(bookworm: KernelFiles, tmp_path: Path) -> None:

@@ -464,12 +464,13 @@ def test_layout_fill_equals_the_rescanning_reference(steps: list[tuple[str, int,
 
 
 def test_many_raw_frees_lay_out_in_linear_time() -> None:
-    """20,000 free_pte_table ops took 84 s (every op re-sorted every mapping)."""
+    """20,000 free_pte_table ops took 84 s (every op re-sorted every mapping); the
+    bound only tells that regression (quadratic) from load on the machine."""
     import time
 
     ops = ", ".join(f'{{ op = "free_pte_table", addr = {i << 21:#x} }}' for i in range(20000))
     sc = load_scenario_text(f'[[step]]\nkind = "gather"\nops = [{ops}]\n')
     t0 = time.process_time()
     layout = guest_layout(sc)
-    assert time.process_time() - t0 < 5
+    assert time.process_time() - t0 < 20
     assert len(layout.user) == 20000
