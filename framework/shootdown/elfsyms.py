@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shootdown.errors import FirmwareError
+from shootdown.inputfile import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ElfImage:
         from elftools.elf.elffile import ELFFile
         from elftools.elf.sections import SymbolTableSection
 
+        regular_file(path, "ELF file", error=self._fail)
         try:
             with open(path, "rb") as f:
                 if f.read(4) != b"\x7fELF":

@@ -547,6 +547,20 @@ _STEP_TABLE = re.compile(r"^\s*\[\[\s*step\s*\]\]", re.MULTILINE)
 _SET_TABLE = re.compile(r"^\s*\[\[\s*set\s*\]\]", re.MULTILINE)
 
 
+def _read_toml_text(path: Path, named: bool) -> str | None:
+    """A .toml file's text; one that cannot be read (a FIFO, not UTF-8) is not
+    collected, unless named on the command line: then it is a usage error."""
+    from shootdown.errors import ShootdownError
+    from shootdown.inputfile import read_text
+
+    try:
+        return read_text(path, "TOML file")
+    except ShootdownError as exc:
+        if named:
+            raise pytest.UsageError(str(exc)) from None
+        return None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.suffix != ".toml":
         return None
@@ -554,9 +568,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     plan = parent.config.getoption("shootdown_matrix_plan")
     named = session.isinitpath(file_path)
     if plan or named:
-        try:
-            text = file_path.read_text(encoding="utf-8")
-        except OSError:
+        text = _read_toml_text(file_path, named)
+        if text is None:
             return None
         if _SET_TABLE.search(text):
             if named:
@@ -571,9 +584,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if not (named or "scenarios" in file_path.parent.parts
             or session.isinitpath(file_path.parent)):
         return None
-    try:
-        text = file_path.read_text(encoding="utf-8")
-    except OSError:
+    text = _read_toml_text(file_path, named)
+    if text is None:
         return None
     if not _STEP_TABLE.search(text):
         return None  # guest definitions and other TOML files

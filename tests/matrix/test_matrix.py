@@ -78,7 +78,7 @@ def test_a_worker_loads_a_file_once_and_again_after_an_edit(tmp_path: Path) -> N
     edited = _load(str(path), ())
     assert edited is not first and edited.asid != first.asid
     path.unlink()
-    with pytest.raises(ScenarioError, match="cannot read"):
+    with pytest.raises(ScenarioError, match="no such scenario file"):
         _load(str(path), ())
 
 

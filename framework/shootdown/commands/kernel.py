@@ -17,6 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shootdown.commands.argtypes import int_in, seconds
+
+#: vCPUs: QEMU's virt machine takes at most 512.
+MAX_SMP = 512
+#: Pages the smoke workload maps: 16 MiB at 4K, 256 MiB at 64K (the guest has 512M-1G).
+MAX_SMOKE_PAGES = 4096
+
 if TYPE_CHECKING:
     from shootdown.kernel.info import KernelInfo
     from shootdown.kernel.locate import KernelFiles
@@ -43,13 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _kernel_args(boot)
     boot.add_argument("--cpu", default="max,pauth-impdef=on",
                       help="QEMU -cpu (default: max,pauth-impdef=on)")
-    boot.add_argument("--smp", type=int, default=2, help="vCPUs (default: 2)")
+    boot.add_argument("--smp", type=int_in(1, MAX_SMP), default=2, help="vCPUs (default: 2)")
     boot.add_argument("--memory", default="512M", help="guest RAM (default: 512M)")
     boot.add_argument("--kpti", action="store_true", help="kpti=1 on the kernel command line")
     boot.add_argument("--append", action="append", default=[], metavar="WORD",
                       help="more kernel command line (repeatable)")
-    boot.add_argument("--pages", type=int, default=4, help="pages the smoke workload maps")
-    boot.add_argument("--timeout", type=float, default=120.0,
+    boot.add_argument("--pages", type=int_in(1, MAX_SMOKE_PAGES), default=4,
+                      help=f"pages the smoke workload maps (1..{MAX_SMOKE_PAGES})")
+    boot.add_argument("--timeout", type=seconds, default=120.0,
                       help="seconds to READY before the boot counts as hung (default: 120)")
     boot.add_argument("--log", default="kernel.console.log",
                       help="console log file (default: kernel.console.log)")
@@ -90,14 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _machine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", default="max,pauth-impdef=on",
                         help="QEMU -cpu (default: max,pauth-impdef=on)")
-    parser.add_argument("--smp", type=int, default=2, help="vCPUs (default: 2)")
+    parser.add_argument("--smp", type=int_in(1, MAX_SMP), default=2, help="vCPUs (default: 2)")
     parser.add_argument("--memory", default="1G",
                         help="guest RAM (default: 1G; below 512 MiB of usable RAM the kernel "
                              "turns THP off, mm/huge_memory.c hugepage_init)")
     parser.add_argument("--kpti", action="store_true", help="kpti=1 on the kernel command line")
     parser.add_argument("--append", action="append", default=[], metavar="WORD",
                         help="more kernel command line (repeatable)")
-    parser.add_argument("--timeout", type=float, default=120.0,
+    parser.add_argument("--timeout", type=seconds, default=120.0,
                         help="seconds to READY before the boot counts as hung (default: 120)")
 
 
@@ -275,6 +283,11 @@ def _run(args: argparse.Namespace) -> int:
         from shootdown.model.policy import get_policy
 
         get_policy(args.policy)
+    if args.symbols:  # a FIFO or folder is told before anything is fetched
+        from shootdown.inputfile import regular_file
+
+        regular_file(args.symbols, "vmlinux or System.map",
+                     error=lambda reason: ConfigError(f"--symbols: {args.symbols}: {reason}"))
     files = _locate(args)
     spec = MachineSpec(cpu=args.cpu, smp=args.smp, memory=args.memory,
                        append=(*(("kpti=1",) if args.kpti else ()), *args.append))

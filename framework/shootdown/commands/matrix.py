@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from shootdown.commands.argtypes import int_in
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``shootdown matrix``."""
     parser.add_argument("matrix", metavar="MATRIX.toml", help="matrix file (guests/nightly.toml)")
-    parser.add_argument("--workers", "-n", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", "-n", type=int_in(0, 256), default=os.cpu_count() or 1,
+                        metavar="N",
                         help="parallel workers (pytest-xdist processes; 0 runs in this "
                              "process; default: the number of CPUs)")
     parser.add_argument("--out", metavar="DIR",
@@ -39,6 +42,10 @@ def main(args: argparse.Namespace) -> int:
     from shootdown.matrix.spec import load_matrix
 
     matrix = load_matrix(args.matrix)
+    if args.hosts:  # checked now, so that --list (and a typo) is told before any job
+        from shootdown.remote.pool import HostPool
+
+        HostPool.load(args.hosts)
     if args.list:
         for j in matrix.jobs:
             print(f"{j.id}  {j.set:<12} {j.guest:<10} {j.granule:<4} {j.policy:<6} "

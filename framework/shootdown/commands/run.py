@@ -127,7 +127,9 @@ def _main(args: argparse.Namespace) -> int:
         try:
             code = run_scenarios.main(args, definitions, logdir)
         except BaseException:
-            if os.listdir(logdir):  # a guest ran: its console logs explain the error
+            from shootdown.folders import LOCK_NAME
+
+            if set(os.listdir(logdir)) - {LOCK_NAME}:  # a guest ran: its logs explain it
                 print(f"logs: {logdir}", file=sys.stderr)
             elif temporary:
                 os.rmdir(logdir)

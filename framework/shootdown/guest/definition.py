@@ -22,7 +22,9 @@ import os
 import re
 from typing import Any, NamedTuple
 
+from shootdown import inputfile
 from shootdown.errors import ConfigError
+from shootdown.inputfile import ErrorFactory, regular_file
 
 #: The guest ``shootdown run`` boots when none is named.
 DEFAULT_GUEST = "virt-a57"
@@ -112,14 +114,7 @@ def load_definition(path: str | os.PathLike[str]) -> GuestDefinition:
     """Read and check one guest definition file."""
     path = os.fspath(path)
     where = _display(path)
-    try:
-        data = read_toml(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such guest definition file") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError
-        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    data = read_toml(path, lambda reason: ConfigError(f"{where}: {reason}"))
     return definition_from_dict(data, source=path)
 
 
@@ -128,7 +123,7 @@ _TOML_CACHE = "parsed-toml.marshal"
 _TOML_CACHE_ENTRIES = 64
 
 
-def read_toml(path: str) -> dict[str, Any]:
+def read_toml(path: str, error: ErrorFactory | None = None) -> dict[str, Any]:
     """Parse a TOML file, through a cache of parsed files.
 
     Importing :mod:`tomllib` costs about as much as the rest of the path to
@@ -141,7 +136,7 @@ def read_toml(path: str) -> dict[str, Any]:
     import marshal
 
     real = os.path.realpath(path)
-    st = os.stat(real)  # FileNotFoundError for a missing file
+    st = os.stat(regular_file(real, "guest definition file", error=error))
     key = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
     cache = os.path.join(_cache_dir(), _TOML_CACHE)
     entries: dict[str, Any] = {}
@@ -155,10 +150,7 @@ def read_toml(path: str) -> dict[str, Any]:
                 return hit
     except (OSError, EOFError, ValueError, TypeError):
         pass
-    import tomllib
-
-    with open(real, "rb") as f:
-        data = tomllib.load(f)
+    data = inputfile.read_toml(real, "guest definition file", error=error)
     entries = {k: v for k, v in entries.items() if not k.startswith(real + "\0")}
     entries[key] = data
     while len(entries) > _TOML_CACHE_ENTRIES:
@@ -245,6 +237,11 @@ def definition_from_dict(data: dict[str, Any], source: str) -> GuestDefinition:
     )
 
 
+#: The longest timeout a guest definition may set: a day (one boot runs a whole library
+#: in minutes; a larger value is a typo, and inf never ends).
+MAX_TIMEOUT_S = 86400.0
+
+
 def _timeouts(table: dict[str, Any], bad: Any) -> Timeouts:
     values: dict[str, float] = {}
     for key, value in table.items():
@@ -252,8 +249,9 @@ def _timeouts(table: dict[str, Any], bad: Any) -> Timeouts:
             raise bad(f"timeouts.{key}", f"unknown key (known: {', '.join(_TIMEOUT_KEYS)})")
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise bad(f"timeouts.{key}", f"expected a number of seconds, got {_toml_type(value)}")
-        if not value > 0:
-            raise bad(f"timeouts.{key}", f"expected a positive number of seconds, got {value}")
+        if not 0 < value <= MAX_TIMEOUT_S:  # false for nan; inf would overflow the timers
+            raise bad(f"timeouts.{key}", f"expected a number of seconds in (0, "
+                      f"{MAX_TIMEOUT_S:g}], got {value}")
         values[key] = float(value)
     timeouts = Timeouts(**values)
     if timeouts.total < timeouts.boot:
@@ -319,10 +317,7 @@ def list_guest_names(directory: str | os.PathLike[str] | None = None) -> list[st
 
 def _is_matrix_file(path: str) -> bool:
     """Whether ``path`` is a matrix file (top-level ``[[set]]``), not a guest."""
-    import tomllib
-
     try:
-        with open(path, "rb") as f:
-            return MATRIX_KEY in tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+        return MATRIX_KEY in inputfile.read_toml(path)
+    except ConfigError:
         return False  # not a matrix; loading it as a guest reports the problem

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shootdown.errors import ConfigError
+from shootdown.inputfile import regular_file
 from shootdown.kernel.apt import cache_root
 
 #: The markers the tracer needs: the Image's first byte and the text's bounds
@@ -187,6 +188,8 @@ def read_vmlinux(path: Path) -> Symbols:
 
 def read_symbols(path: Path) -> Symbols:
     """``--symbols PATH``: a vmlinux (ELF) or a System.map."""
+    regular_file(path, "vmlinux or System.map",
+                 error=lambda reason: ConfigError(f"--symbols: {path}: {reason}"))
     try:
         with open(path, "rb") as f:
             magic = f.read(4)

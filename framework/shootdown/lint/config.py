@@ -24,12 +24,12 @@ a real bug gets waved through.  Errors name the file and the field.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shootdown.errors import ConfigError
+from shootdown.inputfile import read_toml
 from shootdown.lint.analysis import LintOptions, Rule
 
 _RULES = {r.value for r in Rule}
@@ -101,15 +101,7 @@ def _names(path: str, where: str, table: dict[str, Any], key: str) -> list[str]:
 def load(path: str | Path) -> LintConfig:
     """Read and check a suppressions file; :class:`ConfigError` on any fault."""
     path = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such suppressions file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    data = read_toml(path, "suppressions file")
     unknown = set(data) - {"suppress", "bookkeeping", "assume"}
     if unknown:
         raise ConfigError(f"{path}: {sorted(unknown)[0]}: unknown table "

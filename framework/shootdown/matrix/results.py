@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from shootdown.errors import ConfigError
+from shootdown.inputfile import parse_json, read_bytes, read_text
 
 
 class ResultsWriter:
@@ -53,10 +54,9 @@ class ResultsWriter:
 
 def repair(path: Path) -> None:
     """Cut a torn last line (a run killed mid-write) off the file, if there is one."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         return
+    data = read_bytes(path, "results file")
     if not data or data.endswith(b"\n"):
         return
     keep = data.rfind(b"\n") + 1
@@ -69,22 +69,49 @@ def repair(path: Path) -> None:
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every complete record in the file, in order (a torn last line is ignored)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such results file") from None
+    text = read_text(p, "results file")
     lines = text.split("\n")
     complete = lines[:-1]  # the part after the last newline is empty or torn
     for n, line in enumerate(complete, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p}: line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or "job_id" not in record:
-            raise ConfigError(f"{p}: line {n}: field 'job_id': missing")
+        def bad(reason: str, n: int = n) -> ConfigError:
+            return ConfigError(f"{p}: line {n}: {reason}")
+        record = parse_json(line, bad)
+        check_record(record, bad)
         yield record
+
+
+#: Fields every record of a job has (matrix.engine writes them all, a crash record too).
+RECORD_FIELDS: dict[str, type] = {"job_id": str, "set": str, "guest": str, "granule": str,
+                                  "policy": str, "inject": str, "outcome": str, "ok": bool}
+#: Fields of a scenario result inside a record, where present.
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "scenario": str, "verdict": str, "region_bytes": int, "observed_counts": dict}
+
+
+def check_record(record: Any, bad: Callable[[str], ConfigError]) -> None:
+    """Raise ``bad(reason)`` unless ``record`` has the shape of a job result record."""
+    if not isinstance(record, dict):
+        raise bad(f"not a job result (a JSON {type(record).__name__}, not an object)")
+    for key, kind in RECORD_FIELDS.items():
+        if key not in record:
+            raise bad(f"field '{key}': missing (not a job result of shootdown matrix)")
+        if not isinstance(record[key], kind):
+            raise bad(f"field '{key}': must be a {kind.__name__}")
+    results = record.get("results", [])
+    if not isinstance(results, list):
+        raise bad("field 'results': must be a list")
+    for i, result in enumerate(results):
+        if not isinstance(result, dict):
+            raise bad(f"field 'results[{i}]': must be an object")
+        for key, rkind in RESULT_FIELDS.items():
+            value = result.get(key)
+            if value is not None and (not isinstance(value, rkind) or isinstance(value, bool)):
+                raise bad(f"field 'results[{i}].{key}': wrong type ({type(value).__name__})")
+        counts = result.get("observed_counts") or {}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+            raise bad(f"field 'results[{i}].observed_counts': values must be integers")
 
 
 def finished_ids(path: str | os.PathLike[str]) -> set[str]:

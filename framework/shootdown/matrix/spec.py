@@ -35,12 +35,13 @@ import hashlib
 import json
 import logging
 import os
-import tomllib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shootdown.errors import ConfigError
+from shootdown.inputfile import read_bytes, read_toml
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ EXPECTS = ("pass", "caught")
 DEBUG_HOOKS = ("hang", "crash", "kill-worker")
 #: default seconds a job may run before the worker abandons it as hung
 DEFAULT_JOB_TIMEOUT = 300.0
+#: The longest job_timeout taken: a day (a job is one boot; more is a typo, and
+#: inf or 1e300 would overflow the timers that enforce it).
+MAX_JOB_TIMEOUT = 86400.0
+#: Matrix and set names: they name output files and report sections, so no path
+#: separators, no leading dot, nothing a terminal would interpret.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 _TOP_KEYS = {"name", "description", "job_timeout", "guests_dir", "set"}
 _SET_KEYS = {"name", "description", "guests", "granules", "policies", "scenarios", "inject",
@@ -113,15 +120,7 @@ class Matrix:
 def load_matrix(path: str | os.PathLike[str]) -> Matrix:
     """Read, validate and expand a matrix file."""
     spath = os.fspath(path)
-    try:
-        with open(spath, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{spath}: no such matrix file") from None
-    except OSError as exc:
-        raise ConfigError(f"{spath}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{spath}: invalid TOML: {exc}") from None
+    data = read_toml(spath, "matrix file")
     return matrix_from_dict(data, spath)
 
 
@@ -132,11 +131,12 @@ def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{where}: key '{key}': unknown key (known: "
                               f"{', '.join(sorted(_TOP_KEYS))})")
-    name = _get(data, "name", str, where, default=Path(source).stem)
+    name = _name(_get(data, "name", str, where, default=None), where, Path(source).stem)
     description = _get(data, "description", str, where, default="")
     timeout = float(_get(data, "job_timeout", (int, float), where, default=DEFAULT_JOB_TIMEOUT))
-    if timeout <= 0:
-        raise ConfigError(f"{where}: key 'job_timeout': must be positive")
+    if not 0 < timeout <= MAX_JOB_TIMEOUT:  # also false for nan
+        raise ConfigError(f"{where}: key 'job_timeout': {timeout:g} is not a number of "
+                          f"seconds in (0, {MAX_JOB_TIMEOUT:g}]")
     base = Path(source).resolve().parent
     gdir = _get(data, "guests_dir", str, where, default=None)
     guests_dir = str((base / gdir).resolve()) if gdir else None
@@ -172,7 +172,7 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
         if key not in _SET_KEYS:
             raise ConfigError(f"{where}: key '{key}': unknown key (known: "
                               f"{', '.join(sorted(_SET_KEYS))})")
-    name = _get(table, "name", str, where, default=f"set{n}")
+    name = _name(_get(table, "name", str, where, default=None), where, f"set{n}")
     where = f"{source}: set '{name}'"
     guests = _str_list(table, "guests", where)
     granules = _str_list(table, "granules", where)
@@ -315,9 +315,19 @@ def _job_id(set_name: str, params: dict[str, str], expect: str, overrides: dict[
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _name(value: str | None, where: str, default: str) -> str:
+    """A matrix or set name: ``default`` when absent; bad input unless it is a
+    plain file-name-safe word (it ends up in output paths and reports)."""
+    if value is None:
+        return default if _NAME_RE.fullmatch(default) else "matrix"
+    if not _NAME_RE.fullmatch(value) or ".." in value:
+        raise ConfigError(f"{where}: key 'name': {value!r} is not a plain name (letters, "
+                          "digits, . _ + -; no path separators; at most 64)")
+    return value
+
+
 def _digest_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *,

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shootdown.errors import ConfigError, InfraError
+from shootdown.inputfile import read_toml
 
 if TYPE_CHECKING:
     from shootdown.guest.definition import GuestDefinition
@@ -189,18 +190,10 @@ class HostPool:
     def load(cls, path: str | Path | None = None, *,
              seats_dir: Path | None = None) -> HostPool:
         """Read a pool file (see the module docstring); without one, just ``local``."""
-        import tomllib
-
         where = path or os.environ.get(HOSTS_ENV)
         if not where:
             return cls([PoolHost(LOCAL, os.cpu_count() or 1)], seats_dir=seats_dir)
-        try:
-            with open(where, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read host pool: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: invalid TOML: {exc}") from exc
+        data = read_toml(where, "host pool file")
         unknown = set(data) - {"host"}
         if unknown:
             raise ConfigError(f"{where}: key '{sorted(unknown)[0]}': unknown (known: host)")
@@ -210,6 +203,8 @@ class HostPool:
         hosts = []
         for i, entry in enumerate(entries):
             hosts.append(_pool_host(entry, f"{where}: host[{i}]"))
+        if not hosts:
+            raise ConfigError(f"{where}: no [[host]] tables: the pool has no hosts")
         return cls(hosts, seats_dir=seats_dir)
 
     def _lock_path(self, host: PoolHost, slot: int) -> Path:

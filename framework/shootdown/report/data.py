@@ -177,20 +177,22 @@ def load_job_list(results: str | os.PathLike[str]) -> list[dict[str, Any]] | Non
 
     A list that cannot be read is bad input (one line naming it).
     """
-    import json
-
     from shootdown.errors import ConfigError
+    from shootdown.inputfile import parse_json, read_text
 
     path = Path(results).resolve().parent / JOB_LIST
     if not path.exists():
         return None
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"{path}: not a job list of shootdown matrix ({reason})")
+
+    data = parse_json(read_text(path, "job list", error=bad), bad)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         jobs = data["jobs"]
         for j in jobs:
             for key in ("job_id", "set", "guest", "granule", "policy", "inject"):
                 if not isinstance(j[key], str):
                     raise TypeError(key)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a job list of shootdown matrix ({exc})") from exc
     return list(jobs)

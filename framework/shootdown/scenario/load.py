@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import tomllib
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
 from typing import Any
 
 from shootdown.errors import ScenarioError
+from shootdown.inputfile import parse_toml, read_text
 from shootdown.scenario.geometry import GRANULE_SHIFT, GRANULE_VA_BITS, Geometry
 from shootdown.scenario.types import (
     CPU_FEATURES,
@@ -68,20 +68,14 @@ def load_scenario(path: str | Path, overrides: AbcMapping[str, Any] | None = Non
     like any other error.
     """
     spath = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(spath, f"cannot read: {exc.strerror or exc}") from exc
+    text = read_text(spath, "scenario file", error=lambda reason: ScenarioError(spath, reason))
     return load_scenario_text(text, spath, overrides)
 
 
 def load_scenario_text(text: str, path: str = "<scenario>",
                        overrides: AbcMapping[str, Any] | None = None) -> Scenario:
     """Validate scenario TOML given as text (``path`` only names it in errors)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(path, f"not valid TOML: {exc}") from exc
+    data = parse_toml(text, lambda reason: ScenarioError(path, reason))
     if overrides:
         for key, value in overrides.items():
             if key not in OVERRIDABLE:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shootdown.errors import ScenarioError
+from shootdown.inputfile import read_toml
 from shootdown.scenario.geometry import GRANULE_SHIFT, Geometry
 from shootdown.scenario.types import (
     FlushTlbRangeStep,
@@ -199,13 +199,7 @@ def parse_workload(path: str, data: dict[str, Any]) -> Workload:
 def load_workload(path: str | Path) -> Workload:
     """Read and validate one workload file."""
     name = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ScenarioError(name, f"cannot read: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(name, f"not valid TOML: {exc}") from None
+    data = read_toml(name, "workload file", error=lambda reason: ScenarioError(name, reason))
     return parse_workload(name, data)
 
 
