@@ -376,6 +376,18 @@ def run_traced(config: pytest.Config, name: str, scenario: Scenario, policy: str
                        qemu_version=launcher.qemu_version(state.qemu or default_qemu()))
 
 
+def _check_before_boot(config: pytest.Config, guest: str, scenario: Scenario) -> None:
+    """As run and matrix do: a scenario outside the kernel's calling contract or over
+    the firmware's limits (on this guest's RAM) is bad input, told before any boot,
+    not a FAIL on every release or a hang."""
+    from shootdown.scenario.limits import check_before_boot
+    from shootdown.session import memory_bytes
+
+    definition = _definition(config, guest)
+    check_before_boot(scenario, definition.firmware_path(scenario.granule),
+                      memory_bytes(definition.memory))
+
+
 def _skip_unless_runnable(config: pytest.Config, guest: str, scenario: Scenario) -> None:
     caps = get_capabilities(config, guest)
     why = caps.lacks(features=scenario.cpu_features, granule=scenario.granule)
@@ -465,6 +477,7 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., ScenarioRun]:
 
         if isinstance(scenario, str | os.PathLike):
             scenario = load_scenario(os.fspath(scenario), overrides or None)
+        _check_before_boot(config, name, scenario)
         pol = policy or scenario.policy or state.policies[0]
         if state.trace:
             _skip_unless_runnable(config, name, scenario)
@@ -621,6 +634,7 @@ class ScenarioItem(pytest.Item):
         from shootdown.scenario.load import load_scenario
 
         scenario = load_scenario(self.path)
+        _check_before_boot(self.config, self.guest_name, scenario)
         _skip_unless_runnable(self.config, self.guest_name, scenario)
         if self.config.stash[STATE].trace:
             run = run_traced(self.config, self.guest_name, scenario, self.policy)

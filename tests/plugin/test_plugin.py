@@ -195,3 +195,25 @@ inject = ["none", "skip_dsb_ish"]
     result.stdout.fnmatch_lines(["*m.toml::a-virt-a57-4k-v6.19-skip_dsb_ish-* PASSED*"])
     assert len(list(logdir.glob("*.console.log"))) == 4
     assert not list(pytester.path.glob("*.console.log"))
+
+
+def test_a_scenario_outside_the_contract_is_bad_input_not_a_miss(
+        pytester: pytest.Pytester) -> None:
+    """A stride no kernel caller passes: as `run` and `matrix` refuse it (exit 2), the
+    plugin's items and run_scenario fail with that one line, before any guest boots,
+    instead of reporting a missed invalidation on every release."""
+    scen = pytester.mkdir("scenarios")
+    text = ('granule = "4k"\n[[step]]\nkind = "flush_tlb_range"\nstart = 0x40000000\n'
+            "end = 0x40800000\nstride = 0x10000\n")
+    (scen / "odd.toml").write_text(text)
+    pytester.makepyfile(f"""
+        def test_fixture(run_scenario):
+            run_scenario({str(scen / "odd.toml")!r}, policy="v6.19")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "scenarios",
+                                "test_a_scenario_outside_the_contract_is_bad_input_not_a_miss.py",
+                                "--shootdown-policy", "v6.19")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert out.count("step 1: stride: ") >= 2 and "__flush_tlb_range" in out
+    assert "probe-" not in out and "console log" not in out  # nothing booted
