@@ -93,6 +93,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--json", action="store_true",
                      help="print every step's teardown stream, the rest of its window (with "
                           "the reason each was set aside), the checks and the timings as JSON")
+    _table_args(sub)
+
+
+def _table_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from shootdown.kernel.table import CPUS, KERNELS
+
+    table = sub.add_parser("table", help="kernel x CPU x kpti x workload: every cell a whole "
+                                         "`kernel run` of the library, as one Markdown table")
+    table.add_argument("--kernel", action="append", metavar="debian:SUITE[-16k]|PATH",
+                       help=f"kernels (repeatable; default: {' '.join(KERNELS)})")
+    table.add_argument("--cpu", action="append", choices=tuple(CPUS),
+                       help=f"CPUs (repeatable; default: {' '.join(CPUS)})")
+    table.add_argument("--kpti", choices=("off", "on", "both"), default="both",
+                       help="kpti=1 on the command line: off, on or both (default)")
+    table.add_argument("--write", metavar="DOC.md",
+                       help="put the table between the kernel-table markers of DOC.md "
+                            "(docs/kernel.md)")
+    table.add_argument("--logdir", default="kernel-table-logs",
+                       help="console logs, one per cell (default: ./kernel-table-logs)")
+    table.add_argument("--timeout", type=seconds, default=180.0,
+                       help="seconds to READY per boot (default: 180)")
+    table.add_argument("scenarios", nargs="*", metavar="SCENARIO|DIR",
+                       help="workloads (default: the library guests/kernel/)")
 
 
 def _machine_args(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +151,50 @@ def main(args: argparse.Namespace) -> int:
         return _info(args)
     if args.action == "run":
         return _run(args)
+    if args.action == "table":
+        return _table(args)
     return _boot(args)
+
+
+def _table(args: argparse.Namespace) -> int:
+    import datetime
+    import sys
+
+    from shootdown.cli import ExitCode, exit_code_for_verdict
+    from shootdown.guest.argv import default_qemu
+    from shootdown.guest.qemu import format_version, version
+    from shootdown.kernel import table as kt
+
+    args.kernel_option = None
+    workloads = _workloads(args)
+    kernels = args.kernel or list(kt.KERNELS)
+    cpus = args.cpu or list(kt.CPUS)
+    kptis = {"off": [False], "on": [True], "both": [False, True]}[args.kpti]
+
+    def show(cell: list[kt.Row]) -> None:
+        r = cell[0]
+        print(f"{r.kernel} {r.cpu} kpti={'on' if r.kpti else 'off'}: "
+              f"{', '.join(f'{x.workload} {x.verdict}' for x in cell)}", file=sys.stderr)
+
+    rows = kt.run_table(kernels, cpus, kptis, workloads, log_dir=Path(args.logdir),
+                        on_cell=show, boot_timeout=args.timeout)
+    text = kt.render(rows)
+    print(text, end="")
+    if args.write:
+        stamp = datetime.date.today().isoformat()
+        qemu = format_version(version(default_qemu()))
+        header = (f"Generated {stamp} by `shootdown kernel table` (QEMU {qemu}, TCG, 2 vCPUs, "
+                  f"1G; {len(workloads)} workloads of guests/kernel/).")
+        kt.update_doc(Path(args.write), text, header)
+        print(f"written: {args.write}", file=sys.stderr)
+    verdict = kt.table_verdict(rows)
+    missing = kt.not_run(rows)
+    for r in missing:
+        print(f"not run: {r.kernel} {r.cpu} kpti={'on' if r.kpti else 'off'}: {r.note}",
+              file=sys.stderr)
+    if verdict.name != "FAIL" and missing:
+        return int(ExitCode.INFRA)
+    return int(exit_code_for_verdict(verdict))
 
 
 def _fetch(args: argparse.Namespace) -> int:

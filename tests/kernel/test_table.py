@@ -1,0 +1,73 @@
+"""The kernel table: rows to Markdown, the doc's generated block, the table's verdict
+(pure logic), and one real cell (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shootdown.kernel.table import BEGIN, END, Row, not_run, render, table_verdict, update_doc
+from shootdown.result import Verdict
+
+
+def row(workload: str = "few-pages", verdict: str = "pass", **kw: object) -> Row:
+    base: dict[str, object] = dict(kernel="debian:bookworm", release="6.1.0-40-arm64",
+                                   cpu="virt-max", kpti=False, workload=workload,
+                                   policy="v5.14", steps=1, model={"pass": 1},
+                                   verdict=verdict)
+    base.update(kw)
+    return Row(**base)  # type: ignore[arg-type]
+
+
+def test_render_numbers_each_distinct_note_once() -> None:
+    lpa2 = "the model has no LPA2 operand form"
+    text = render([row(), row("thp", model={"not-modelled": 2}, steps=2, note=lpa2),
+                   row("exit", model={"not-modelled": 1}, note=lpa2),
+                   row("-", verdict="not run", steps=0, model={}, note="not run: no archive")])
+    lines = text.splitlines()
+    assert lines[0].startswith("| kernel | release | CPU | kpti | workload |")
+    assert "| few-pages | v5.14 | 1 | 1 pass | 0 | 0 | pass |  |" in lines[2]
+    assert lines[3].endswith("| 2 not-modelled | 0 | 0 | pass | [1] |")
+    assert lines[4].endswith("| pass | [1] |")
+    assert lines[5].endswith("| - | 0 | 0 | not run | [2] |")
+    assert f"1. {lpa2}" in lines and "2. not run: no archive" in lines
+
+
+def test_update_doc_replaces_only_the_generated_block(tmp_path: Path) -> None:
+    doc = tmp_path / "kernel.md"
+    doc.write_text(f"# Kernels\n\nbefore\n\n{BEGIN}\nold table\n{END}\n\nafter\n")
+    update_doc(doc, "| new |\n", "Generated today.")
+    text = doc.read_text()
+    assert text.startswith("# Kernels\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "old table" not in text and f"{BEGIN}\nGenerated today.\n\n| new |\n{END}" in text
+    bare = tmp_path / "other.md"
+    bare.write_text("# Other\n")
+    update_doc(bare, "| t |\n", "h")
+    assert bare.read_text() == f"# Other\n\n{BEGIN}\nh\n\n| t |\n{END}\n"
+
+
+def test_the_table_verdict() -> None:
+    assert table_verdict([row(), row(verdict="skip")]) is Verdict.PASS
+    assert table_verdict([row(), row(verdict="fail")]) is Verdict.FAIL
+    assert table_verdict([row(verdict="skip")]) is Verdict.NOTHING_RAN
+    broken = row("-", verdict="error", steps=0, note="GuestTimeout: no READY")
+    assert table_verdict([row(), broken]) is Verdict.PASS and not_run([row(), broken]) == [broken]
+
+
+@pytest.mark.slow
+def test_one_real_cell(tmp_path: Path) -> None:
+    """bookworm 6.1 on virt-max without kpti: every workload passes, the model on every step."""
+    doc = tmp_path / "kernel.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "shootdown.cli", "kernel", "table", "--kernel", "debian:bookworm",
+         "--cpu", "virt-max", "--kpti", "off", "--write", str(doc), "--logdir",
+         str(tmp_path / "logs")], capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith("| debian:bookworm")]
+    assert rows and all("| pass |" in r or "| skip |" in r for r in rows)
+    assert any("pass |" in r and "not-modelled" not in r and "fail" not in r for r in rows)
+    assert BEGIN in doc.read_text()
