@@ -190,3 +190,23 @@ def test_the_real_trixie_lpa2_operand_has_its_base_in_64k_units() -> None:
     assert inv is not None and (inv.start, inv.end) == (BASE, BASE + 4 * PAGE)
     wrong = decode_tlbi("rvale1is", 0x000240E000010000, page_size=PAGE, lpa2=False)
     assert wrong is not None and wrong.start != BASE
+
+
+# -- PMD blocks (THP) --------------------------------------------------------------------------
+
+def test_pmd_blocks_are_covered_by_one_tlbi_each_as_5_10_issues_them() -> None:
+    """Debian's 5.10 on a Cortex-A57 unmaps two THP blocks with one TLBI VAE1IS per 2 MiB
+    (tlb_get_unmap_size: PMD_SIZE when only PMDs were cleared): each TLBI removes its
+    block's entry, so every page of both blocks is covered."""
+    block = 2 << 20
+    ops = template(tlbi("vae1is", by_va(BASE)), tlbi("vae1is", by_va(BASE + block)))
+    blocks = facts(2 * block // PAGE, leaf_level=2)
+    got = check_coverage(ops, blocks)
+    assert got.status == "pass", got.reason
+    assert got.reason.startswith("2 2 MiB blocks of ASID 2")
+    # the same stream over pages (leaf level 3) misses 511 of each block's pages
+    assert check_coverage(ops, facts(2 * block // PAGE)).status == "fail"
+    # and a block with no TLBI in it is still a miss
+    one = template(tlbi("vae1is", by_va(BASE)))
+    missed = check_coverage(one, blocks)
+    assert missed.status == "fail" and f"{BASE + block:#x}" in missed.reason

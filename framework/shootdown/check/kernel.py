@@ -196,10 +196,22 @@ def _covers(inv: Invalidation, asid: int, lo: int, hi: int, *, leaf_level: int,
     return ""
 
 
+def leaf_entry_size(page_size: int, leaf_level: int) -> int:
+    """The VA span of one leaf entry: a page at level 3, a block at level 2 (2 MiB with
+    4K pages, 32 MiB with 16K, 512 MiB with 64K): page_size / 8 entries per table level."""
+    shift = page_size.bit_length() - 1
+    return page_size << ((3 - leaf_level) * (shift - 3))
+
+
 def _cover_pages(ops: Sequence[Op], facts: StepFacts, asid: int, name: str) -> KernelCheck:
     tlbis = _tlbi(ops, facts)
     unknown = [o.op for _, inv, o in tlbis if inv is None]
-    pages = range(facts.start, facts.end, facts.page_size)
+    # One TLB entry per leaf: a TLBI by VA of any address a block translates removes the
+    # block's entry (Arm ARM D8.13: by-VA maintenance affects the entries "used for the
+    # translation of" that address), so with PMD blocks only (THP) each block is covered
+    # by a TLBI anywhere in it -- the kernel flushes them with a PMD_SIZE stride.
+    unit = leaf_entry_size(facts.page_size, facts.leaf_level)
+    pages = range(facts.start - facts.start % unit, facts.end, unit)
     if not pages:
         return KernelCheck(name, "skip", "the step unmapped no page")
     used: set[int] = set()
@@ -209,7 +221,7 @@ def _cover_pages(ops: Sequence[Op], facts: StepFacts, asid: int, name: str) -> K
         for i, inv, _ in tlbis:
             if inv is None:
                 continue
-            why = _covers(inv, asid, page, page + facts.page_size,
+            why = _covers(inv, asid, page, page + unit,
                           leaf_level=facts.leaf_level, walk=False)
             if not why:
                 why = _barriers(ops, i)
@@ -224,7 +236,8 @@ def _cover_pages(ops: Sequence[Op], facts: StepFacts, asid: int, name: str) -> K
             extra = f" (unknown TLBIs: {', '.join(unknown)})" if unknown else ""
             return KernelCheck(name, "fail", f"page {page:#x} (ASID {asid}) is not invalidated "
                                f"by a fenced broadcast TLBI: {near}{extra}")
-    return KernelCheck(name, "pass", f"{len(pages)} pages of ASID {asid} invalidated by "
+    what = "pages" if unit == facts.page_size else f"{unit >> 20} MiB blocks"
+    return KernelCheck(name, "pass", f"{len(pages)} {what} of ASID {asid} invalidated by "
                        f"{len(used)} fenced broadcast TLBI(s)")
 
 
