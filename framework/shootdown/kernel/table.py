@@ -38,6 +38,10 @@ END = "<!-- kernel-table:end -->"
 #: The CPUs of the table: the guests' (virt-a57: ARMv8.0; virt-max: FEAT_TTL,
 #: FEAT_TLBIRANGE, LPA2), as ``kernel run --cpu`` spells them.
 CPUS: dict[str, str] = {"virt-a57": "cortex-a57", "virt-max": "max,pauth-impdef=on"}
+#: Page sizes (KiB) each CPU's MMU implements (ID_AA64MMFR0_EL1.TGran4/16/64): a kernel
+#: of another page size cannot boot there, so its cell is a skip with this reason, not a
+#: boot left to time out.
+CPU_PAGE_SIZES: dict[str, tuple[int, ...]] = {"virt-a57": (4, 64), "virt-max": (4, 16, 64)}
 #: The kernels of the table (Debian's; docs/kernel.md says which package each is).
 KERNELS: tuple[str, ...] = ("debian:bullseye", "debian:bookworm", "debian:trixie",
                             "debian:trixie-16k", "debian:sid", "debian:sid-16k")
@@ -97,6 +101,7 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
               boot_timeout: float = 180.0) -> list[Row]:
     """Every cell, in order; a cell that fails to run becomes a row with its reason."""
     from shootdown.kernel.boot import MachineSpec
+    from shootdown.kernel.info import read_info
     from shootdown.kernel.locate import locate
     from shootdown.kernel.run import run_kernel
 
@@ -108,6 +113,7 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
     for kernel in kernels:
         try:
             files = locate(kernel, None)
+            info = read_info(files.image, files.config)
         except ShootdownError as exc:
             cell = [Row(kernel=kernel, release="?", cpu=c, kpti=k, workload="-", policy="-",
                         note=f"not run: {exc}") for c in cpus for k in kptis]
@@ -117,6 +123,15 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
             continue
         for cpu in cpus:
             for kpti in kptis:
+                if info.page_size_kib not in CPU_PAGE_SIZES[cpu]:
+                    cell = [Row(kernel=kernel, release=info.release, cpu=cpu, kpti=kpti,
+                                workload="-", policy="-", verdict="skip",
+                                note=f"{CPUS[cpu]} has no {info.page_size_kib}K granule "
+                                     "(ID_AA64MMFR0_EL1): the kernel cannot boot there")]
+                    rows += cell
+                    if on_cell:
+                        on_cell(cell)
+                    continue
                 spec = MachineSpec(cpu=CPUS[cpu], smp=2, memory="1G",
                                    append=("kpti=1",) if kpti else ())
                 tag = f"{kernel.replace(':', '-')}-{cpu}-kpti{int(kpti)}"
