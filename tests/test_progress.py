@@ -15,7 +15,9 @@ FUZZ = ["fuzz", "--seed", "3", "--count", "6", "--policy", "v6.19"]
 
 def _tty_stderr(args: list[str]) -> tuple[int, bytes, bytes]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    # a terminal that can draw (TERM=dumb, as under env -i or a bare chroot, gets no bar)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "TERM": "xterm"})
     os.close(slave)
     err = b""
     while True:

@@ -23,8 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable  # no pathlib: guest loading must stay light (test_run)
 from typing import Any
 
 from shootdown.errors import ConfigError, ShootdownError
@@ -144,7 +143,7 @@ def parse_json(text: str, error: ErrorFactory) -> Any:
 
 
 def regular_file(path: str | os.PathLike[str], what: str = "file", *,
-                 error: ErrorFactory | None = None) -> Path:
+                 error: ErrorFactory | None = None) -> str:
     """``path`` if it names a regular file (for readers that open it themselves,
     such as pyelftools); a folder, FIFO or device is bad input, checked without
     opening it."""
@@ -158,4 +157,4 @@ def regular_file(path: str | os.PathLike[str], what: str = "file", *,
         raise fail(f"cannot read: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise fail(f"is {_kind(st.st_mode)}, not a {what}")
-    return Path(spath)
+    return spath

@@ -9,6 +9,7 @@ the bar.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,8 +19,10 @@ Update = Callable[[int, int], None]
 
 
 def wanted(*, machine_output: bool = False) -> bool:
-    """Whether to show progress: stderr is a terminal and the output is for people."""
-    return not machine_output and sys.stderr.isatty()
+    """Whether to show progress: stderr is a terminal that can draw one (not
+    ``TERM=dumb``) and the output is for people."""
+    return (not machine_output and sys.stderr.isatty()
+            and os.environ.get("TERM", "").lower() not in ("dumb", "unknown"))
 
 
 @contextmanager

@@ -128,8 +128,9 @@ def _run_with_tty_stderr(args: list[str]) -> tuple[int, bytes, bytes]:
     import pty
 
     master, slave = pty.openpty()
+    # a terminal that can draw (TERM=dumb, as under env -i or a bare chroot, gets no bar)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"})
     os.close(slave)
     err = b""
     while True:
