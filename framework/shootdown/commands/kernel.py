@@ -228,8 +228,9 @@ def _describe(info: KernelInfo, policy: str, chosen: bool) -> list[str]:
     def yes(flag: bool | None) -> str:
         return "unknown (no config)" if flag is None else ("yes" if flag else "no")
 
-    why = (f"newest modelled release not newer than {info.version[0]}.{info.version[1]}"
-           if chosen else "given with --policy")
+    from shootdown.kernel.info import kernel_policy
+
+    why = kernel_policy(info)[1] if chosen else "given with --policy"
     return [
         f"banner:     {info.banner}",
         f"release:    {info.release} (upstream {info.upstream or 'unknown'})",
@@ -252,15 +253,15 @@ def _locate(args: argparse.Namespace) -> KernelFiles:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from shootdown.kernel.info import choose_policy, read_info
-    from shootdown.model.policy import POLICIES, get_policy
+    from shootdown.kernel.info import kernel_policy, read_info
+    from shootdown.model.policy import get_policy
 
     files = _locate(args)
     info = read_info(files.image, files.config)
     if args.policy:
         policy, chosen = get_policy(args.policy).name, False
     else:
-        policy, chosen = choose_policy(info.version, POLICIES), True
+        policy, chosen = kernel_policy(info)[0], True
     if args.json:
         print(json.dumps(dict(info.as_dict(), kernel=files.label, policy=policy,
                               policy_chosen=chosen, package_version=files.package_version),
@@ -396,8 +397,9 @@ def _run(args: argparse.Namespace) -> int:
           f"KPTI {'on' if run.kpti else 'off'}, symbols from {run.symbols}, "
           f"traced by {run.trace_method}")
     if run.policy is not None:
-        why = ("given with --policy" if args.policy else
-               "the newest modelled release not newer than the kernel")
+        from shootdown.kernel.info import kernel_policy
+
+        why = "given with --policy" if args.policy else kernel_policy(run.info)[1]
         print(f"  model: policy {run.policy} ({why}), CPU features from the boot log: "
               f"{', '.join(run.features) or 'none'}")
     for path, reason in run.skipped:

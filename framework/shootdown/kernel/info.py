@@ -111,3 +111,22 @@ def choose_policy(version: tuple[int, int], releases: Iterable[str]) -> str:
         raise ConfigError(f"kernel {version[0]}.{version[1]} is older than every modelled "
                           f"release ({known[0][1] if known else 'none'}); give --policy")
     return fitting[-1]
+
+
+def kernel_policy(info: KernelInfo) -> tuple[str, str]:
+    """The policy to check a kernel against, and why: its stable release's policy when
+    backports make that differ (:func:`shootdown.model.policy.stable_policy`), else the
+    newest modelled release not newer than its major.minor."""
+    import re
+
+    from shootdown.model.policy import POLICIES, stable_policy
+
+    base = choose_policy(info.version, POLICIES)
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", info.upstream or "")
+    if m:
+        stable = stable_policy((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        if stable is not None:
+            return stable.name, (f"{base} with the fixes stable {info.upstream} carries "
+                                 "(model/policy.py STABLE_BACKPORTS)")
+    return base, f"the newest modelled release not newer than {info.version[0]}.{info.version[1]}"
+

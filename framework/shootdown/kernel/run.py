@@ -487,9 +487,9 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
                        info: KernelInfo, symbols: Symbols, workloads: Sequence[Workload],
                        policy: str | None, prepare_s: float) -> KernelRun:
     """The workload scenarios in this boot: every teardown step traced, checked, modelled."""
-    from shootdown.kernel.info import choose_policy
+    from shootdown.kernel.info import kernel_policy
     from shootdown.kernel.workload import build
-    from shootdown.model.policy import POLICIES, get_policy
+    from shootdown.model.policy import get_policy
     from shootdown.scenario.geometry import GRANULE_SHIFT, GRANULE_VA_BITS
 
     assert vm.t_ready is not None and vm.boot_seconds is not None
@@ -502,7 +502,7 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
     page_size = int(vm.ready.get("pagesize", "4096"))
     cpu = int(vm.ready.get("cpu", "0"))
     granule = {4096: "4k", 16384: "16k", 65536: "64k"}[page_size]
-    pol = get_policy(policy).name if policy else choose_policy(info.version, POLICIES)
+    pol = get_policy(policy).name if policy else kernel_policy(info)[0]
     va_bits = 48 if info.va_bits is None or (info.va_bits == 52 and not lpa2) else info.va_bits
     unsupported = None
     if lpa2:

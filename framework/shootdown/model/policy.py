@@ -71,7 +71,7 @@ class Policy:
 
     @property
     def version(self) -> tuple[int, int]:
-        major, minor = self.name[1:].split(".")
+        major, minor = self.name[1:].split(".")[:2]  # "v5.10.223" (stable) -> (5, 10)
         return int(major), int(minor)
 
 
@@ -106,6 +106,44 @@ POLICIES: dict[str, Policy] = _build()
 #: the policy used when neither the CLI nor the scenario names one
 DEFAULT_POLICY = "v6.19"
 
+#: Rules that reached an older stable series by backport (the upstream commit carried
+#: "Cc: stable"), as (rule, the release that brought it upstream, the stable series,
+#: the first sublevel of that series known to carry it).  The sublevel is the oldest one
+#: seen to behave so, not necessarily the backport's own: a kernel below it keeps the
+#: series' upstream policy.
+#:
+#: * no_ttl_when_freed: "arm64: tlb: fix the TTL value of tlb_get_level" (v5.14,
+#:   arch/arm64/include/asm/tlb.h tlb_get_level: ``if (tlb->freed_tables) return 0;``),
+#:   "Cc: <stable@vger.kernel.org> # 5.9.x"; Debian's 5.10.223 (bullseye) issues TTL 0
+#:   for a range flush that freed a PMD table, where upstream v5.10 gave TTL 1.
+STABLE_BACKPORTS: tuple[tuple[str, str, tuple[int, int], int], ...] = (
+    ("no_ttl_when_freed", "v5.14", (5, 10), 223),
+)
+
+
+def stable_policy(upstream: tuple[int, int, int]) -> Policy | None:
+    """The policy of a stable kernel (``upstream`` = major, minor, sublevel) when
+    backports make it differ from its series' upstream policy; None when they do not.
+
+    It is the series' policy (the newest not newer than major.minor) with every
+    backported rule on, named ``vMAJOR.MINOR.SUBLEVEL`` (:data:`STABLE_BACKPORTS`)."""
+    series = upstream[:2]
+    rules = {rule: True for rule, _, s, first in STABLE_BACKPORTS
+             if s == series and upstream[2] >= first}
+    if not rules:
+        return None
+    base = POLICIES[resolve_policy_name(f"v{series[0]}.{series[1]}")]
+    if all(getattr(base, r) for r in rules):
+        return None
+    name = "v" + ".".join(str(n) for n in upstream)
+    policy = replace(base, name=name, **rules)  # type: ignore[arg-type]
+    STABLE_POLICIES[name] = policy
+    return policy
+
+
+#: stable policies made by :func:`stable_policy`, by name (get_policy finds them too)
+STABLE_POLICIES: dict[str, Policy] = {}
+
 
 def resolve_policy_name(name: str) -> str:
     """The policy a release name stands for: itself if it is a policy, else the
@@ -128,6 +166,12 @@ def resolve_policy_name(name: str) -> str:
 def get_policy(name: str) -> Policy:
     """The policy for a release name (see :func:`resolve_policy_name`); a release
     that is not itself a policy is noted on stderr ("v6.1 -> policy v5.14")."""
+    m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", name)
+    if m:  # a stable release: its own policy if backports make one, else its series'
+        stable = stable_policy((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        if stable is not None:
+            return stable
+        name = f"v{m.group(1)}.{m.group(2)}"
     resolved = resolve_policy_name(name)
     if resolved != name:
         print(f"{name} -> policy {resolved}", file=sys.stderr)
