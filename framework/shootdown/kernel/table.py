@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from shootdown.errors import ConfigError, ShootdownError
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module's constants: keep it light
-    from shootdown.kernel.run import CheckedStep, KernelRun
+    from shootdown.kernel.run import CheckedStep, KernelRun, ModelCheck
     from shootdown.result import Verdict
     from shootdown.scenario.workload import Workload
 
@@ -84,7 +84,7 @@ def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row
             kernel=kernel, release=run.info.release, cpu=cpu, kpti=run.kpti,
             workload=name, policy=run.policy or "?", steps=len(steps),
             model=dict(Counter(m.status for m in models)),
-            note="; ".join(sorted({m.reason for m in models if m.status != "pass"})),
+            note="; ".join(sorted({_why(m) for m in models if m.status != "pass"})),
             check_failures=sum(1 for s in steps for c in s.checks if not c.passed),
             stale=sum(s.stale for s in steps),
             verdict="fail" if failed else "pass", seconds=round(seconds, 1)))
@@ -93,6 +93,14 @@ def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row
                         workload=Path(path).stem, policy=run.policy or "?", note=why,
                         verdict="skip"))
     return sorted(rows, key=lambda r: r.workload)
+
+
+def _why(model: ModelCheck) -> str:
+    """A model answer that is not a pass, in one line: the reason and, for a divergence,
+    what the model expected against what the kernel issued."""
+    got = [line.strip() for line in model.divergence.splitlines()
+           if line.strip().startswith(("expected:", "issued:"))]
+    return f"{model.policy}: {model.reason}" + (f" ({'; '.join(got)})" if got else "")
 
 
 def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool],
