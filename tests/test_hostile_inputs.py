@@ -281,3 +281,17 @@ def test_an_undecodable_toml_beside_the_guests_is_named(tmp_path: Path) -> None:
     listed = run_cli(["matrix", str(matrix), "--list", "--out", str(tmp_path / "o")], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip().endswith("1 jobs")
+
+
+def test_a_matrix_runs_beside_an_undecodable_toml(tmp_path: Path) -> None:
+    """The matrix file's folder holds a .toml that is not UTF-8: the matrix still runs
+    its job (it once ran nothing, with no reason given)."""
+    if not ELF.exists():
+        pytest.skip(f"{ELF} not built: make -C firmware")
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(_matrix(BASIC))
+    (tmp_path / "broken.toml").write_bytes(b'name = "\xff"\n')
+    done = run_cli(["matrix", str(matrix), "--out", str(tmp_path / "o"), "--workers", "1",
+                    "--no-progress"], tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1/1 jobs (1 pass)" in done.stdout
