@@ -131,7 +131,8 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
             continue
         for cpu in cpus:
             for kpti in kptis:
-                if info.page_size_kib not in CPU_PAGE_SIZES[cpu]:
+                if info.page_size_kib is not None and \
+                        info.page_size_kib not in CPU_PAGE_SIZES[cpu]:  # unknown: try it
                     cell = [Row(kernel=kernel, release=info.release, cpu=cpu, kpti=kpti,
                                 workload="-", policy="-", verdict="skip",
                                 note=f"{CPUS[cpu]} has no {info.page_size_kib}K granule "
