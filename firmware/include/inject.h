@@ -56,7 +56,9 @@
 	X(RANGE_NUM_OVERFLOW, "range_num_overflow", "v6.9+, tlbirange=1", \
 	  "range operand NUM computed with a 5-bit mask instead of a clamp: the largest ranges lose pages (e3ba51ab24fd, v6.9)") \
 	X(TABLE_FREE_NO_TLBI, "table_free_no_tlbi", "v4.19", \
-	  "v4.19: freed page table not invalidated at all (no synchronous walk-cache TLBI, as before 285994a62c80)")
+	  "v4.19: freed page table not invalidated at all (no synchronous walk-cache TLBI, as before 285994a62c80)") \
+	X(FALLBACK_ONE_DSB_ISH, "fallback_one_dsb_ish", "v6.9..v6.19", \
+	  "whole-ASID fallback of __flush_tlb_range ends in one DSB ISH: the caller's own DSB ISH after _nosync's flush_tlb_mm is dropped (v6.9 _nosync split)")
 
 enum bug {
 	BUG_NONE = 0,

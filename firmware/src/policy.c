@@ -376,7 +376,8 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
 	if (excess) {
 		flush_tlb_mm_all();
-		if (k.nosync_split)	/* __flush_tlb_range's DSB ISH after _nosync */
+		/* __flush_tlb_range's DSB ISH after _nosync */
+		if (k.nosync_split && !injected(BUG_FALLBACK_ONE_DSB_ISH))
 			dsb_ish_after_tlbi();
 		return;
 	}
