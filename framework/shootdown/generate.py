@@ -22,6 +22,15 @@ What "valid" means here is the kernel's contract, not only the loader's:
   merged mappings, 64 steps, 1024 gather ops (munmaps lowered), a bounded
   number of probe points; a draw that breaks one is drawn again.
 
+What it draws covers every value the kernel's calling contract
+(:mod:`shootdown.scenario.contract`) lets a raw ``flush_tlb_range`` take: every
+stride of the granule (PAGE_SIZE, PMD_SIZE, and PUD_SIZE over PUD blocks where
+the granule has them: 4K; on 16K/64K no leaf is as large as PUD_SIZE, so a
+PUD-stride flush would leave the pages under it cached, a call no caller
+makes), each with its TTL level or none; KPTI off and on; and every
+combination of the CPU features (``ttl``, ``tlbirange``), each equally likely.
+``tests/test_fuzz_coverage.py`` holds it to that.
+
 Kernel steps need the 48-bit kernel range (the firmware's scenario window is
 ``0xffff000000000000`` .. ``0xffff7fffffffffff``), so they appear only in
 ``va_bits = 48`` scenarios.
@@ -35,10 +44,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from shootdown.errors import ScenarioError
+from shootdown.scenario.contract import check_contract
 from shootdown.scenario.geometry import GRANULE_VA_BITS, Geometry
 from shootdown.scenario.load import load_scenario_text
 from shootdown.scenario.lower import lower
-from shootdown.scenario.types import GatherStep, Scenario
+from shootdown.scenario.types import CPU_FEATURES, GatherStep, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +93,10 @@ class _Builder:
     """Draws one scenario; the sizes come from the geometry, the choices from rng."""
 
     def __init__(self, rng: random.Random, granule: str, va_bits: int,
-                 features: Sequence[str], *, with_level: bool) -> None:
+                 features: Sequence[str]) -> None:
         self.rng = rng
         self.geo = Geometry(granule, va_bits)
         self.features = list(features)
-        self.with_level = with_level
         self.used: list[tuple[int, int]] = []    # user slots taken
         self.kused: list[tuple[int, int]] = []   # kernel slots taken
         self.maps: list[str] = []
@@ -316,6 +325,11 @@ class _Builder:
             self.maps.append(f"level = 3\naddr = {_hex(addr - geo.page_size)}\ncount = 3")
         self.steps.append(f'kind = "flush_tlb_page"\naddr = {_hex(addr)}')
 
+    def levels(self) -> dict[int, int]:
+        """The TTL level of each stride (contract.strides: folded sizes, lower wins)."""
+        geo = self.geo
+        return {geo.pud_size: 1, geo.pmd_size: 2, geo.page_size: 3}
+
     def step_flush_tlb_range(self) -> None:
         geo = self.geo
         page = geo.page_size
@@ -330,7 +344,17 @@ class _Builder:
             start = base
             end = base + n * geo.pmd_size - (page if self.rng.random() < 0.3 else 0)
             stride = self.rng.choice([page, geo.pmd_size])
-        elif r < 0.65:
+        elif r < 0.3 and geo.pud_blocks:
+            # PUD blocks (flush_pud_tlb_range, PUD hugetlb): any stride up to PUD_SIZE.
+            n = self.rng.randint(1, 2)
+            base = self.slot(n * geo.pud_size)
+            self.maps.append(f"level = 1\naddr = {_hex(base)}\ncount = {n}")
+            start = base + (self.rng.randrange(1, 4) * page if self.rng.random() < 0.3 else 0)
+            end = base + n * geo.pud_size
+            if self.rng.random() < 0.3:
+                end -= self.rng.randrange(1, 4) * page
+            stride = self.rng.choice([page, geo.pmd_size, geo.pud_size, geo.pud_size])
+        elif r < 0.6:
             # Pages, page stride.
             n = self.pages(big=True)
             spans = -(-n // geo.ptrs_per_pte) + 1
@@ -356,8 +380,9 @@ class _Builder:
             stride = self.rng.choice([page, geo.pmd_size])
         text = (f'kind = "flush_tlb_range"\nstart = {_hex(start)}\nend = {_hex(end)}\n'
                 f"stride = {_hex(stride)}\nlast_level = {str(last_level).lower()}")
-        if self.with_level and self.rng.random() < 0.5:
-            text += f"\nlevel = {3 if stride == page else 2}"
+        # The caller's TTL hint: the stride's level, or none (unknown), half each.
+        if self.rng.random() < 0.5:
+            text += f"\nlevel = {self.levels()[stride]}"
         self.steps.append(text)
 
     def step_kernel(self) -> None:
@@ -410,28 +435,42 @@ def _within_limits(sc: Scenario) -> bool:
     return ops <= MAX_OPS and points <= MAX_POINTS and pages < (1 << 22)
 
 
+def feature_sets(features: bool | Sequence[str] = True) -> list[tuple[str, ...]]:
+    """Every combination of the offered CPU features (True: all the language knows)."""
+    offered = [f for f in CPU_FEATURES
+               if features is True or (features is not False and f in features)]
+    return [tuple(f for k, f in enumerate(offered) if mask >> k & 1)
+            for mask in range(1 << len(offered))]
+
+
 def generate_one(seed: int, index: int, *, granules: Sequence[str] | None = None,
-                 features: bool = True, with_level: bool = False) -> Generated:
-    """Scenario ``index`` of the run seeded ``seed`` (independent of the others)."""
+                 features: bool | Sequence[str] = True) -> Generated:
+    """Scenario ``index`` of the run seeded ``seed`` (independent of the others).
+
+    ``features``: the CPU features to combine (True: ``ttl`` and ``tlbirange``;
+    False: none); every combination of them is equally likely.
+    """
     rng = random.Random(f"shootdown-fuzz:{seed}:{index}")
     pool = list(granules or ("4k", "16k", "64k"))
+    combos = feature_sets(features)
     for attempt in range(50):
         granule = rng.choice(pool)
         va_bits = rng.choice(GRANULE_VA_BITS[granule][:3 if granule != "64k" else 2])
-        feats = [f for f in ("ttl", "tlbirange") if features and rng.random() < 0.3]
+        feats = rng.choice(combos)
         asid = rng.choice([1, 2, 42, 255, 256, 0x1234, 0xFFFF, rng.randrange(1, 1 << 16)])
         kpti = rng.random() < 0.4
         if kpti:  # the kernel's ASID is even under KPTI (the user ASID is ASID | 1)
             asid = (asid & ~1) or 2
-        text = _Builder(rng, granule, va_bits, feats, with_level=with_level).build(asid, kpti)
+        text = _Builder(rng, granule, va_bits, feats).build(asid, kpti)
         header = f"# shootdown fuzz: seed {seed}, scenario {index}\n"
         text = header + text
         try:
             sc = load_scenario_text(text, f"<fuzz seed {seed} #{index}>")
+            check_contract(sc)
         except ScenarioError as exc:
             # A generator bug, not a finding: say so loudly and draw again.
-            log.warning("generated scenario rejected by the loader (attempt %d): %s",
-                        attempt, exc)
+            log.warning("generated scenario rejected by the loader or the kernel's "
+                        "contract (attempt %d): %s", attempt, exc)
             continue
         if _within_limits(sc):
             return Generated(seed, index, text, sc)
@@ -440,8 +479,7 @@ def generate_one(seed: int, index: int, *, granules: Sequence[str] | None = None
 
 
 def generate(seed: int, count: int, *, start: int = 0, granules: Sequence[str] | None = None,
-             features: bool = True, with_level: bool = False) -> Iterator[Generated]:
+             features: bool | Sequence[str] = True) -> Iterator[Generated]:
     """``count`` scenarios of the run seeded ``seed``, from index ``start``."""
     for i in range(start, start + count):
-        yield generate_one(seed, i, granules=granules, features=features,
-                           with_level=with_level)
+        yield generate_one(seed, i, granules=granules, features=features)

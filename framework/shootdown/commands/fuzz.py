@@ -53,8 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these granules (repeatable; default: all three)")
     parser.add_argument("--no-features", action="store_true",
                         help="no cpu_features (ttl/tlbirange) in the scenarios")
-    parser.add_argument("--with-level", action="store_true",
-                        help="also give flush_tlb_range steps a TTL `level`")
+    parser.add_argument("--features", metavar="LIST",
+                        help="the CPU features to combine (comma-separated, from ttl, "
+                             "tlbirange; default: both): every combination is drawn")
+    # Levels are always drawn now (every level of the contract, and none); the
+    # option stays so that older command lines still run.
+    parser.add_argument("--with-level", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                         help=f"scenarios per boot (default: {DEFAULT_CHUNK})")
     parser.add_argument("--jobs", type=int, default=2, help="concurrent boots (default: 2)")
@@ -176,6 +180,32 @@ def _policies(choice: str) -> list[str]:
                           f"{', '.join(POLICIES)}, all, random)") from None
 
 
+def describe_policies(choice: str, policies: Sequence[str]) -> str:
+    """The header's words for the policies actually used (``policy v5.14 (v6.1 -> v5.14)``)."""
+    if choice in ("all", "random"):
+        span = f"{policies[0]}..{policies[-1]}" if len(policies) > 1 else policies[0]
+        each = "one" if choice == "random" else "each"
+        return f"policy {choice} ({each} of {len(policies)}: {span})"
+    used = policies[0]
+    return f"policy {used}" + (f" ({choice} -> {used})" if used != choice else "")
+
+
+def _features(args: argparse.Namespace) -> bool | list[str]:
+    from shootdown.errors import ConfigError
+    from shootdown.scenario.types import CPU_FEATURES
+
+    if args.no_features:
+        return False
+    if args.features is None:
+        return True
+    names = [f.strip() for f in args.features.split(",") if f.strip()]
+    unknown = [f for f in names if f not in CPU_FEATURES]
+    if unknown:
+        raise ConfigError(f"--features: unknown CPU feature {unknown[0]!r} "
+                          f"(known: {', '.join(CPU_FEATURES)})")
+    return names
+
+
 def main(args: argparse.Namespace) -> int:
     """Generate, run, report; exit 0 when nothing failed (or, with --inject, it was caught)."""
     import random
@@ -194,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
         elf = definition.firmware_path("4k")
         check_inject(args.inject, read_bugs(elf), elf)
     policies = _policies(args.policy)
+    features = _features(args)
     pick = random.Random(f"shootdown-fuzz-policy:{args.seed}")
     t0 = time.monotonic()
     from shootdown.progress import progress, wanted
@@ -201,7 +232,7 @@ def main(args: argparse.Namespace) -> int:
     generated = []
     with progress("generate", args.count, show=wanted()) as update:
         for g in generate(args.seed, args.count, start=args.start, granules=args.granule,
-                          features=not args.no_features, with_level=args.with_level):
+                          features=features):
             generated.append(g)
             update(len(generated), args.count)
     gen_s = time.monotonic() - t0
@@ -215,7 +246,8 @@ def main(args: argparse.Namespace) -> int:
             origin.append(k)
     logdir = args.logdir or os.path.join(args.out, "logs")
     print(f"fuzz: seed {args.seed}, scenarios {args.start}..{args.start + args.count - 1} "
-          f"({len(jobs)} runs, policy {args.policy}, inject {args.inject}) on "
+          f"({len(jobs)} runs, {describe_policies(args.policy, policies)}, "
+          f"inject {args.inject}) on "
           f"{definition.name}; generated in {gen_s:.1f} s", flush=True)
 
     with progress("fuzz", len(jobs), show=wanted()) as update:
