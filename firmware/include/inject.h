@@ -58,7 +58,11 @@
 	X(TABLE_FREE_NO_TLBI, "table_free_no_tlbi", "v4.19", \
 	  "v4.19: freed page table not invalidated at all (no synchronous walk-cache TLBI, as before 285994a62c80)") \
 	X(FALLBACK_ONE_DSB_ISH, "fallback_one_dsb_ish", "v6.9..v6.19", \
-	  "whole-ASID fallback of __flush_tlb_range ends in one DSB ISH: the caller's own DSB ISH after _nosync's flush_tlb_mm is dropped (v6.9 _nosync split)")
+	  "whole-ASID fallback of __flush_tlb_range ends in one DSB ISH: the caller's own DSB ISH after _nosync's flush_tlb_mm is dropped (v6.9 _nosync split)") \
+	X(FALLBACK_EXTRA_DSB_ISH, "fallback_extra_dsb_ish", "v7.1+", \
+	  "whole-ASID fallback keeps the v6.9..v7.0 second DSB ISH although __do_flush_tlb_range returns after flush_tlb_mm: a wasted barrier") \
+	X(CUTOFF_RANGE_LIMIT_NO_RANGE, "cutoff_range_limit_no_range", "v7.1+, tlbirange=0", \
+	  "without range TLBIs the pre-v7.1 MAX_TLBI_RANGE_PAGES limit is still applied: a range of fewer than MAX_DVM_OPS strides flushes the whole ASID")
 
 enum bug {
 	BUG_NONE = 0,

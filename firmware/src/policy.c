@@ -137,6 +137,19 @@ static void flush_tlb_page_all(uint64_t uaddr)
 	dsb_ish_after_tlbi();
 }
 
+/*
+ * v7.1 flush_tlb_page: __do_flush_tlb_range(vma, page, page + PAGE_SIZE,
+ * PAGE_SIZE, 3, TLBF_NOWALKCACHE): one page is never past the cut-off and
+ * is a single op even with range TLBIs, so the same sequence as before
+ * but the TTL hint of level 3 under FEAT_TTL.
+ */
+static void flush_tlb_page_v7_1(uint64_t uaddr)
+{
+	dsb_ishst_before_tlbi();
+	tlbi_level(TLBI_VALE1IS, tlbi_vaddr(uaddr, mm_asid()), 3, true);
+	dsb_ish_after_tlbi();
+}
+
 /* flush_tlb_all - everything, every ASID; DSB ISHST; VMALLE1IS; DSB ISH; ISB. */
 static void flush_tlb_all(void)
 {
@@ -345,7 +358,8 @@ struct range_kind {
 	bool scale_down;	/* v6.8: scale from 3 down, single page last */
 	bool clamp_num;		/* v6.9: NUM from a clamped count (up to 31) */
 	bool max_inclusive;	/* v6.10: exactly MAX_TLBI_RANGE_PAGES still by range */
-	bool nosync_split;	/* v6.9: the caller's DSB ISH follows flush_tlb_mm too */
+	bool nosync_split;	/* v6.9..v7.0: the caller's DSB ISH follows flush_tlb_mm too */
+	bool dvm_only;		/* v7.1: without range ops only the MAX_DVM_OPS cut-off */
 };
 
 /*
@@ -370,7 +384,11 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		tlb_level = TLB_LEVEL_UNKNOWN;
 	pages = (end - start) >> PAGE_SHIFT;
 	excess = !tlb_env.range && past_cutoff(end - start, PTRS_PER_PTE, stride, true);
-	if (k.max_inclusive)
+	if (k.dvm_only && !tlb_env.range && pages <= TLBI_RANGE_MAX_PAGES)
+		;	/* v7.1: MAX_TLBI_RANGE_PAGES bounds range ops only */
+	else if (k.dvm_only && !tlb_env.range && !injected(BUG_CUTOFF_RANGE_LIMIT_NO_RANGE))
+		;
+	else if (k.max_inclusive)
 		excess = excess || pages > TLBI_RANGE_MAX_PAGES;
 	else
 		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
@@ -378,6 +396,8 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 		flush_tlb_mm_all();
 		/* __flush_tlb_range's DSB ISH after _nosync */
 		if (k.nosync_split && !injected(BUG_FALLBACK_ONE_DSB_ISH))
+			dsb_ish_after_tlbi();
+		else if (k.dvm_only && injected(BUG_FALLBACK_EXTRA_DSB_ISH))
 			dsb_ish_after_tlbi();
 		return;
 	}
@@ -397,25 +417,35 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 /* v5.9 .. v6.7: scale up from 0, odd page first, NUM masked to 5 bits (<= 30). */
 static void flush_range_v5_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false, false, false });
 }
 
 /* v6.8: scale down from 3, single page last, NUM still masked. */
 static void flush_range_v6_8(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false, false, false });
 }
 
 /* v6.9 (e3ba51ab24fd): NUM from min(pages, 32 << (5*scale+1)): up to 31. */
 static void flush_range_v6_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false, true });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false, true, false });
 }
 
 /* v6.10: a range of exactly MAX_TLBI_RANGE_PAGES is still done by range ops. */
 static void flush_range_v6_10(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, true });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, true, false });
+}
+
+/*
+ * v7.1 (__do_flush_tlb_range, TLBF_* flags): the whole-ASID fallback returns
+ * at once, so flush_tlb_mm's DSB ISH is the only one; without range ops the
+ * cut-off is only pages >= MAX_DVM_OPS strides.
+ */
+static void flush_range_v7_1(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
+{
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, false, true });
 }
 
 /* ---- flush_tlb_kernel_range ------------------------------------------------ */
@@ -655,15 +685,18 @@ static void tlb_flush_v4_20(struct mmu_gather *tlb)
 
 /* ---- the releases -------------------------------------------------------------- */
 
-/* Fields shared by every release from v4.20 on. */
-#define GENERIC_V4_20	.has_flags = true, .batch_full_flushes = true, \
+/* Fields shared by every release from v4.20 on (flush_tlb_page changed in v7.1). */
+#define GENERIC_V4_20_TLB	.has_flags = true, .batch_full_flushes = true, \
 			.tlb_flush = tlb_flush_v4_20, .free_table_flush = free_table_v4_20, \
-			.flush_tlb_mm = flush_tlb_mm_all, .flush_tlb_page = flush_tlb_page_all, \
+			.flush_tlb_mm = flush_tlb_mm_all, \
 			.clear_pmd = PTC_NONE, .clear_pud = PTC_NONE
+#define GENERIC_V4_20	GENERIC_V4_20_TLB, .flush_tlb_page = flush_tlb_page_all
 /* And from v5.9 on (p4d folded by pgtable-nop4d.h; flags decide the skip). */
-#define GENERIC_V5_9	GENERIC_V4_20, .skip_by_flags = true, .generic_p4d_free = true, \
+#define V5_9_FIELDS	.skip_by_flags = true, .generic_p4d_free = true, \
 			.flush_tlb_kernel_pgtable = kernel_pgtable_v5_4, \
 			.clear_top = PTC_DSB_ISB, .clear_pgd_l4 = PTC_NONE
+#define GENERIC_V5_9	GENERIC_V4_20, V5_9_FIELDS
+#define GENERIC_V7_1	GENERIC_V4_20_TLB, V5_9_FIELDS, .flush_tlb_page = flush_tlb_page_v7_1
 
 /* The names and rules of docs/policies.md; each selects its release until the next. */
 static const struct policy policies[] = {
@@ -706,6 +739,9 @@ static const struct policy policies[] = {
 	{ .name = "v6.19", GENERIC_V5_9, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
 	  .pud_page_batched = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
+	{ .name = "v7.1", GENERIC_V7_1, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
+	  .pud_page_batched = true,
+	  .flush_tlb_range = flush_range_v7_1, .flush_tlb_kernel_range = kernel_range_v6_13 },
 };
 
 const struct policy *policy_lookup(const char *name)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from shootdown.trace.scenario import ObservedScenario
 
 #: the policy run when ``--shootdown-policy`` is not given
-DEFAULT_POLICY = "v6.19"
+DEFAULT_POLICY = "v7.1"  # = shootdown.model.DEFAULT_POLICY (tests/test_plugin_defaults.py)
 
 
 # --------------------------------------------------------------------------

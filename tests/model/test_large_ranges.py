@@ -213,7 +213,9 @@ def _enumerated(policy: str, geo: Geometry, start: int, end: int, stride: int,
         too_big = end - start > 1024 * stride
     else:
         too_big = end - start >= geo.ptrs_per_pte * stride
-    if p.ttl_and_range:  # v5.9: and never more than one range op sequence's worth
+    # v5.9: and never more than one range op sequence's worth (v7.1: only with
+    # range ops, and this helper has none)
+    if p.ttl_and_range and not p.cutoff_dvm_only_without_range:
         pages = (end - start) >> geo.page_shift
         too_big |= (pages > MAX_TLBI_RANGE_PAGES if p.range_max_inclusive
                     else pages >= MAX_TLBI_RANGE_PAGES)

@@ -11,7 +11,7 @@ from shootdown.model.policy import get_policy, resolve_policy_name
 
 @pytest.mark.parametrize(("name", "want"), [
     ("v5.10", "v5.9"), ("v6.1", "v5.14"), ("6.1", "v5.14"), ("v6.12", "v6.10"),
-    ("v7.2", "v6.19"), ("v6.19", "v6.19"), ("v4.19", "v4.19"), ("v6.9", "v6.9")])
+    ("v7.2", "v7.1"), ("v7.0", "v6.19"), ("v6.19", "v6.19"), ("v4.19", "v4.19"), ("v6.9", "v6.9")])
 def test_release_resolves_to_newest_policy_not_newer(name: str, want: str) -> None:
     assert resolve_policy_name(name) == want
 

@@ -294,8 +294,9 @@ def save_failure(out: str, seed: int, index: int, text: str, result: ScenarioRes
                  *, policy: str | None = None, inject: str | None = None,
                  note: str = "") -> str:
     """Write a failing scenario with its policy filled in; the path."""
+    from shootdown.model.policy import DEFAULT_POLICY
     os.makedirs(out, exist_ok=True)
-    policy = policy or (result.policy if result else "v6.19")
+    policy = policy or (result.policy if result else DEFAULT_POLICY)
     inject = inject or (result.inject if result else "none")
     stem = f"seed{seed}-{index:06d}-{policy}" + (f"-{inject}" if inject != "none" else "")
     path = os.path.join(out, stem + ".toml")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scenario files or folders of them (default: the smoke scenario)")
     parser.add_argument("--policy", metavar="P",
                         help="kernel release(s) to validate: vX.Y, a comma-separated list, or "
-                             "'all' (default: the scenario's own, else v6.19)")
+                             "'all' (default: the scenario's own, else the newest)")
     parser.add_argument("--inject", metavar="BUG",
                         help="inject a firmware bug (see 'shootdown bugs'); the run passes "
                              "only if some scenario catches it")

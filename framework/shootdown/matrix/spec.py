@@ -9,7 +9,7 @@ A matrix file lists *sets*; each set is a cross product::
     name = "sizes"
     guests = ["virt-a57", "virt-max"]
     granules = ["4k", "16k", "64k"]
-    policies = ["v4.19", "v4.20", "v6.19"]
+    policies = ["v4.19", "v4.20", "v6.19", "v7.1"]
     scenarios = ["sizes/{granule}"]   # relative to this file
     inject = ["none"]                           # or names, or "all"
     exclude = [ { guest = "virt-a57", granule = "16k" } ]

@@ -166,11 +166,16 @@ class Arm64:
         self.dsb("ish")
 
     def flush_tlb_page(self, uaddr: int) -> None:
-        """All releases: one last-level entry, no TTL hint."""
+        """One last-level entry: no TTL hint up to v7.0; from v7.1 (through
+        __do_flush_tlb_range with level 3) a level-3 hint under FEAT_TTL."""
         xt = tlbi_vaddr(uaddr, self.asid)
         self.dsb("ishst")
-        self.tlbi("vale1is", xt)
-        self.tlbi_user("vale1is", xt)
+        if self.p.page_flush_ttl:
+            self.tlbi_level("vale1is", xt, 3)
+            self.tlbi_user_level("vale1is", xt, 3)
+        else:
+            self.tlbi("vale1is", xt)
+            self.tlbi_user("vale1is", xt)
         self.dsb("ish")
 
     def flush_tlb_pgtable(self, uaddr: int) -> None:
@@ -235,6 +240,8 @@ class Arm64:
         """The cut-off of v5.9+ (__flush_tlb_range_limit_excess from v6.13)."""
         if not self.has_range and end - start >= self.geo.ptrs_per_pte * stride:
             return True
+        if not self.has_range and self.p.cutoff_dvm_only_without_range:  # v7.1
+            return False
         if self.p.range_max_inclusive:  # v6.10
             return pages > MAX_TLBI_RANGE_PAGES
         return pages >= MAX_TLBI_RANGE_PAGES
@@ -247,7 +254,7 @@ class Arm64:
         pages = (end - start) >> self.geo.page_shift
         if self.range_limit_excess(start, end, pages, stride):
             self.flush_tlb_mm()
-            if self.p.range_nosync_split:  # v6.9: __flush_tlb_range's own DSB ISH
+            if self.p.range_nosync_split:  # v6.9..v7.0: __flush_tlb_range's own DSB ISH
                 self.dsb("ish")
             return
         self.dsb("ishst")

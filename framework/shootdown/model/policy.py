@@ -60,7 +60,8 @@ class Policy:
     #: v6.9: a page batch moves on when one slot is left (nr >= max - 1), not when full
     page_batch_keep_one_free: bool = False
     #: v6.9: __flush_tlb_range = __flush_tlb_range_nosync + DSB ISH; the whole-ASID
-    #: fallback (flush_tlb_mm, ends in DSB ISH) returns into it: a second DSB ISH
+    #: fallback (flush_tlb_mm, ends in DSB ISH) returns into it: a second DSB ISH.
+    #: Off again from v7.1 (see range_fallback_returns)
     range_nosync_split: bool = False
     #: v6.10: range cut-off is pages > MAX_TLBI_RANGE_PAGES (was >=)
     range_max_inclusive: bool = False
@@ -68,6 +69,14 @@ class Policy:
     kernel_range_loop: bool = False
     #: v6.19 (after v6.13): zap_huge_pud queues the (DAX) PUD page in the page batch
     pud_page_batched: bool = False
+    #: v7.1: __do_flush_tlb_range (TLBF_* flags) returns straight after the whole-ASID
+    #: fallback, so flush_tlb_mm's DSB ISH is the only completion (no second DSB ISH)
+    range_fallback_returns: bool = False
+    #: v7.1: without FEAT_TLBIRANGE the cut-off is only pages >= MAX_DVM_OPS strides
+    #: (the pages > MAX_TLBI_RANGE_PAGES test applies only with range ops)
+    cutoff_dvm_only_without_range: bool = False
+    #: v7.1: flush_tlb_page goes through __do_flush_tlb_range with level 3: a TTL hint
+    page_flush_ttl: bool = False
 
     @property
     def version(self) -> tuple[int, int]:
@@ -97,6 +106,8 @@ def _build() -> dict[str, Policy]:
     step("v6.10", range_max_inclusive=True)
     step("v6.13", kernel_range_loop=True)
     step("v6.19", pud_page_batched=True)
+    step("v7.1", range_nosync_split=False, range_fallback_returns=True,
+         cutoff_dvm_only_without_range=True, page_flush_ttl=True)
     return out
 
 
@@ -104,7 +115,7 @@ def _build() -> dict[str, Policy]:
 POLICIES: dict[str, Policy] = _build()
 
 #: the policy used when neither the CLI nor the scenario names one
-DEFAULT_POLICY = "v6.19"
+DEFAULT_POLICY = "v7.1"
 
 #: Rules that reached an older stable series by backport (the upstream commit carried
 #: "Cc: stable"), as (rule, the release that brought it upstream, the stable series,

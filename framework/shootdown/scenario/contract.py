@@ -15,7 +15,7 @@ gather and munmap steps get their stride and level from the model of
 ``tlb_flush`` itself, and the other raw flushes take addresses the loader
 already checks.
 
-Kernel facts (arch/arm64, v4.20 to v6.19):
+Kernel facts (arch/arm64, v4.20 to v7.2; v7.1 renamed last_level into the TLBF_NOWALKCACHE flag):
 
 * ``__flush_tlb_range(vma, start, end, stride, last_level, tlb_level)``
   (``arch/arm64/include/asm/tlbflush.h``) is called with ``stride`` one of
