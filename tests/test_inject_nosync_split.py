@@ -64,6 +64,7 @@ def guest_step_one(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: s
 @pytest.mark.parametrize(("policy", "expected"), [
     ("v5.9", ONE_DSB), ("v6.8", ONE_DSB),
     ("v6.9", TWO_DSB), ("v6.10", TWO_DSB), ("v6.13", TWO_DSB), ("v6.19", TWO_DSB),
+    ("v7.1", ONE_DSB),   # __do_flush_tlb_range returns after flush_tlb_mm (7.2 tlbflush.h:571-574)
 ])
 def test_the_firmware_issues_the_callers_dsb_ish_after_the_fallback(
         firmware_elf: Path, qemu: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -93,8 +94,8 @@ def test_the_checks_catch_the_missing_second_dsb_ish(
 
 
 @pytest.mark.guest
-@pytest.mark.parametrize("policy", ["v4.19", "v5.4", "v5.9", "v6.8"])
-def test_before_the_nosync_split_it_is_not_applicable(
+@pytest.mark.parametrize("policy", ["v4.19", "v5.4", "v5.9", "v6.8", "v7.1"])
+def test_outside_the_nosync_split_it_is_not_applicable(
         firmware_elf: Path, qemu: str, capsys: pytest.CaptureFixture[str],
         policy: str) -> None:
     code, out = run(capsys, CUTOFF, "--policy", policy, "--inject", BUG)
@@ -107,3 +108,32 @@ def test_before_the_nosync_split_it_is_not_applicable(
 def test_the_firmware_lists_it_for_v6_9_to_v6_19(firmware_elf: Path) -> None:
     bug = next(b for b in read_bugs(firmware_elf) if b.name == BUG)
     assert bug.releases == "v6.9..v6.19"
+
+
+#: v7.1's own injections about the same fallback and its cut-off
+EXTRA = "fallback_extra_dsb_ish"
+NO_RANGE_LIMIT = "cutoff_range_limit_no_range"
+PUD_STRIDE = str(ROOT / "guests" / "scenarios" / "4k" / "flush-tlb-range-pud-stride.toml")
+
+
+@pytest.mark.guest
+def test_v7_1_extra_dsb_ish_is_issued_and_caught(
+        firmware_elf: Path, qemu: str, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    assert guest_step_one(capsys, tmp_path, "v7.1", EXTRA) == TWO_DSB
+    code, out = run(capsys, CUTOFF, "--policy", "v7.1", "--inject", EXTRA)
+    assert code == cli.ExitCode.PASS and verdict_line(out).startswith("verdict: CAUGHT"), out
+    code, out = run(capsys, CUTOFF, "--policy", "v6.19", "--inject", EXTRA)
+    assert code == cli.ExitCode.NOT_APPLICABLE, out
+
+
+@pytest.mark.guest
+def test_v7_1_cutoff_without_range_ops_and_its_injection(
+        firmware_elf: Path, qemu: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for policy in ("v6.19", "v7.1"):
+        code, out = run(capsys, PUD_STRIDE, "--policy", policy, "--guest", "virt-a57")
+        assert code == cli.ExitCode.PASS and verdict_line(out).startswith("verdict: PASS"), out
+    assert "16 TLBI, 1 DSB ISH" in out      # v7.1: sixteen VALE1IS at PUD stride
+    code, out = run(capsys, PUD_STRIDE, "--policy", "v7.1", "--guest", "virt-a57",
+                    "--inject", NO_RANGE_LIMIT)
+    assert code == cli.ExitCode.PASS and verdict_line(out).startswith("verdict: CAUGHT"), out
