@@ -8,7 +8,22 @@ only the instructions whose encoding is a TLBI, DSB, ISB or an
 ``MSR TTBR0_EL1/TTBR1_EL1``, and appends one flushed line per execution to
 a file::
 
-    <vcpu> <pc> <insn> <xt|->       hexadecimal; '-': no Xt (Rt is XZR, DSB, ISB)
+    <cpu> <pc> <insn> <xt|->        hexadecimal; '-': no Xt (Rt is XZR, DSB, ISB)
+
+``<cpu>`` is the vCPU that ran the instruction.  It is not the
+``vcpu_index`` QEMU hands the instruction callback: under ``-accel
+tcg,thread=single`` QEMU 10.0.2 folds the index of the vCPU that
+*translated* a block into it as a constant (``accel/tcg/plugin-gen.c``,
+``gen_cpu_index``: no ``CF_PARALLEL`` in round-robin mode), and blocks are
+shared, so a block cpu0 translated reported cpu0 when cpu1 ran it.  The
+plugin names the CPU by the running vCPU's TPIDR_EL1 (the kernel's per-CPU
+offset, distinct per CPU), which it pairs with the CPU on a block's first
+run (by the vCPU that translated it, so the index is right then) and
+whenever the kernel reads MPIDR_EL1 (its Aff0).  A record whose TPIDR_EL1
+was never paired (or a QEMU without TPIDR_EL1 in its register list)
+carries QEMU's index with a ``?`` after it (``1?``):
+:attr:`Record.cpu_from_guest` is False, and :func:`parse_records` logs a
+warning, since that CPU may be wrong.
 
 Nothing else of the guest gets a callback, and no single-stepping is needed,
 so a window costs the callbacks of the maintenance instructions it runs and
@@ -28,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -42,24 +58,28 @@ from shootdown.guest.qemu import QemuVersion, cache_dir, format_version
 #: The first QEMU whose plugin API reads registers (plugin API version 3).
 PLUGIN_SINCE: QemuVersion = (9, 0, 0)
 #: Whether the plugin is chosen without ``--trace-method plugin``: not yet.  On
-#: QEMU 10.0.2 the vCPU index QEMU hands the callback was seen to name the
-#: wrong vCPU for some blocks (a pinned workload's TTBR writes and final
-#: DSB ISH reported on cpu1 while TPIDR_EL1, read in the same callback, is
-#: cpu0's), which breaks the separation rule in some boots.
+#: QEMU 10.0.2 the vCPU index QEMU hands the callback names the vCPU that
+#: translated the block, not the one running it (a pinned workload's TTBR
+#: writes and final DSB ISH were reported on cpu1 while TPIDR_EL1, read in
+#: the same callback, is cpu0's), which broke the separation rule in some
+#: boots.  The plugin now names the CPU through TPIDR_EL1 (module docstring);
+#: whether to make it the default is decided separately.
 PLUGIN_BY_DEFAULT = False
 #: The tracing methods ``kernel run --trace-method`` accepts.
 METHODS = ("plugin", "singlestep")
 #: The plugin's C source, in the repository beside the Python package.
 SOURCE = Path(__file__).resolve().parents[3] / "plugins" / "maint.c"
 
-_RECORD_RE = re.compile(r"([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]{8}) ([0-9a-f]+|-)\n")
+_RECORD_RE = re.compile(r"([0-9a-f]+)(\??) ([0-9a-f]+) ([0-9a-f]{8}) ([0-9a-f]+|-)\n")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Record:
     """One executed instruction the plugin recorded."""
 
-    #: the vCPU index
+    #: the vCPU that ran it (by its TPIDR_EL1; QEMU's callback index if not cpu_from_guest)
     cpu: int
     #: the instruction's virtual address
     pc: int
@@ -69,6 +89,9 @@ class Record:
     xt: int | None
     #: its line in the record file (file order is execution order: thread=single)
     line: int
+    #: False: the plugin could not name the CPU from the guest ('?' in the file),
+    #: so ``cpu`` is QEMU's callback index, which may be another vCPU's
+    cpu_from_guest: bool = True
 
 
 def choose_method(version: QemuVersion, requested: str | None,
@@ -210,7 +233,8 @@ def parse_records(data: bytes, path: str, first_line: int = 1) -> list[Record]:
     """The records of a slice of the plugin's file (whole lines only).
 
     A line that does not parse means the file is not the plugin's or was cut:
-    TraceError naming the file and line, never a shorter stream.
+    TraceError naming the file and line, never a shorter stream.  Records whose
+    CPU the plugin took from QEMU's index (``1?``) are kept, with a warning.
     """
     text = data.decode("ascii", errors="replace")
     records: list[Record] = []
@@ -222,9 +246,14 @@ def parse_records(data: bytes, path: str, first_line: int = 1) -> list[Record]:
             end = text.find("\n", pos)
             bad = text[pos:] if end < 0 else text[pos:end]
             raise TraceError(f"{path}:{line}: not a plugin record: {bad[:60]!r}")
-        xt = None if m.group(4) == "-" else int(m.group(4), 16)
-        records.append(Record(int(m.group(1), 16), int(m.group(2), 16),
-                              int(m.group(3), 16), xt, line))
+        xt = None if m.group(5) == "-" else int(m.group(5), 16)
+        records.append(Record(int(m.group(1), 16), int(m.group(3), 16),
+                              int(m.group(4), 16), xt, line, cpu_from_guest=not m.group(2)))
         pos = m.end()
         line += 1
+    unnamed = [r for r in records if not r.cpu_from_guest]
+    if unnamed:
+        log.warning("%s:%d: %d of %d plugin records carry QEMU's vcpu_index, not the guest's "
+                    "CPU (their TPIDR_EL1 was never paired with one CPU): their CPU may be wrong",
+                    path, unnamed[0].line, len(unnamed), len(records))
     return records
