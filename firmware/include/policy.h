@@ -48,6 +48,8 @@ struct policy {
 	bool generic_p4d_free;		/* p4d_free_tlb grows the range (pgtable-nop4d.h, v5.9+) */
 	bool page_batch_keep_slot;	/* a batch is left with one slot free (folio pairs, v6.9+) */
 	bool pud_page_batched;		/* zap_huge_pud queues the (DAX) page (v6.19) */
+	bool range_fallback_returns;	/* __do_flush_tlb_range (v7.1): one DSB ISH after the
+					   whole-ASID fallback; no range-op limit without range ops */
 
 	/* arm64 tlb.h */
 	void (*tlb_flush)(struct mmu_gather *tlb);

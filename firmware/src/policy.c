@@ -359,22 +359,54 @@ struct range_kind {
 	bool clamp_num;		/* v6.9: NUM from a clamped count (up to 31) */
 	bool max_inclusive;	/* v6.10: exactly MAX_TLBI_RANGE_PAGES still by range */
 	bool nosync_split;	/* v6.9..v7.0: the caller's DSB ISH follows flush_tlb_mm too */
-	bool dvm_only;		/* v7.1: without range ops only the MAX_DVM_OPS cut-off */
 };
 
 /*
+ * __flush_tlb_range_limit_excess: without range ops, PTRS_PER_PTE strides;
+ * and beyond the range-op limit (pages >= MAX_TLBI_RANGE_PAGES, > from
+ * v6.10), which from v7.1 bounds range ops only. Kept out of line: the
+ * barrier lint follows the TLBI op in registers, and this keeps the caller's
+ * op out of a stack slot.
+ */
+static __attribute__((noinline)) bool range_past_limit(uint64_t len, uint64_t stride,
+						       struct range_kind k)
+{
+	uint64_t pages = len >> PAGE_SHIFT;
+	bool dvm_only = policy_current->range_fallback_returns;	/* v7.1 */
+
+	if (!tlb_env.range && past_cutoff(len, PTRS_PER_PTE, stride, true))
+		return true;
+	if (dvm_only && !tlb_env.range && (pages <= TLBI_RANGE_MAX_PAGES ||
+					   !injected(BUG_CUTOFF_RANGE_LIMIT_NO_RANGE)))
+		return false;
+	return k.max_inclusive ? pages > TLBI_RANGE_MAX_PAGES : pages >= TLBI_RANGE_MAX_PAGES;
+}
+
+/*
+ * The whole-ASID fallback: flush_tlb_mm, then (v6.9..v7.0) __flush_tlb_range's
+ * own DSB ISH after _nosync returned; from v7.1 __do_flush_tlb_range returns
+ * straight away.
+ */
+static __attribute__((noinline)) void range_fallback(struct range_kind k)
+{
+	flush_tlb_mm_all();
+	if (k.nosync_split && !injected(BUG_FALLBACK_ONE_DSB_ISH))
+		dsb_ish_after_tlbi();
+	else if (policy_current->range_fallback_returns &&
+		 injected(BUG_FALLBACK_EXTRA_DSB_ISH))
+		dsb_ish_after_tlbi();
+}
+
+/*
  * v5.9+ __flush_tlb_range(vma, start, end, stride, last_level, tlb_level):
- * rounded to the stride; the whole ASID when, without range ops, the range
- * needs >= PTRS_PER_PTE strides, or when it is beyond the range-op limit
- * (pages >= MAX_TLBI_RANGE_PAGES, > from v6.10); else DSB ISHST, the loop
- * of the release, DSB ISH.
+ * rounded to the stride; past the limit the whole ASID; else DSB ISHST, the
+ * loop of the release, DSB ISH.
  */
 static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 			       bool last_level, int tlb_level, struct range_kind k)
 {
 	enum tlbi_op op = last_level ? TLBI_VALE1IS : TLBI_VAE1IS;
 	uint64_t pages;
-	bool excess;
 
 	if (!stride_aligned(start, end, stride) && !injected(BUG_NO_STRIDE_ROUND)) {
 		start = round_down(start, stride);
@@ -383,22 +415,8 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 	if (!k.scale_down && tlb_level == 0)	/* before v6.8, 0 meant "no hint" */
 		tlb_level = TLB_LEVEL_UNKNOWN;
 	pages = (end - start) >> PAGE_SHIFT;
-	excess = !tlb_env.range && past_cutoff(end - start, PTRS_PER_PTE, stride, true);
-	if (k.dvm_only && !tlb_env.range && pages <= TLBI_RANGE_MAX_PAGES)
-		;	/* v7.1: MAX_TLBI_RANGE_PAGES bounds range ops only */
-	else if (k.dvm_only && !tlb_env.range && !injected(BUG_CUTOFF_RANGE_LIMIT_NO_RANGE))
-		;
-	else if (k.max_inclusive)
-		excess = excess || pages > TLBI_RANGE_MAX_PAGES;
-	else
-		excess = excess || pages >= TLBI_RANGE_MAX_PAGES;
-	if (excess) {
-		flush_tlb_mm_all();
-		/* __flush_tlb_range's DSB ISH after _nosync */
-		if (k.nosync_split && !injected(BUG_FALLBACK_ONE_DSB_ISH))
-			dsb_ish_after_tlbi();
-		else if (k.dvm_only && injected(BUG_FALLBACK_EXTRA_DSB_ISH))
-			dsb_ish_after_tlbi();
+	if (range_past_limit(end - start, stride, k)) {
+		range_fallback(k);
 		return;
 	}
 	if (injected(BUG_END_OFF_BY_ONE)) {
@@ -417,25 +435,25 @@ static void flush_range_ranged(uint64_t start, uint64_t end, uint64_t stride,
 /* v5.9 .. v6.7: scale up from 0, odd page first, NUM masked to 5 bits (<= 30). */
 static void flush_range_v5_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ false, false, false, false });
 }
 
 /* v6.8: scale down from 3, single page last, NUM still masked. */
 static void flush_range_v6_8(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false, false, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, false, false, false });
 }
 
 /* v6.9 (e3ba51ab24fd): NUM from min(pages, 32 << (5*scale+1)): up to 31. */
 static void flush_range_v6_9(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false, true, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, false, true });
 }
 
 /* v6.10: a range of exactly MAX_TLBI_RANGE_PAGES is still done by range ops. */
 static void flush_range_v6_10(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, true, false });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, true });
 }
 
 /*
@@ -445,7 +463,7 @@ static void flush_range_v6_10(uint64_t s, uint64_t e, uint64_t st, bool ll, int 
  */
 static void flush_range_v7_1(uint64_t s, uint64_t e, uint64_t st, bool ll, int lvl)
 {
-	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, false, true });
+	flush_range_ranged(s, e, st, ll, lvl, (struct range_kind){ true, true, true, false });
 }
 
 /* ---- flush_tlb_kernel_range ------------------------------------------------ */
@@ -740,7 +758,7 @@ static const struct policy policies[] = {
 	  .pud_page_batched = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
 	{ .name = "v7.1", GENERIC_V7_1, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
-	  .pud_page_batched = true,
+	  .pud_page_batched = true, .range_fallback_returns = true,
 	  .flush_tlb_range = flush_range_v7_1, .flush_tlb_kernel_range = kernel_range_v6_13 },
 };
 
