@@ -20,6 +20,7 @@ from shootdown.trace.console import Record
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("no_leftover_qemu")]
 
+ROOT = Path(__file__).resolve().parents[1]
 #: MIDR_EL1 values QEMU gives its named CPU models.
 MIDR = {"virt-a57": 0x411FD070, "virt-a72": 0x410FD083}
 
@@ -277,3 +278,15 @@ def test_smoke_verdicts() -> None:
         check_smoke(smoke("status=maybe"))
     with pytest.raises(ProtocolError, match="expected one SMOKE record"):
         check_smoke([])
+
+
+def test_lpa2_scenarios_are_skipped_before_any_boot_with_the_reason(tmp_path: Path) -> None:
+    """The firmware has no LPA2 translation regime: such a scenario never reaches a
+    guest (no boot at all), is a SKIP naming why, and the model still answers it."""
+    lpa2 = str(ROOT / "guests" / "model-only" / "lpa2-munmap-range-unaligned.toml")
+    out = shootdown("run", lpa2, "--guest", "virt-max", "--logdir", str(tmp_path))
+    assert out.returncode == 5, out.stdout + out.stderr   # nothing ran
+    assert "no LPA2 translation regime" in out.stdout and "0 boot(s)" in out.stdout
+    assert not list(tmp_path.glob("*.console.log"))
+    model = shootdown("model", lpa2)
+    assert model.returncode == 0 and "rvale1is" in model.stdout, model.stderr

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from shootdown.errors import ScenarioError
 from shootdown.scenario.contract import check_contract
-from shootdown.scenario.geometry import GRANULE_VA_BITS, Geometry
+from shootdown.scenario.geometry import GRANULE_VA_BITS, LPA2_VA_BITS, Geometry
 from shootdown.scenario.load import load_scenario_text
 from shootdown.scenario.lower import lower
 from shootdown.scenario.types import CPU_FEATURES, GatherStep, Scenario
@@ -189,12 +189,12 @@ class _Builder:
         if not geo.pud_blocks:
             raise _NoRoom
         n = self.rng.randint(1, 2)
-        span = geo.pgdir_size if geo.levels == 4 else n * geo.pud_size
+        span = 1 << geo.p4d_shift if geo.levels >= 4 else n * geo.pud_size
         base = self.slot(span)
         leaf = [f'{{ op = "remove_pud", addr = {_hex(base + k * geo.pud_size)} }}'
                 for k in range(n)]
         frees: list[str] = []
-        if geo.levels == 4 and self.rng.random() < 0.5:
+        if geo.levels >= 4 and self.rng.random() < 0.5:
             frees.append(f'{{ op = "free_pud_table", addr = {_hex(base)} }}')
         return leaf, frees
 
@@ -250,8 +250,8 @@ class _Builder:
         choices = [geo.pmd_size, geo.pmd_size * 2]
         if geo.levels >= 3:
             choices.append(geo.pud_size)
-        if geo.levels == 4 and geo.granule != "16k":
-            choices.append(geo.pgdir_size)
+        if geo.levels >= 4 and geo.granule != "16k":
+            choices.append(1 << geo.p4d_shift)
         size = self.rng.choice(choices)
         base = self.slot(size)
         page = geo.page_size
@@ -454,9 +454,15 @@ def generate_one(seed: int, index: int, *, granules: Sequence[str] | None = None
     pool = list(granules or ("4k", "16k", "64k"))
     combos = feature_sets(features)
     for attempt in range(50):
-        granule = rng.choice(pool)
-        va_bits = rng.choice(GRANULE_VA_BITS[granule][:3 if granule != "64k" else 2])
         feats = rng.choice(combos)
+        lpa2_pool = [g for g in pool if g in LPA2_VA_BITS]
+        if "lpa2" in feats and lpa2_pool:  # LPA2 is a 52-bit 4K/16K kernel, nothing else
+            granule = rng.choice(lpa2_pool)
+            va_bits = LPA2_VA_BITS[granule][0]
+        else:
+            feats = tuple(f for f in feats if f != "lpa2")
+            granule = rng.choice(pool)
+            va_bits = rng.choice(GRANULE_VA_BITS[granule][:3 if granule != "64k" else 2])
         asid = rng.choice([1, 2, 42, 255, 256, 0x1234, 0xFFFF, rng.randrange(1, 1 << 16)])
         kpti = rng.random() < 0.4
         if kpti:  # the kernel's ASID is even under KPTI (the user ASID is ASID | 1)

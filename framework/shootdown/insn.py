@@ -118,12 +118,15 @@ Instruction = Dsb | Tlbi | Isb
 _TG_SHIFT = {1: 12, 2: 14, 3: 16}
 
 
-def decode_operand(op: str, xt: int) -> dict[str, int]:
-    """The fields of a TLBI operand, for people (VA, ASID, TTL, range)."""
+def decode_operand(op: str, xt: int, *, lpa2: bool = False) -> dict[str, int]:
+    """The fields of a TLBI operand, for people (VA, ASID, TTL, range).
+
+    ``lpa2``: the CPU runs with LPA2 (TCR_EL1.DS), so a range operand's BADDR
+    is VA[52:16] rather than a page number."""
     fields: dict[str, int] = {"asid": xt >> 48}
     if op.startswith("r"):
         tg = (xt >> 46) & 3
-        shift = _TG_SHIFT.get(tg, 12)
+        shift = 16 if lpa2 else _TG_SHIFT.get(tg, 12)
         scale = (xt >> 44) & 3
         num = (xt >> 39) & 31
         fields.update(tg=tg, scale=scale, num=num, ttl=(xt >> 37) & 3,

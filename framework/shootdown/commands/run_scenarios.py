@@ -287,8 +287,9 @@ def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdi
         tally = _count(results)
         rate = len(results) / elapsed if elapsed > 0 else 0.0
         where = f" on {len(definitions)} guests" if len(definitions) > 1 else ""
+        booted = [b for b in boots if b.qemu_argv]  # a guest was launched
         print(f"{len(results)} scenario run(s){where} in {elapsed:.2f} s ({rate:.0f}/s, "
-              f"{len(boots)} boot(s)): {_tally(results)}")
+              f"{len(booted)} boot(s)): {_tally(results)}")
         releases = f" (its code path exists in: {bug.releases})" if bug and bug.releases else ""
         skipped = f" ({tally['skip']} skipped, reasons above)" if tally.get("skip") else ""
         if skipped and len(definitions) > 1:
@@ -312,6 +313,6 @@ def main(args: argparse.Namespace, definitions: Sequence[GuestDefinition], logdi
         }[verdict]
         print(f"verdict: {str(verdict).upper()}: {meaning}")
         if not verdict.ok or args.keep:
-            for b in boots:
+            for b in booted:
                 print(f"log: {b.log_path}")
     return int(exit_code_for_verdict(verdict))

@@ -69,6 +69,8 @@ class Arm64:
         self.has_ttl = policy.ttl_and_range and "ttl" in feats
         #: FEAT_TLBIRANGE likewise
         self.has_range = policy.ttl_and_range and "tlbirange" in feats
+        #: LPA2 in use (v6.9+; the caller refuses it for older releases)
+        self.lpa2 = policy.lpa2_ranges and "lpa2" in feats
         self.out = out
         #: provenance attached to what is emitted next
         self.why: Why | None = None
@@ -281,8 +283,12 @@ class Arm64:
             return
         down = self.p.range_loop == "down"
         scale = 3 if down else 0
+        # LPA2 (v6.9): the range operand's base is VA[52:16], so a range op must start
+        # 64 KiB aligned: single ops until it does
+        base_shift = 16 if self.lpa2 else ps
         while pages > 0:
-            single = (not self.has_range or (pages == 1 if down else pages % 2 == 1))
+            single = (not self.has_range or (pages == 1 if down else pages % 2 == 1)
+                      or (self.lpa2 and start % 0x10000 != 0))
             if single:
                 xt = tlbi_vaddr(start, asid)
                 self.tlbi_level(op, xt, level)
@@ -299,7 +305,7 @@ class Arm64:
             else:
                 num = ((pages >> unit) & 31) - 1
             if num >= 0:
-                xt = self.tlbi_vaddr_range(start >> ps, asid, scale, num, level)
+                xt = self.tlbi_vaddr_range(start >> base_shift, asid, scale, num, level)
                 self.tlbi("r" + op, xt)
                 if user:
                     self.tlbi_user("r" + op, xt)

@@ -83,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
             header = (f"# {scenario.path}: policy {pol.name}, granule {scenario.granule}, "
                       f"va_bits {scenario.va_bits} ({scenario.geometry.levels} levels), "
                       f"asid {scenario.asid}, kpti {int(scenario.kpti)}, cpu features {feats}")
-            out += render.to_text(expected_sequence(scenario, pol), header)
+            out += render.to_text(expected_sequence(scenario, pol), header,
+                                  lpa2="lpa2" in scenario.cpu_features)
     sys.stdout.write("".join(line + "\n" for line in out))
     return 0

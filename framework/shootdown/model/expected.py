@@ -15,6 +15,7 @@ from shootdown.model.arm64 import Arm64
 from shootdown.model.gather import MmuGather, ModelLimitError
 from shootdown.model.instructions import Instruction, Why
 from shootdown.model.policy import DEFAULT_POLICY, POLICIES, Policy, get_policy
+from shootdown.scenario.geometry import valid_geometry
 from shootdown.scenario.lower import LoweredStep, lower
 from shootdown.scenario.types import (
     CPU_FEATURES,
@@ -54,6 +55,20 @@ def check_features(features: Iterable[str]) -> frozenset[str]:
         raise ConfigError(f"--cpu-features: unknown feature(s) {', '.join(sorted(unknown))} "
                           f"(known: {', '.join(CPU_FEATURES)})")
     return feats
+
+
+def check_lpa2(scenario: Scenario, pol: Policy, feats: frozenset[str]) -> None:
+    """LPA2 goes with a 52-bit 4K/16K geometry, both ways, and needs a release
+    that has it (CONFIG_ARM64_LPA2, v6.9): anything else is no kernel's case."""
+    geo = scenario.geometry
+    needs = not valid_geometry(geo.granule, geo.va_bits)
+    if ("lpa2" in feats) != needs:
+        raise ConfigError(f"{scenario.path}: cpu_features: lpa2 is in use exactly when "
+                          f"va_bits = 52 on a 4k or 16k granule (this is {geo.granule}, "
+                          f"{geo.va_bits}-bit, features {', '.join(sorted(feats)) or 'none'})")
+    if needs and not pol.lpa2_ranges:
+        raise ConfigError(f"{scenario.path}: cpu_features: lpa2: {pol.name} has no LPA2 "
+                          "(52-bit VA on 4K/16K pages came with CONFIG_ARM64_LPA2 in v6.9)")
 
 
 def _run_gather(arm: Arm64, step: GatherStep, index: int) -> None:
@@ -124,6 +139,7 @@ def expected_sequence(scenario: Scenario, policy: str | Policy | None = None, *,
     pol = resolve_policy(policy, scenario)
     feats = check_features(scenario.cpu_features if cpu_features is None else cpu_features)
     use_kpti = scenario.kpti if kpti is None else kpti
+    check_lpa2(scenario, pol, feats)
     results: list[StepResult] = []
     for ls in lower(scenario).steps:
         out: list[Instruction] = []

@@ -207,10 +207,10 @@ class MmuGather:
     def free_pud_table(self, addr: int) -> None:
         """free_pud_range() tail: p4d_clear(), then pud_free_tlb().
 
-        Only with 4 levels is there a PUD table; p4d_clear is then set_pgd
+        Only with 4 or 5 levels is there a PUD table; p4d_clear is then set_pgd
         (up to v5.4, 5level-fixup.h) or set_p4d (v5.8+): a barrier either way.
         """
-        real = self.geo.levels == 4
+        real = self.geo.levels >= 4
         if real:
             self._why(f"free_pud_table {addr:#x}: p4d_clear")
             self.arm.pgd_clear()
@@ -220,7 +220,8 @@ class MmuGather:
             self._free_table(addr, "pud_free_tlb")
 
     def free_p4d_table(self, addr: int) -> None:
-        """free_p4d_range() tail: pgd_clear(), then p4d_free_tlb() (p4d is folded).
+        """free_p4d_range() tail: pgd_clear(), then p4d_free_tlb() (p4d folded but
+        with five levels).
 
         Up to v5.4 (5level-fixup.h) with 4 levels, pgd_clear is the real
         set_pgd (a second barrier on the same entry) and p4d_free_tlb is
@@ -232,8 +233,14 @@ class MmuGather:
                 self._why(f"free_p4d_table {addr:#x}: pgd_clear")
                 self.arm.pgd_clear()
             return
+        real = self.geo.levels == 5  # 4K, 52-bit, LPA2 (v6.9+): pgtable_l5_enabled()
+        if real:  # pgd_clear is set_pgd: its barrier; __p4d_free_tlb queues the table
+            self._why(f"free_p4d_table {addr:#x}: pgd_clear")
+            self.arm.pgd_clear()
         self.adjust(addr, self.geo.page_size)
         self.freed_tables = True
+        if real:
+            self._free_table(addr, "p4d_free_tlb")
 
     def _free_table(self, addr: int, fn: str) -> None:
         """The arm64 __p?d_free_tlb(): v4.19 invalidates now; then tlb_remove_table()."""

@@ -59,6 +59,9 @@ class Policy:
     range_num_clamp: bool = False
     #: v6.9: a page batch moves on when one slot is left (nr >= max - 1), not when full
     page_batch_keep_one_free: bool = False
+    #: v6.9: LPA2 (CONFIG_ARM64_LPA2): with it in use, range operands carry the base
+    #: address in 64 KiB units and a range starts 64 KiB aligned (single ops until then)
+    lpa2_ranges: bool = False
     #: v6.9: __flush_tlb_range = __flush_tlb_range_nosync + DSB ISH; the whole-ASID
     #: fallback (flush_tlb_mm, ends in DSB ISH) returns into it: a second DSB ISH.
     #: Off again from v7.1 (see range_fallback_returns)
@@ -102,7 +105,7 @@ def _build() -> dict[str, Policy]:
     step("v5.14", no_ttl_when_freed=True)
     step("v6.8", range_loop="down", ttl_unknown_constant=True)
     step("v6.9", range_num_clamp=True, page_batch_keep_one_free=True,
-         range_nosync_split=True)
+         range_nosync_split=True, lpa2_ranges=True)
     step("v6.10", range_max_inclusive=True)
     step("v6.13", kernel_range_loop=True)
     step("v6.19", pud_page_batched=True)

@@ -45,10 +45,10 @@ def _snapshot_text(s: GatherSnapshot) -> str:
     return " ".join(parts)
 
 
-def _decoded(ins: Tlbi) -> str:
+def _decoded(ins: Tlbi, lpa2: bool) -> str:
     if ins.xt is None:
         return ""
-    f = decode_operand(ins.op, ins.xt)
+    f = decode_operand(ins.op, ins.xt, lpa2=lpa2)
     text = f"va={f['va']:#x} asid={f['asid']}"
     if ins.op.startswith("r"):
         text += f" pages={f['pages']} (num={f['num']} scale={f['scale']}) tg={f['tg']}"
@@ -59,13 +59,13 @@ def _decoded(ins: Tlbi) -> str:
     return text
 
 
-def _line(ins: Instruction) -> str:
+def _line(ins: Instruction, lpa2: bool = False) -> str:
     if isinstance(ins, Dsb):
         return f"    dsb   {ins.domain}"
     if isinstance(ins, Tlbi):
         if ins.xt is None:
             return f"    tlbi  {ins.op}"
-        return f"    tlbi  {ins.op:<10} {ins.xt:#018x}  {_decoded(ins)}"
+        return f"    tlbi  {ins.op:<10} {ins.xt:#018x}  {_decoded(ins, lpa2)}"
     return "    isb"
 
 
@@ -84,8 +84,8 @@ def counts(instructions: Iterable[Instruction]) -> dict[str, int]:
     return c
 
 
-def to_text(results: Sequence[StepResult], header: str) -> list[str]:
-    """The aligned, decoded listing for people."""
+def to_text(results: Sequence[StepResult], header: str, *, lpa2: bool = False) -> list[str]:
+    """The aligned, decoded listing for people (``lpa2``: range bases in 64 KiB units)."""
     lines = [header]
     for r in results:
         lines.append(f"step {r.index}  {r.kind}")
@@ -98,7 +98,7 @@ def to_text(results: Sequence[StepResult], header: str) -> list[str]:
                     text += f"   {_snapshot_text(why.gather)}"
                 lines.append(text)
                 last = why
-            lines.append(_line(ins))
+            lines.append(_line(ins, lpa2))
         c = counts(r.instructions)
         if not r.instructions:
             lines.append("    (nothing)")

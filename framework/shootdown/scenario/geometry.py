@@ -16,13 +16,19 @@ from functools import cached_property
 #: granule name -> PAGE_SHIFT
 GRANULE_SHIFT: dict[str, int] = {"4k": 12, "16k": 14, "64k": 16}
 
-#: granule name -> the VA sizes Linux offers for it (Kconfig ARM64_VA_BITS_*),
-#: without LPA2 (52-bit on 4K/16K needs FEAT_LPA2, which is not modelled).
+#: granule name -> the VA sizes Linux offers for it (Kconfig ARM64_VA_BITS_*)
+#: without LPA2 (64K's 52 bits are FEAT_LVA, no LPA2 needed).
 GRANULE_VA_BITS: dict[str, tuple[int, ...]] = {
     "4k": (39, 48),
     "16k": (36, 47, 48),
     "64k": (42, 48, 52),
 }
+
+#: granule name -> the VA sizes that exist only with LPA2 (CONFIG_ARM64_LPA2,
+#: v6.9; the CPU runs them with FEAT_LPA2 and TCR_EL1.DS): 52 bits on 4K
+#: (five levels) and 16K (four).  A scenario names them with the ``lpa2``
+#: CPU feature.
+LPA2_VA_BITS: dict[str, tuple[int, ...]] = {"4k": (52,), "16k": (52,)}
 
 #: TLBI operand TG field (translation granule) for TTL hints and range ops.
 GRANULE_TG: dict[str, int] = {"4k": 1, "16k": 2, "64k": 3}
@@ -76,8 +82,9 @@ class Geometry:
 
     @property
     def p4d_shift(self) -> int:
-        """The p4d level is folded on every modelled configuration."""
-        return self.pgdir_shift
+        """A real level only with five levels (4K, 52-bit, LPA2); else folded
+        onto the PGD (pgtable-nop4d.h)."""
+        return self.level_shift(0) if self.levels == 5 else self.pgdir_shift
 
     @cached_property
     def pmd_size(self) -> int:
@@ -94,6 +101,16 @@ class Geometry:
     @cached_property
     def task_size(self) -> int:
         """TASK_SIZE: the end of the user (TTBR0) range."""
+        return 1 << self.va_bits
+
+    @cached_property
+    def map_window(self) -> int:
+        """DEFAULT_MAP_WINDOW_64 = 1 << VA_BITS_MIN: where user space ends unless
+        mmap is asked for more, and so STACK_TOP (arch/arm64/include/asm/processor.h,
+        memory.h; without CONFIG_ARM64_FORCE_52BIT): above 48 bits, 47 on 16K and
+        48 otherwise."""
+        if self.va_bits > 48:
+            return 1 << (47 if self.granule == "16k" else 48)
         return 1 << self.va_bits
 
     @cached_property
@@ -124,6 +141,9 @@ class Geometry:
         return 1 << self.level_shift(level)
 
 
-def valid_geometry(granule: str, va_bits: int) -> bool:
-    """Whether Linux offers this (granule, VA bits) combination."""
+def valid_geometry(granule: str, va_bits: int, *, lpa2: bool = False) -> bool:
+    """Whether Linux offers this (granule, VA bits) combination (with LPA2: the
+    52-bit 4K/16K ones, and only those)."""
+    if lpa2:
+        return va_bits in LPA2_VA_BITS.get(granule, ())
     return va_bits in GRANULE_VA_BITS.get(granule, ())

@@ -185,8 +185,10 @@ def _tables(spans: list[tuple[int, int, int]], geo: Geometry) -> int:
     kinds = [(geo.pmd_shift, 3)]                     # PTE tables
     if geo.levels >= 3:
         kinds.append((geo.pud_shift, 2))             # PMD tables
-    if geo.levels == 4:
-        kinds.append((geo.pgdir_shift, 1))           # PUD tables
+    if geo.levels >= 4:
+        kinds.append((geo.p4d_shift, 1))             # PUD tables
+    if geo.levels == 5:
+        kinds.append((geo.pgdir_shift, 1))           # P4D tables
     total = 0
     for shift, deepest in kinds:
         last = -1

@@ -17,7 +17,13 @@ from typing import Any
 
 from shootdown.errors import ScenarioError
 from shootdown.inputfile import parse_toml, read_text
-from shootdown.scenario.geometry import GRANULE_SHIFT, GRANULE_VA_BITS, Geometry
+from shootdown.scenario.geometry import (
+    GRANULE_SHIFT,
+    GRANULE_VA_BITS,
+    LPA2_VA_BITS,
+    Geometry,
+    valid_geometry,
+)
 from shootdown.scenario.types import (
     CPU_FEATURES,
     GATHER_OPS,
@@ -148,10 +154,26 @@ class _Parser:
         if granule not in GRANULE_SHIFT:
             raise self.err(f"unknown granule {granule!r} (4k, 16k or 64k)", fld="granule")
         va_bits = self.integer(data.get("va_bits", 48), None, "va_bits")
-        if va_bits not in GRANULE_VA_BITS[granule]:
+        features = data.get("cpu_features", [])
+        if isinstance(features, str):
+            features = [f for f in features.split(",") if f]
+        if not isinstance(features, list):
+            raise self.err("expected a list of feature names", fld="cpu_features")
+        for feat in features:
+            if feat not in CPU_FEATURES:
+                raise self.err(f"unknown cpu feature {feat!r} ({', '.join(CPU_FEATURES)})",
+                               fld="cpu_features")
+        lpa2 = "lpa2" in features
+        if lpa2 and not valid_geometry(granule, va_bits, lpa2=True):
+            raise self.err("cpu feature lpa2: the kernel runs LPA2 only with va_bits = 52 on "
+                           f"a 4k or 16k granule (this is {granule}, {va_bits}-bit)",
+                           fld="cpu_features")
+        if not lpa2 and va_bits not in GRANULE_VA_BITS[granule]:
             allowed = ", ".join(map(str, GRANULE_VA_BITS[granule]))
-            raise self.err(f"{va_bits} is not a VA size of the {granule} granule ({allowed})",
-                           fld="va_bits")
+            more = (f"; {va_bits}-bit needs LPA2: cpu_features = [\"lpa2\"]"
+                    if va_bits in LPA2_VA_BITS.get(granule, ()) else "")
+            raise self.err(f"{va_bits} is not a VA size of the {granule} granule "
+                           f"({allowed}){more}", fld="va_bits")
         self.geo = Geometry(granule, va_bits)
         asid = self.integer(data.get("asid", 2), None, "asid")
         if not 0 <= asid <= _MAX_ASID:
@@ -162,15 +184,6 @@ class _Parser:
             # an odd ASID would make the "user copy" the same TLBI twice.
             raise self.err(f"ASID {asid} is odd: with kpti = true the ASID must be even "
                            "(the user ASID is ASID | 1)", fld="asid")
-        features = data.get("cpu_features", [])
-        if isinstance(features, str):
-            features = [f for f in features.split(",") if f]
-        if not isinstance(features, list):
-            raise self.err("expected a list of feature names", fld="cpu_features")
-        for feat in features:
-            if feat not in CPU_FEATURES:
-                raise self.err(f"unknown cpu feature {feat!r} ({', '.join(CPU_FEATURES)})",
-                               fld="cpu_features")
         policy = data.get("policy")
         if policy is not None and not isinstance(policy, str):
             raise self.err("expected a release name such as \"v6.19\"", fld="policy")

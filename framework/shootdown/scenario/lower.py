@@ -198,7 +198,8 @@ class _LayoutBuilder:
         geo = self.geo
         span = {"free_pte_table": geo.pmd_size,
                 "free_pmd_table": geo.pud_size if geo.levels >= 3 else 0,
-                "free_pud_table": geo.pgdir_size if geo.levels >= 4 else 0}.get(op.op, 0)
+                "free_pud_table": 1 << geo.p4d_shift if geo.levels >= 4 else 0,
+                "free_p4d_table": geo.pgdir_size if geo.levels == 5 else 0}.get(op.op, 0)
         if not span:
             return  # not a free op, or a folded level: no table exists
         inside = {lvl for lvl, runs in self.by_level.items()
@@ -295,20 +296,26 @@ class _Tables:
         pte: list[tuple[int, int]] = []
         pmd: list[tuple[int, int]] = []
         pud: list[tuple[int, int]] = []
+        p4d: list[tuple[int, int]] = []
         for m in layout.user:
             span = (m.addr, m.addr + m.count * geo.block_size(m.level))
             if m.level == 3:
                 pte.append(span)
             if geo.levels >= 3 and m.level >= 2:
                 pmd.append(span)
-            if geo.levels == 4:
+            if geo.levels >= 4:
                 pud.append(span)
+            if geo.levels == 5:
+                p4d.append(span)
         self.pte = _Present(geo.pmd_shift, pte)      # PTE tables, one per PMD entry
         self.pmd = _Present(geo.pud_shift, pmd)      # PMD tables (levels >= 3), per PUD entry
-        self.pud = _Present(geo.pgdir_shift, pud)    # PUD tables (levels == 4), per PGD entry
+        self.pud = _Present(geo.p4d_shift, pud)      # PUD tables (levels >= 4), per P4D entry
+        self.p4d = _Present(geo.pgdir_shift, p4d)    # P4D tables (levels == 5), per PGD entry
 
     # p?d_none: true when the entry holds no table; folded levels never are.
     def pgd_none(self, addr: int) -> bool:
+        if self.geo.levels == 5:
+            return addr >> self.geo.pgdir_shift not in self.p4d
         return self.geo.levels == 4 and addr >> self.geo.pgdir_shift not in self.pud
 
     def pud_none(self, addr: int) -> bool:
@@ -319,7 +326,7 @@ class _Tables:
 
     def discard(self, op: GatherOp) -> None:
         table = {"free_pte_table": self.pte, "free_pmd_table": self.pmd,
-                 "free_pud_table": self.pud}.get(op.op)
+                 "free_pud_table": self.pud, "free_p4d_table": self.p4d}.get(op.op)
         if table is not None and op.addr % (1 << table.shift) == 0:
             table.discard(op.addr >> table.shift)
 
@@ -390,14 +397,18 @@ class _FreeWalk:
             end -= pmd
         if addr > ((end - 1) & MASK64):
             return
-        real = self.t.pud if self.geo.levels == 4 else None  # pgd_none
+        levels = self.geo.levels
+        real = self.t.p4d if levels == 5 else self.t.pud if levels == 4 else None  # pgd_none
         for a, nxt in _entries(addr, end, self.geo.pgdir_shift, real):
             self.free_p4d_range(a, nxt, floor, ceiling)
 
     def free_p4d_range(self, addr: int, end: int, floor: int, ceiling: int) -> None:
         start = addr
-        # The p4d level is folded: one entry, never none.
-        self.free_pud_range(addr, end, floor, ceiling)
+        if self.geo.levels == 5:  # a real p4d level (4K, 52-bit, LPA2): p4d_none skips
+            for a, nxt in _entries(addr, end, self.geo.p4d_shift, self.t.pud):
+                self.free_pud_range(a, nxt, floor, ceiling)
+        else:  # folded: one entry, never none
+            self.free_pud_range(addr, end, floor, ceiling)
         at = _tail(start, end, floor, ceiling, self.geo.pgdir_size)
         if at is not None:
             self.emit("free_p4d_table", at)

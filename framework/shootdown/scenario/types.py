@@ -28,8 +28,9 @@ GATHER_OPS: tuple[str, ...] = (
     "flush",           # tlb_flush_mmu in the middle of the gather
 )
 
-#: the optional CPU features a scenario or the CLI may name
-CPU_FEATURES: tuple[str, ...] = ("ttl", "tlbirange")
+#: the optional CPU features a scenario or the CLI may name: FEAT_TTL, FEAT_TLBIRANGE,
+#: and LPA2 in use (FEAT_LPA2 with a 52-bit 4K/16K kernel: TCR_EL1.DS set)
+CPU_FEATURES: tuple[str, ...] = ("ttl", "tlbirange", "lpa2")
 
 
 @dataclass(frozen=True)

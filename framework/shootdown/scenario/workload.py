@@ -592,7 +592,7 @@ def _expand_exit(space: AddressSpace, step: WorkStep) -> Expansion:
         child.pmd_tables.add(p - p % geo.pud_size)
     child.pmd_tables |= {b - b % geo.pud_size for b in child.blocks}
     child.apply(WorkStep("mmap", step.addr, step.length, True, step.thp))
-    top = 1 << geo.va_bits
+    top = geo.map_window  # the stack's top: 2^48 (2^47 on 16K) even with 52-bit VA
     child.vmas.append(_Vma(top - 2 * geo.page_size, top, False, "rw"))
     child._populate(top - geo.page_size, top, False)
     spans = sorted([*space.image, *((v.start, v.end) for v in child.vmas)])
