@@ -11,6 +11,7 @@
  *   HANDSHAKE 0|1       ->  OK handshake=0|1   with 1, every STEP waits after its BEGIN
  *                           line for a line "GO" from the host before its system call,
  *                           so the host can open a tracing window in between
+ *   MAPS                ->  MAP lines of /proc/self/maps, then MAPS END n=N
  *   KALLSYMS            ->  the text symbols of /proc/kallsyms (mounted on first use),
  *                           "SYM addr type name" per line (and _text, _etext), then "KALLSYMS END n=N"
  *   POWEROFF            ->  BYE, then the machine powers off
@@ -478,6 +479,7 @@ static void step(char **argv, int argc)
 }
 
 static void kallsyms(void);
+static void maps(void);
 
 static void command(char *line)
 {
@@ -511,6 +513,8 @@ static void command(char *line)
 		line_end();
 	} else if (streq(argv[0], "KALLSYMS"))
 		kallsyms();
+	else if (streq(argv[0], "MAPS"))
+		maps();
 	else if (streq(argv[0], "POWEROFF")) {
 		say("BYE");
 		sys4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
@@ -520,26 +524,33 @@ static void command(char *line)
 		err("unknown command", argv[0]);
 }
 
-/* The text symbols of /proc/kallsyms (types t and T), for the host to attribute
- * addresses to functions (nokaslr keeps them stable from boot to boot). */
-static void kallsyms(void)
+/* Mount /proc once; 0 when it is there. */
+static int mount_proc(const char *who)
 {
-	static char kbuf[8192];
 	static int mounted;
-	long fd, r, count = 0;
-	unsigned have = 0;
 	if (!mounted) {
-		r = sys6(SYS_mount, "proc", "/proc", "proc", 0, 0, 0);
+		long r = sys6(SYS_mount, "proc", "/proc", "proc", 0, 0, 0);
 		if (r < 0 && r != -16 /* EBUSY: mounted already */) {
-			err("mount /proc failed", "KALLSYMS");
-			return;
+			err("mount /proc failed", who);
+			return -1;
 		}
 		mounted = 1;
 	}
-	fd = sys4(SYS_openat, AT_FDCWD, "/proc/kallsyms", O_RDONLY, 0);
+	return 0;
+}
+
+/* Call each() on every line of a /proc file; the number of lines, or -1. */
+static long proc_lines(const char *path, const char *who, int (*each)(char *line))
+{
+	static char kbuf[8192];
+	long fd, r, count = 0;
+	unsigned have = 0;
+	if (mount_proc(who) < 0)
+		return -1;
+	fd = sys4(SYS_openat, AT_FDCWD, path, O_RDONLY, 0);
 	if (fd < 0) {
-		err("open /proc/kallsyms failed", "KALLSYMS");
-		return;
+		err("open failed", path);
+		return -1;
 	}
 	for (;;) {
 		r = sys3(SYS_read, fd, kbuf + have, sizeof(kbuf) - 1 - have);
@@ -551,27 +562,60 @@ static void kallsyms(void)
 			if (kbuf[i] != '\n')
 				continue;
 			kbuf[i] = 0;
-			char *line = kbuf + start;	/* "ffff800008000000 T _text" */
+			count += each(kbuf + start);
 			start = i + 1;
-			char *type = line;
-			while (*type && *type != ' ')
-				type++;
-			if (!*type || !type[1] || type[2] != ' ')
-				continue;
-			/* text symbols, and the markers of the Image's start and text's end */
-			if (type[1] != 't' && type[1] != 'T' && !streq(type + 3, "_text") &&
-			    !streq(type + 3, "_etext"))
-				continue;
-			put("SYM ");
-			put(line);
-			line_end();
-			count++;
 		}
 		memcpy(kbuf, kbuf + start, have - start);
 		have -= start;
 	}
 	sys1(SYS_close, fd);
+	return count;
+}
+
+/* "ffff800008000000 T _text": text symbols, and the Image's start and text's end. */
+static int one_symbol(char *line)
+{
+	char *type = line;
+	while (*type && *type != ' ')
+		type++;
+	if (!*type || !type[1] || type[2] != ' ')
+		return 0;
+	if (type[1] != 't' && type[1] != 'T' && !streq(type + 3, "_text") &&
+	    !streq(type + 3, "_etext"))
+		return 0;
+	put("SYM ");
+	put(line);
+	line_end();
+	return 1;
+}
+
+/* The text symbols of /proc/kallsyms (types t and T), for the host to attribute
+ * addresses to functions (nokaslr keeps them stable from boot to boot). */
+static void kallsyms(void)
+{
+	long count = proc_lines("/proc/kallsyms", "KALLSYMS", one_symbol);
+	if (count < 0)
+		return;
 	put("KALLSYMS END");
+	put_kv("n", count);
+	line_end();
+}
+
+static int one_mapping(char *line)
+{
+	put("MAP ");
+	put(line);
+	line_end();
+	return 1;
+}
+
+/* This process's VMAs (/proc/self/maps): the layout free_pgtables walks. */
+static void maps(void)
+{
+	long count = proc_lines("/proc/self/maps", "MAPS", one_mapping);
+	if (count < 0)
+		return;
+	put("MAPS END");
 	put_kv("n", count);
 	line_end();
 }

@@ -129,7 +129,7 @@ def test_parse_config_ignores_comments_and_blank_lines() -> None:
 
 @pytest.mark.parametrize(("version", "policy"), [
     ((5, 10), "v5.9"), ((6, 1), "v5.14"), ((6, 12), "v6.10"), ((6, 13), "v6.13"),
-    ((7, 2), "v6.19"), ((4, 19), "v4.19"), ((5, 3), "v5.2"),
+    ((7, 2), "v7.1"), ((7, 0), "v6.19"), ((4, 19), "v4.19"), ((5, 3), "v5.2"),
 ])
 def test_policy_is_the_newest_modelled_release_not_newer(version: tuple[int, int],
                                                          policy: str) -> None:

@@ -208,3 +208,20 @@ def test_unmap_path_names_match_compiler_clones() -> None:
               op("dsb", "ish", None, "flush_tlb_mm.constprop.0")]
     own, rest = separate(window, cpu=0, asid=2, kpti=False)
     assert len(own) == 2 and not rest
+
+
+def test_the_workload_path_keeps_set_pgds_out_of_line_barrier() -> None:
+    # sid's 7.2.13 (4K, five levels under LPA2): pgd_clear's set_pgd calls
+    # queue_pte_barriers out of line; its DSB ISHST; ISB are the exit step's
+    from shootdown.kernel.observe import UNMAP_PATH
+    from shootdown.kernel.run import WORKLOAD_PATH
+
+    window = [op("dsb", "ishst", None, "free_pgd_range"), op("isb", "", None, "free_pgd_range"),
+              op("dsb", "ishst", None, "queue_pte_barriers"),
+              op("isb", "", None, "queue_pte_barriers")]
+    own, rest = separate(window, cpu=0, asid=2, kpti=False, unmap_path=WORKLOAD_PATH)
+    assert own == tuple(window) and not rest
+    # the unmap path alone sets them aside, with a reason (how the step failed before)
+    own, rest = separate(window, cpu=0, asid=2, kpti=False,
+                         unmap_path=UNMAP_PATH | {"free_pgd_range"})
+    assert len(own) == 2 and len(rest) == 2

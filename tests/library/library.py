@@ -39,6 +39,9 @@ BUG_POLICY: dict[str, tuple[str, str]] = {
     "ttl_with_freed_tables": ("v6.19", "TTL hints exist from v5.9 (library: cpu_features ttl)"),
     "range_num_overflow": ("v6.19", "the 2^21-page range op exists from v6.10 "
                            "(library: cpu_features tlbirange)"),
+    "fallback_extra_dsb_ish": ("v7.1", "the fallback returns after flush_tlb_mm from v7.1"),
+    "cutoff_range_limit_no_range": ("v7.1", "the cut-off without range ops tests only "
+                                    "MAX_DVM_OPS strides from v7.1"),
 }
 #: every other bug runs under today's release
 DEFAULT_BUG_POLICY = ("v6.19", "today's release")

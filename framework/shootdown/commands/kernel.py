@@ -379,6 +379,8 @@ def _run(args: argparse.Namespace) -> int:
                         "workload_steps": run.workload_steps,
                         "steps_per_s_after_boot": run.workload_steps / run.after_boot_s},
             "switch_window": [asdict(op) for op in run.switch_window],
+            "vmas": [{"start": f"{lo:#x}", "end": f"{hi:#x}", "what": what}
+                     for lo, hi, what in run.vmas],
             "steps": [{
                 "case": s.case, "number": s.result.number, "op": s.stream.step,
                 "start": s.stream.start, "end": s.stream.end, "rc": s.result.rc,

@@ -55,8 +55,10 @@ from shootdown.kernel.locate import KernelFiles
 BASE_APPEND = ("console=ttyAMA0", "nokaslr", "panic=-1", "rdinit=/init")
 
 #: Lines of the workload's protocol (workload/init.c); anything else is the kernel's.
-_PROTOCOL = re.compile(r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|OK|KALLSYMS END|ERR|FATAL)\b.*")
+_PROTOCOL = re.compile(
+    r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|OK|KALLSYMS END|MAPS END|ERR|FATAL)\b.*")
 _SYM = re.compile(r"SYM ([0-9a-f]+) ([a-zA-Z]) (\S+)")
+_MAP = re.compile(r"MAP ([0-9a-f]+)-([0-9a-f]+) (.*)")
 _PANIC = re.compile(r"Kernel panic - not syncing.*")
 #: Lines kept for an error's tail.
 TAIL_LINES = 25
@@ -310,6 +312,23 @@ class KernelMachine:
                 f"KALLSYMS: {len(symbols)} symbol lines read, the guest said {end!r}",
                 log_path=self.log_path, tail=self.tail()))
         return symbols
+
+    def maps(self) -> list[tuple[int, int, str]]:
+        """The workload's VMAs from /proc/self/maps: (start, end, the rest of the line)."""
+        self._check()
+        mark = len(self.lines)
+        self._send("MAPS")
+        end = self._expect(re.compile(r"MAPS END n=\d+"), self.step_timeout, "MAPS END")
+        vmas = []
+        for line in self.lines[mark:-1]:
+            m = _MAP.search(line)
+            if m is not None:
+                vmas.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip()))
+        if len(vmas) != int(end.split("=")[1]) or not vmas:
+            raise self._fail(ProtocolError(
+                f"MAPS: {len(vmas)} mapping lines read, the guest said {end!r}",
+                log_path=self.log_path, tail=self.tail()))
+        return vmas
 
     def set_handshake(self, on: bool) -> None:
         """With ``on``, every step waits after its BEGIN for :meth:`go` (a tracing window)."""

@@ -169,6 +169,8 @@ class KernelRun:
     skipped: tuple[tuple[str, str], ...] = ()
     #: how the windows were traced: ``plugin`` or ``singlestep`` (:mod:`.plugin`)
     trace_method: str = "singlestep"
+    #: the workload's VMAs before its first step (/proc/self/maps): (start, end, rest)
+    vmas: tuple[tuple[int, int, str], ...] = ()
 
     def step_verdict(self, step: CheckedStep) -> Verdict:
         """A step's verdict; under an injection caught/missed/not-applicable (by whether a
@@ -426,9 +428,13 @@ def compare_with_model(exp: Expansion, own: Sequence[ObservedOp], *, policy: str
 #: The unmap path of :func:`.observe.separate` and the rest of the steps' kernel paths,
 #: by base name, where a barrier may execute out of line: mm/memory.c's table walk
 #: (free_pgd_range: set_p4d()'s DSB ISHST; ISB when exit_mmap clears a top-level entry,
-#: arch/arm64/include/asm/pgtable.h, v6.1) and zap/mprotect walkers.
+#: arch/arm64/include/asm/pgtable.h, v6.1) and zap/mprotect walkers; and, from the
+#: lazy-MMU rework (7.x pgtable.h: set_p4d/set_pgd end in queue_pte_barriers(), which
+#: calls emit_pte_barriers()), those two helpers when the compiler keeps them out of
+#: line: Debian's 7.2.13 calls queue_pte_barriers for pgd_clear in free_pgd_range.
 WORKLOAD_PATH = UNMAP_PATH | frozenset({
     "free_pgd_range", "free_p4d_range", "free_pud_range", "free_pmd_range", "free_pte_range",
+    "queue_pte_barriers", "emit_pte_barriers",
     "unmap_single_vma", "zap_pte_range", "zap_pmd_range", "zap_pud_range", "zap_huge_pmd",
     "change_protection_range", "change_pte_range", "change_pmd_range", "change_huge_pmd",
     "do_mprotect_pkey", "madvise_dontneed_single_vma", "zap_page_range",
@@ -490,7 +496,7 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
     from shootdown.kernel.info import kernel_policy
     from shootdown.kernel.workload import build
     from shootdown.model.policy import get_policy
-    from shootdown.scenario.geometry import GRANULE_SHIFT, GRANULE_VA_BITS
+    from shootdown.scenario.geometry import GRANULE_SHIFT, valid_geometry
 
     assert vm.t_ready is not None and vm.boot_seconds is not None
     window = _Window(tracer)
@@ -503,17 +509,22 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
     cpu = int(vm.ready.get("cpu", "0"))
     granule = {4096: "4k", 16384: "16k", 65536: "64k"}[page_size]
     pol = get_policy(policy).name if policy else kernel_policy(info)[0]
+    # A 52-bit 4K/16K kernel on a CPU without FEAT_LPA2 falls back to 48 bits at boot.
     va_bits = 48 if info.va_bits is None or (info.va_bits == 52 and not lpa2) else info.va_bits
     unsupported = None
-    if lpa2:
-        unsupported = "the model has no LPA2 operand form (52-bit VA, base in 64 KiB units)"
-    elif va_bits not in GRANULE_VA_BITS[granule]:
-        unsupported = f"the model has no {granule} granule with {va_bits}-bit VA"
+    if lpa2:  # the model's "lpa2" CPU feature: range bases in 64 KiB units, 5 levels on 4K
+        features |= {"lpa2"}
+        if not get_policy(pol).lpa2_ranges:
+            unsupported = f"{pol} has no LPA2 (CONFIG_ARM64_LPA2 came in v6.9)"
+    if not valid_geometry(granule, va_bits, lpa2=lpa2):
+        unsupported = f"the model has no {granule} granule with {va_bits}-bit VA" + (
+            " under LPA2" if lpa2 else "")
     runnable = [w for w in workloads if 1 << GRANULE_SHIFT[w.granule] == page_size]
     skipped = tuple((w.path, f"written for the {w.granule} granule; this kernel's pages are "
                      f"{page_size // 1024}K") for w in workloads if w not in runnable)
     expansions = expand(runnable, page_size=page_size, va_bits=va_bits,
                                   release=info.version, image=elf_vmas(build(), page_size))
+    vmas = tuple(vm.maps())
     vm.set_handshake(True)
     t_switch = time.monotonic()
     vm.step("SWITCH-MM", 0, 0, window=window)
@@ -538,7 +549,7 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
                      switch_window=tuple(switch), switch_s=switch_s, boot_s=vm.boot_seconds,
                      after_boot_s=after_boot, prepare_s=prepare_s,
                      workload_steps=vm.steps_run, policy=pol, features=tuple(sorted(features)),
-                     skipped=skipped)
+                     skipped=skipped, vmas=vmas)
 
 
 def _run_step(vm: KernelMachine, tracer: KernelTracer, window: _Window, wl: Workload, i: int,
