@@ -192,6 +192,10 @@ def describe_policies(choice: str, policies: Sequence[str]) -> str:
     return f"policy {used}" + (f" ({choice} -> {used})" if used != choice else "")
 
 
+#: the CPU features the firmware runs (the default pool): not LPA2 (no such regime)
+FIRMWARE_FEATURES = ("ttl", "tlbirange")
+
+
 def _features(args: argparse.Namespace) -> bool | list[str]:
     from shootdown.errors import ConfigError
     from shootdown.scenario.types import CPU_FEATURES
@@ -199,7 +203,7 @@ def _features(args: argparse.Namespace) -> bool | list[str]:
     if args.no_features:
         return False
     if args.features is None:  # what the firmware can run: LPA2 scenarios would all skip
-        return [f for f in CPU_FEATURES if f != "lpa2"]
+        return [f for f in CPU_FEATURES if f in FIRMWARE_FEATURES]
     names = [f.strip() for f in args.features.split(",") if f.strip()]
     unknown = [f for f in names if f not in CPU_FEATURES]
     if unknown:

@@ -331,8 +331,14 @@ def _steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFiles, info: Ke
 
 #: Boot-log lines of the CPU features the kernel turned on (arch/arm64/kernel/cpufeature.c,
 #: ``arm64_features[].desc``): the model's ``ttl`` and ``tlbirange``.
-FEATURE_LINES = {"ttl": "ARMv8.4 Translation Table Level",
-                 "tlbirange": "TLB range maintenance instructions"}
+FEATURE_LINES: dict[str, tuple[str, ...]] = {
+    "ttl": ("ARMv8.4 Translation Table Level",),
+    "tlbirange": ("TLB range maintenance instructions",),
+    # ARM64_WORKAROUND_REPEAT_TLBI's description: since the REPEAT_TLBI rework
+    # (7.x, and Debian's 6.1.176/6.12.117), and before it (cpu_errata.c)
+    "repeat_tlbi": ("Broken broadcast TLBI completion", "ARM erratum 1286807",
+                    "Qualcomm erratum 1009"),
+}
 #: workload step kind -> the workload program's command
 COMMANDS = {"mmap": "MMAP", "munmap": "MUNMAP", "madvise_dontneed": "DONTNEED",
             "mprotect": "MPROTECT", "exit": "EXIT-CHILD"}
@@ -503,8 +509,8 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
     boot_log = list(vm.lines)
     kpti = any(KPTI_LINE in line for line in boot_log)
     lpa2 = any(LPA2_LINE in line for line in boot_log)
-    features = frozenset(f for f, text in FEATURE_LINES.items()
-                         if any(text in line for line in boot_log))
+    features = frozenset(f for f, texts in FEATURE_LINES.items()
+                         if any(t in line for line in boot_log for t in texts))
     page_size = int(vm.ready.get("pagesize", "4096"))
     cpu = int(vm.ready.get("cpu", "0"))
     granule = {4096: "4k", 16384: "16k", 65536: "64k"}[page_size]

@@ -71,6 +71,12 @@ class Arm64:
         self.has_range = policy.ttl_and_range and "tlbirange" in feats
         #: LPA2 in use (v6.9+; the caller refuses it for older releases)
         self.lpa2 = policy.lpa2_ranges and "lpa2" in feats
+        #: ARM64_WORKAROUND_REPEAT_TLBI (Cortex-A76 erratum 1286807, Falkor E1009, ...):
+        #: each TLBI repeated after a DSB ISH, or (the rework) each completion followed
+        #: by TLBI VALE1IS, XZR; DSB ISH
+        repeat = "repeat_tlbi" in feats
+        self.repeat_each = repeat and not policy.repeat_tlbi_sync
+        self.repeat_sync = repeat and policy.repeat_tlbi_sync
         self.out = out
         #: provenance attached to what is emitted next
         self.why: Why | None = None
@@ -79,16 +85,27 @@ class Arm64:
     def dsb(self, domain: str) -> None:
         self.out.append(Dsb(domain, self.why))
 
+    def sync_s1ish(self) -> None:
+        """The DSB ISH that completes TLB maintenance (__tlbi_sync_s1ish from the
+        REPEAT_TLBI rework): with the erratum, then ``TLBI VALE1IS, XZR; DSB ISH``."""
+        self.out.append(Dsb("ish", self.why))
+        if self.repeat_sync:
+            self.out.append(Tlbi("vale1is", None, self.why))
+            self.out.append(Dsb("ish", self.why))
+
     def isb(self) -> None:
         self.out.append(Isb(self.why))
 
     def tlbi(self, op: str, xt: int | None = None) -> None:
         self.out.append(Tlbi(op, xt, self.why))
+        if self.repeat_each:  # the old __TLBI_0/1 ALTERNATIVE: DSB ISH, the same TLBI again
+            self.out.append(Dsb("ish", self.why))
+            self.out.append(Tlbi(op, xt, self.why))
 
     def tlbi_user(self, op: str, xt: int) -> None:
         """__tlbi_user: under KPTI, the same TLBI for the user ASID (bit 48)."""
         if self.kpti:
-            self.out.append(Tlbi(op, xt | USER_ASID_FLAG, self.why))
+            self.tlbi(op, xt | USER_ASID_FLAG)
 
     def _hinted(self, level: int | None) -> bool:
         if self.p.ttl_unknown_constant:  # v6.8: TLBI_TTL_UNKNOWN; 0..3 are hints
@@ -126,6 +143,13 @@ class Arm64:
         if self.has_ttl and self._hinted(level):
             assert level is not None
             hint = ((level & 3) | self.geo.tg << 2) << 44
+        if self.repeat_each:  # every TLBI doubled: the slow path, through tlbi()
+            for k in range(count):
+                x = ((first + k * step) & ~_TTL_MASK) | hint if hint else first + k * step
+                self.tlbi(op, x)
+                if user and self.kpti:
+                    self.tlbi(op, x | USER_ASID_FLAG)
+            return
         why = self.why
         append = self.out.append
         copy = user and self.kpti
@@ -156,7 +180,7 @@ class Arm64:
         """All releases: DSB ISHST; TLBI VMALLE1IS; DSB ISH; ISB."""
         self.dsb("ishst")
         self.tlbi("vmalle1is")
-        self.dsb("ish")
+        self.sync_s1ish()
         self.isb()
 
     def flush_tlb_mm(self) -> None:
@@ -165,7 +189,7 @@ class Arm64:
         self.dsb("ishst")
         self.tlbi("aside1is", xt)
         self.tlbi_user("aside1is", xt)
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def flush_tlb_page(self, uaddr: int) -> None:
         """One last-level entry: no TTL hint up to v7.0; from v7.1 (through
@@ -178,7 +202,7 @@ class Arm64:
         else:
             self.tlbi("vale1is", xt)
             self.tlbi_user("vale1is", xt)
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def flush_tlb_pgtable(self, uaddr: int) -> None:
         """__flush_tlb_pgtable (v4.19 only): a freed table's walk-cache entries.
@@ -189,7 +213,7 @@ class Arm64:
         xt = tlbi_vaddr(uaddr, self.asid)
         self.tlbi("vae1is", xt)
         self.tlbi_user("vae1is", xt)
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def flush_tlb_range(self, start: int, end: int, stride: int, last_level: bool,
                         level: int | None) -> None:
@@ -214,7 +238,7 @@ class Arm64:
         self.dsb("ishst")
         # for (addr = start; addr < end; addr += step)
         self.tlbi_run(op, addr, step, max(0, -(-(stop - addr) // step)))
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def _flush_tlb_range_v4_20(self, start: int, end: int, stride: int,
                                last_level: bool) -> None:
@@ -236,7 +260,7 @@ class Arm64:
         step = stride >> 12
         self.dsb("ishst")
         self.tlbi_run(op, addr, step, max(0, -(-(stop - addr) // step)))
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def range_limit_excess(self, start: int, end: int, pages: int, stride: int) -> bool:
         """The cut-off of v5.9+ (__flush_tlb_range_limit_excess from v6.13)."""
@@ -257,12 +281,12 @@ class Arm64:
         if self.range_limit_excess(start, end, pages, stride):
             self.flush_tlb_mm()
             if self.p.range_nosync_split:  # v6.9..v7.0: __flush_tlb_range's own DSB ISH
-                self.dsb("ish")
+                self.sync_s1ish()
             return
         self.dsb("ishst")
         self.flush_tlb_range_op("vale1is" if last_level else "vae1is", start, pages, stride,
                                 self.asid, level, user=True)
-        self.dsb("ish")
+        self.sync_s1ish()
 
     def flush_tlb_range_op(self, op: str, start: int, pages: int, stride: int, asid: int,
                            level: int | None, *, user: bool) -> None:
@@ -332,7 +356,7 @@ class Arm64:
             self.dsb("ishst")
             self.flush_tlb_range_op(self.p.kernel_range_op, start, pages, self.geo.page_size,
                                     0, None, user=False)
-            self.dsb("ish")
+            self.sync_s1ish()
             self.isb()
             return
         limit = self.geo.ptrs_per_pte if self.p.kernel_cutoff_ptrs else MAX_TLBI_OPS_OLD
@@ -345,7 +369,7 @@ class Arm64:
         self.dsb("ishst")
         self.tlbi_run(self.p.kernel_range_op, addr, step, max(0, -(-(stop - addr) // step)),
                       user=False)
-        self.dsb("ish")
+        self.sync_s1ish()
         self.isb()
 
     def flush_tlb_kernel_pgtable(self, kaddr: int) -> None:
@@ -354,7 +378,7 @@ class Arm64:
         if self.p.kernel_pgtable_ishst:
             self.dsb("ishst")
         self.tlbi("vaae1is", tlbi_vaddr(kaddr, 0))
-        self.dsb("ish")
+        self.sync_s1ish()
         if self.p.kernel_pgtable_isb:
             self.isb()
 

@@ -80,6 +80,10 @@ class Policy:
     cutoff_dvm_only_without_range: bool = False
     #: v7.1: flush_tlb_page goes through __do_flush_tlb_range with level 3: a TTL hint
     page_flush_ttl: bool = False
+    #: v7.1 (and stable, see STABLE_BACKPORTS): "Optimize ARM64_WORKAROUND_REPEAT_TLBI":
+    #: the erratum's repeat moves from every TLBI (DSB ISH; the same TLBI) to every
+    #: completion (__tlbi_sync_s1ish: DSB ISH; TLBI VALE1IS, XZR; DSB ISH)
+    repeat_tlbi_sync: bool = False
 
     @property
     def version(self) -> tuple[int, int]:
@@ -110,7 +114,7 @@ def _build() -> dict[str, Policy]:
     step("v6.13", kernel_range_loop=True)
     step("v6.19", pud_page_batched=True)
     step("v7.1", range_nosync_split=False, range_fallback_returns=True,
-         cutoff_dvm_only_without_range=True, page_flush_ttl=True)
+         cutoff_dvm_only_without_range=True, page_flush_ttl=True, repeat_tlbi_sync=True)
     return out
 
 
@@ -130,8 +134,16 @@ DEFAULT_POLICY = "v7.1"
 #:   arch/arm64/include/asm/tlb.h tlb_get_level: ``if (tlb->freed_tables) return 0;``),
 #:   "Cc: <stable@vger.kernel.org> # 5.9.x"; Debian's 5.10.223 (bullseye) issues TTL 0
 #:   for a range flush that freed a PMD table, where upstream v5.10 gave TTL 1.
+#: * repeat_tlbi_sync: "arm64: tlb: Optimize ARM64_WORKAROUND_REPEAT_TLBI" (Mark Rutland,
+#:   2026, with the CME DVMSync erratum series, backported to the stable series):
+#:   Debian's linux-source-6.1 6.1.176 and linux-source-6.12 6.12.117 have
+#:   __tlbi_sync_s1ish() = dsb(ish); __repeat_tlbi_sync(vale1is, 0) in tlbflush.h
+#:   (6.1: lines 153-168; 6.12: 176-191), and the 6.1 kernel on a Cortex-A76 issues
+#:   TLBI VALE1IS, XZR; DSB ISH after each completing DSB ISH.
 STABLE_BACKPORTS: tuple[tuple[str, str, tuple[int, int], int], ...] = (
     ("no_ttl_when_freed", "v5.14", (5, 10), 223),
+    ("repeat_tlbi_sync", "v7.1", (6, 1), 176),
+    ("repeat_tlbi_sync", "v7.1", (6, 12), 117),
 )
 
 

@@ -29,8 +29,9 @@ GATHER_OPS: tuple[str, ...] = (
 )
 
 #: the optional CPU features a scenario or the CLI may name: FEAT_TTL, FEAT_TLBIRANGE,
-#: and LPA2 in use (FEAT_LPA2 with a 52-bit 4K/16K kernel: TCR_EL1.DS set)
-CPU_FEATURES: tuple[str, ...] = ("ttl", "tlbirange", "lpa2")
+#: LPA2 in use (FEAT_LPA2 with a 52-bit 4K/16K kernel: TCR_EL1.DS set), and a CPU
+#: with the erratum behind ARM64_WORKAROUND_REPEAT_TLBI (e.g. Cortex-A76 1286807)
+CPU_FEATURES: tuple[str, ...] = ("ttl", "tlbirange", "lpa2", "repeat_tlbi")
 
 
 @dataclass(frozen=True)
