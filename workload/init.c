@@ -12,6 +12,7 @@
  *                           line for a line "GO" from the host before its system call,
  *                           so the host can open a tracing window in between
  *   MAPS                ->  MAP lines of /proc/self/maps, then MAPS END n=N
+ *   THP                 ->  THP followed by the transparent hugepage modes ("none": no THP)
  *   KALLSYMS            ->  the text symbols of /proc/kallsyms (mounted on first use),
  *                           "SYM addr type name" per line (and _text, _etext), then "KALLSYMS END n=N"
  *   POWEROFF            ->  BYE, then the machine powers off
@@ -480,6 +481,7 @@ static void step(char **argv, int argc)
 
 static void kallsyms(void);
 static void maps(void);
+static void thp_mode(void);
 
 static void command(char *line)
 {
@@ -515,6 +517,8 @@ static void command(char *line)
 		kallsyms();
 	else if (streq(argv[0], "MAPS"))
 		maps();
+	else if (streq(argv[0], "THP"))
+		thp_mode();
 	else if (streq(argv[0], "POWEROFF")) {
 		say("BYE");
 		sys4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
@@ -607,6 +611,41 @@ static int one_mapping(char *line)
 	put(line);
 	line_end();
 	return 1;
+}
+
+/* The transparent hugepage mode (/sys/kernel/mm/transparent_hugepage/enabled,
+ * e.g. "always [madvise] never"): below 512 MiB of RAM the kernel turns THP off
+ * (mm/huge_memory.c hugepage_init), and then a thp workload maps pages. */
+static void thp_mode(void)
+{
+	static int mounted;
+	static char buf[128];
+	long fd, n;
+	if (!mounted) {
+		long r = sys6(SYS_mount, "sysfs", "/sys", "sysfs", 0, 0, 0);
+		if (r < 0 && r != -16 /* EBUSY */) {
+			err("mount /sys failed", "THP");
+			return;
+		}
+		mounted = 1;
+	}
+	fd = sys4(SYS_openat, AT_FDCWD, "/sys/kernel/mm/transparent_hugepage/enabled",
+		  O_RDONLY, 0);
+	if (fd < 0) {		/* CONFIG_TRANSPARENT_HUGEPAGE=n */
+		say("THP none");
+		return;
+	}
+	n = sys3(SYS_read, fd, buf, sizeof(buf) - 1);
+	sys1(SYS_close, fd);
+	if (n < 0)
+		n = 0;
+	buf[n] = 0;
+	for (long i = 0; i < n; i++)
+		if (buf[i] == '\n')
+			buf[i] = 0;
+	put("THP ");
+	put(buf);
+	line_end();
 }
 
 /* This process's VMAs (/proc/self/maps): the layout free_pgtables walks. */

@@ -381,6 +381,7 @@ def _run(args: argparse.Namespace) -> int:
             "switch_window": [asdict(op) for op in run.switch_window],
             "vmas": [{"start": f"{lo:#x}", "end": f"{hi:#x}", "what": what}
                      for lo, hi, what in run.vmas],
+            "thp_mode": run.thp_mode,
             "steps": [{
                 "case": s.case, "number": s.result.number, "op": s.stream.step,
                 "start": s.stream.start, "end": s.stream.end, "rc": s.result.rc,

@@ -56,7 +56,7 @@ BASE_APPEND = ("console=ttyAMA0", "nokaslr", "panic=-1", "rdinit=/init")
 
 #: Lines of the workload's protocol (workload/init.c); anything else is the kernel's.
 _PROTOCOL = re.compile(
-    r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|OK|KALLSYMS END|MAPS END|ERR|FATAL)\b.*")
+    r"(READY|STEP \d+ (?:BEGIN|END)|PONG|BYE|OK|KALLSYMS END|MAPS END|THP|ERR|FATAL)\b.*")
 _SYM = re.compile(r"SYM ([0-9a-f]+) ([a-zA-Z]) (\S+)")
 _MAP = re.compile(r"MAP ([0-9a-f]+)-([0-9a-f]+) (.*)")
 _PANIC = re.compile(r"Kernel panic - not syncing.*")
@@ -329,6 +329,21 @@ class KernelMachine:
                 f"MAPS: {len(vmas)} mapping lines read, the guest said {end!r}",
                 log_path=self.log_path, tail=self.tail()))
         return vmas
+
+    def thp_mode(self) -> str:
+        """The kernel's transparent hugepage mode: ``always``, ``madvise``, ``never``
+        (the bracketed word of /sys/kernel/mm/transparent_hugepage/enabled), or
+        ``none`` without THP support."""
+        self._check()
+        self._send("THP")
+        line = self._expect(re.compile(r"THP .*"), self.step_timeout, "THP")
+        m = re.search(r"\[(\w+)\]", line)
+        if line.strip() == "THP none":
+            return "none"
+        if m is None:
+            raise self._fail(ProtocolError(f"THP: no mode in {line!r}",
+                                           log_path=self.log_path, tail=self.tail()))
+        return m.group(1)
 
     def set_handshake(self, on: bool) -> None:
         """With ``on``, every step waits after its BEGIN for :meth:`go` (a tracing window)."""

@@ -171,6 +171,8 @@ class KernelRun:
     trace_method: str = "singlestep"
     #: the workload's VMAs before its first step (/proc/self/maps): (start, end, rest)
     vmas: tuple[tuple[int, int, str], ...] = ()
+    #: the kernel's THP mode (``never`` below 512 MiB of RAM: thp workloads map pages)
+    thp_mode: str = ""
 
     def step_verdict(self, step: CheckedStep) -> Verdict:
         """A step's verdict; under an injection caught/missed/not-applicable (by whether a
@@ -528,8 +530,10 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
     runnable = [w for w in workloads if 1 << GRANULE_SHIFT[w.granule] == page_size]
     skipped = tuple((w.path, f"written for the {w.granule} granule; this kernel's pages are "
                      f"{page_size // 1024}K") for w in workloads if w not in runnable)
+    thp = vm.thp_mode()
     expansions = expand(runnable, page_size=page_size, va_bits=va_bits,
-                                  release=info.version, image=elf_vmas(build(), page_size))
+                        release=info.version, image=elf_vmas(build(), page_size),
+                        thp=thp not in ("never", "none"))
     vmas = tuple(vm.maps())
     vm.set_handshake(True)
     t_switch = time.monotonic()
@@ -555,7 +559,7 @@ def run_workload_steps(vm: KernelMachine, tracer: KernelTracer, files: KernelFil
                      switch_window=tuple(switch), switch_s=switch_s, boot_s=vm.boot_seconds,
                      after_boot_s=after_boot, prepare_s=prepare_s,
                      workload_steps=vm.steps_run, policy=pol, features=tuple(sorted(features)),
-                     skipped=skipped, vmas=vmas)
+                     skipped=skipped, vmas=vmas, thp_mode=thp)
 
 
 def _run_step(vm: KernelMachine, tracer: KernelTracer, window: _Window, wl: Workload, i: int,

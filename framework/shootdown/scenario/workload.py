@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -632,7 +632,7 @@ class ExpandedWorkload:
 
 def expand(workloads: Sequence[Workload], *, page_size: int, va_bits: int,
            release: tuple[int, int], image: Sequence[tuple[int, int]],
-           ) -> list[ExpandedWorkload]:
+           thp: bool = True) -> list[ExpandedWorkload]:
     """Every workload's expansion, in boot order, sharing one address space.
 
     The workloads run one after another in the same process, so the tables a
@@ -646,6 +646,8 @@ def expand(workloads: Sequence[Workload], *, page_size: int, va_bits: int,
     for wl in workloads:
         steps = []
         for step in wl.steps:
+            if not thp and step.thp:  # THP off in this kernel: the region maps pages
+                step = replace(step, thp=False)
             exp = expand_step(space, step, release)
             steps.append(exp)
             _advance(space, step, exp)
