@@ -70,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shootdown-logdir", default=None, metavar="DIR",
                     help="keep console logs here (default: a new directory under the "
                          "pytest temporary directory)")
+    group.addoption("--shootdown-kernel", default=None, metavar="KERNEL[,KERNEL...]",
+                    help="run workload files (target = \"kernel\", guests/kernel/) on these "
+                         "real kernels: debian:SUITE[-16k] or an Image path; one item per "
+                         "workload and kernel, one boot per kernel")
+    group.addoption("--shootdown-kernel-cpu", default="max,pauth-impdef=on", metavar="CPU",
+                    help="QEMU -cpu for --shootdown-kernel (default: max,pauth-impdef=on)")
     # Internal: how `shootdown matrix` hands its plan to the workers.
     group.addoption("--shootdown-matrix-plan", default=None, help=argparse.SUPPRESS)
     group.addoption("--shootdown-matrix-logdir", default=None, help=argparse.SUPPRESS)
@@ -91,6 +97,12 @@ class State:
     capabilities: dict[str, Capabilities] = field(default_factory=dict)
     #: (guest, granule) -> a live guest shared by scenario items and run_scenario
     pool: dict[tuple[str, str], Guest] = field(default_factory=dict)
+    #: --shootdown-kernel: the kernels, their -cpu, and per kernel its run over every
+    #: collected workload file (made by the first item that needs it)
+    kernels: list[str] = field(default_factory=list)
+    kernel_cpu: str = "max,pauth-impdef=on"
+    workload_files: list[Path] = field(default_factory=list)
+    kernel_runs: dict[str, Any] = field(default_factory=dict)
     _logdir: str | None = None
     _boots: int = 0
 
@@ -133,7 +145,9 @@ def pytest_configure(config: pytest.Config) -> None:
         guests=guests, guests_dir=config.getoption("shootdown_guests_dir"),
         policies=policies, qemu=config.getoption("shootdown_qemu"),
         logdir_option=config.getoption("shootdown_logdir"),
-        trace=bool(config.getoption("shootdown_trace")))
+        trace=bool(config.getoption("shootdown_trace")),
+        kernels=_csv(config.getoption("shootdown_kernel") or ""),
+        kernel_cpu=config.getoption("shootdown_kernel_cpu"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -557,6 +571,7 @@ def pytest_runtest_makereport(item: pytest.Item,
 # collection: scenario files and matrix files
 
 _STEP_TABLE = re.compile(r"^\s*\[\[\s*step\s*\]\]", re.MULTILINE)
+_KERNEL_TARGET = re.compile(r"^\s*target\s*=\s*[\"']kernel[\"']", re.MULTILINE)
 _SET_TABLE = re.compile(r"^\s*\[\[\s*set\s*\]\]", re.MULTILINE)
 
 
@@ -595,6 +610,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         if plan:
             return None
     if not (named or "scenarios" in file_path.parent.parts
+            or (parent.config.getoption("shootdown_kernel")
+                and "kernel" in file_path.parent.parts)
             or session.isinitpath(file_path.parent)):
         return None
     text = _read_toml_text(file_path, named)
@@ -602,6 +619,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         return None
     if not _STEP_TABLE.search(text):
         return None  # guest definitions and other TOML files
+    if _KERNEL_TARGET.search(text):
+        return WorkloadFile.from_parent(parent, path=file_path)
     return ScenarioFile.from_parent(parent, path=file_path)
 
 
@@ -666,3 +685,110 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.path.name} [{self.guest_name} {self.policy}]"
+
+
+# --------------------------------------------------------------------------
+# real kernels (--shootdown-kernel): workload files as items
+
+class WorkloadFile(pytest.File):
+    """A workload file (``target = "kernel"``): one item per ``--shootdown-kernel``."""
+
+    def collect(self) -> Iterable[pytest.Item]:
+        state = self.config.stash[STATE]
+        state.workload_files.append(self.path)
+        for kernel in state.kernels or ["(none)"]:
+            yield WorkloadItem.from_parent(self, name=kernel, kernel=kernel)
+
+
+class WorkloadFailed(Exception):
+    """A step of the workload failed on the real kernel."""
+
+
+class WorkloadItem(pytest.Item):
+    """One workload file on one real kernel: its steps' verdicts from the kernel's run.
+
+    Every workload file collected in the session runs in the first item's boot of
+    that kernel (``kernel run``'s engine, :func:`shootdown.kernel.run.run_kernel`);
+    the other items read their steps from it."""
+
+    def __init__(self, *, kernel: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = kernel
+        self.add_marker("guest")
+
+    def runtest(self) -> None:
+        from shootdown.scenario.workload import load_workload
+
+        state = self.config.stash[STATE]
+        if not state.kernels:
+            pytest.skip("a workload for a real kernel: pass --shootdown-kernel "
+                        "debian:bookworm (or an Image path)")
+        workload = load_workload(self.path)
+        run = _kernel_run(self.config, self.kernel)
+        steps = [st for st in run.steps if st.case.split("#")[0] == workload.name]
+        skipped = [why for path, why in run.skipped if Path(path) == self.path]
+        if not steps and skipped:
+            pytest.skip(skipped[0])
+        self.user_properties += [("shootdown_kernel", run.kernel),
+                                 ("shootdown_policy", run.policy or ""),
+                                 ("shootdown_steps", len(steps))]
+        failed = [st for st in steps if st.verdict.name != "PASS"]
+        if failed or not steps:
+            raise WorkloadFailed(run, steps, failed)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, WorkloadFailed):
+            run, steps, failed = excinfo.value.args
+            if not steps:
+                return (f"{self.path.name}: no traced step of this workload in the run "
+                        f"of {run.kernel}")
+            lines = [f"{self.path.name} on {run.kernel} (policy {run.policy}): "
+                     f"{len(failed)} of {len(steps)} step(s) failed"]
+            for st in failed:
+                lines.append(f"  {st.case}: {st.verdict}")
+                if st.model.status not in ("pass", "not-modelled"):
+                    lines.append(f"    model: {st.model.reason}")
+                    lines += [f"    {line}" for line in st.model.divergence.splitlines()]
+                lines += [f"    check {c.name}: {c.reason}" for c in st.checks
+                          if c.status == "fail"]
+                lines += [f"    {p}" for p in st.problems]
+            return "\n".join(lines)
+        from shootdown.errors import ShootdownError
+
+        if isinstance(excinfo.value, ShootdownError):
+            exc = excinfo.value
+            lines = [f"{type(exc).__name__}: {exc}"]
+            lines += [f"  | {t}" for t in getattr(exc, "tail", []) or []]
+            return "\n".join(lines)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.path.name} [{self.kernel}]"
+
+
+def _kernel_run(config: pytest.Config, kernel: str) -> Any:
+    """The session's run of ``kernel`` over every collected workload file (one boot)."""
+    state = config.stash[STATE]
+    if kernel in state.kernel_runs:
+        run = state.kernel_runs[kernel]
+        if isinstance(run, BaseException):
+            raise run
+        return run
+    from shootdown.errors import ShootdownError
+    from shootdown.kernel.boot import MachineSpec
+    from shootdown.kernel.locate import locate
+    from shootdown.kernel.run import run_kernel
+    from shootdown.scenario.workload import load_workload
+
+    try:
+        files = locate(kernel)
+        workloads = [load_workload(p) for p in state.workload_files]
+        run = run_kernel(files, spec=MachineSpec(cpu=state.kernel_cpu, memory="1G"),
+                         log_path=state.new_log(config, f"kernel-{kernel}"),
+                         qemu=state.qemu, workloads=workloads)
+    except ShootdownError as exc:
+        state.kernel_runs[kernel] = exc
+        raise
+    state.kernel_runs[kernel] = run
+    return run
