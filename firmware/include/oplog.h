@@ -15,7 +15,7 @@
 
 enum dsb_opt { DSB_ISHST, DSB_ISH, DSB_NSHST, DSB_NSH, DSB_SY };
 
-/* Issue and log. op_tlbi's xt is ignored for TLBI_VMALLE1IS. */
+/* Issue and log. op_tlbi's xt is ignored for TLBI_VMALLE1IS and TLBI_VALE1IS_XZR. */
 void op_tlbi(enum tlbi_op op, uint64_t xt);
 void op_dsb(enum dsb_opt opt);
 void op_isb(void);

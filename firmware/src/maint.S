@@ -11,7 +11,8 @@
  * every block of the guest. Each stub's block starts at its maintenance
  * instruction, so the logged X0 is the TLBI operand.
  *
- * In:  x0 = TLBI operand (ignored by VMALLE1IS). Out: nothing. Clobbers: none.
+ * In:  x0 = TLBI operand (ignored by VMALLE1IS and the XZR form). Out: nothing.
+ * Clobbers: none.
  */
 	.section .text.maint, "ax"
 	.balign	4096
@@ -36,6 +37,8 @@
 	stub	maint_tlbi_rvaae1is,	sys #0, c8, c2, #3, x0
 	stub	maint_tlbi_rvale1is,	sys #0, c8, c2, #5, x0
 	stub	maint_tlbi_rvaale1is,	sys #0, c8, c2, #7, x0
+/* Rt = XZR: no operand (ARM64_WORKAROUND_REPEAT_TLBI's sync from v7.1, __tlbi_sync_s1ish) */
+	stub	maint_tlbi_vale1is_xzr,	sys #0, c8, c3, #5, xzr
 
 /* DSB <option> and ISB */
 	stub	maint_dsb_ishst,	dsb ishst

@@ -45,6 +45,7 @@ void maint_tlbi_rvae1is(uint64_t xt);
 void maint_tlbi_rvaae1is(uint64_t xt);
 void maint_tlbi_rvale1is(uint64_t xt);
 void maint_tlbi_rvaale1is(uint64_t xt);
+void maint_tlbi_vale1is_xzr(void);
 void maint_dsb_ishst(void);
 void maint_dsb_ish(void);
 void maint_dsb_nshst(void);
@@ -56,6 +57,14 @@ void op_tlbi(enum tlbi_op op, uint64_t xt)
 {
 	if (op == TLBI_VMALLE1IS)
 		xt = 0;
+	/*
+	 * The XZR form outside the switch: one case more makes GCC dispatch
+	 * through a jump table (BR), where the barrier lint loses the op.
+	 */
+	if (op == TLBI_VALE1IS_XZR) {
+		maint_tlbi_vale1is_xzr();
+		xt = 0;
+	}
 	switch (op) {
 	case TLBI_VMALLE1IS: maint_tlbi_vmalle1is(xt); break;
 	case TLBI_VAE1IS:    maint_tlbi_vae1is(xt); break;
@@ -67,6 +76,7 @@ void op_tlbi(enum tlbi_op op, uint64_t xt)
 	case TLBI_RVAAE1IS:  maint_tlbi_rvaae1is(xt); break;
 	case TLBI_RVALE1IS:  maint_tlbi_rvale1is(xt); break;
 	case TLBI_RVAALE1IS: maint_tlbi_rvaale1is(xt); break;
+	case TLBI_VALE1IS_XZR: break;	/* issued above */
 	case TLBI_NR_OPS:    break;	/* not an operation */
 	}
 	oplog_push(K_TLBI, op, xt);
@@ -145,7 +155,7 @@ static unsigned report_tlbi_run(unsigned i)
 	unsigned g = group_len(i), n = 1, j = i + g;
 	uint64_t inc = 0;
 
-	if (e->op == TLBI_VMALLE1IS) {
+	if (e->op == TLBI_VMALLE1IS || e->op == TLBI_VALE1IS_XZR) {	/* no operand */
 		report("TLBI", "op=%s", tlbi_op_name(e->op));
 		return 1;
 	}

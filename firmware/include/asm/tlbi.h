@@ -29,6 +29,7 @@ enum tlbi_op {
 	TLBI_RVAAE1IS,
 	TLBI_RVALE1IS,
 	TLBI_RVAALE1IS,
+	TLBI_VALE1IS_XZR,	/* VALE1IS with Rt = XZR: REPEAT_TLBI's extra sync (no operand) */
 	TLBI_NR_OPS
 };
 
@@ -37,7 +38,7 @@ static inline const char *tlbi_op_name(enum tlbi_op op)
 {
 	static const char *const names[TLBI_NR_OPS] = {
 		"vmalle1is", "vae1is", "aside1is", "vaae1is", "vale1is",
-		"vaale1is", "rvae1is", "rvaae1is", "rvale1is", "rvaale1is",
+		"vaale1is", "rvae1is", "rvaae1is", "rvale1is", "rvaale1is", "vale1is",
 	};
 	return (unsigned)op < TLBI_NR_OPS ? names[op] : "?";
 }
@@ -68,6 +69,7 @@ static inline void tlbi_raw(enum tlbi_op op, uint64_t xt)
 	case TLBI_RVAAE1IS:  asm volatile("sys #0, c8, c2, #3, %0" :: "r"(xt) : "memory"); break;
 	case TLBI_RVALE1IS:  asm volatile("sys #0, c8, c2, #5, %0" :: "r"(xt) : "memory"); break;
 	case TLBI_RVAALE1IS: asm volatile("sys #0, c8, c2, #7, %0" :: "r"(xt) : "memory"); break;
+	case TLBI_VALE1IS_XZR: asm volatile("sys #0, c8, c3, #5, xzr" ::: "memory"); break;
 	default: break;
 	}
 }

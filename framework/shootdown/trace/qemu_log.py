@@ -229,7 +229,7 @@ def decode_executed(image: ElfImage, executed: Iterable[Executed]) -> Iterator[M
         m = decode(image.word_at(e.pc))
         if isinstance(m, Tlbi):
             xt: int | None = None
-            if m.has_operand:
+            if m.has_operand and m.rt != 31:  # Rt = XZR: no operand (Tlbi(op, None))
                 if e.regs is None:
                     raise TraceError(f"line {e.line}: TLBI {m.op} at {e.pc:#x} without a "
                                      "register dump (log with -d cpu)")
