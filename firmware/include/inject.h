@@ -62,7 +62,9 @@
 	X(FALLBACK_EXTRA_DSB_ISH, "fallback_extra_dsb_ish", "v7.1+", \
 	  "whole-ASID fallback keeps the v6.9..v7.0 second DSB ISH although __do_flush_tlb_range returns after flush_tlb_mm: a wasted barrier") \
 	X(CUTOFF_RANGE_LIMIT_NO_RANGE, "cutoff_range_limit_no_range", "v7.1+, tlbirange=0", \
-	  "without range TLBIs the pre-v7.1 MAX_TLBI_RANGE_PAGES limit is still applied: a range of fewer than MAX_DVM_OPS strides flushes the whole ASID")
+	  "without range TLBIs the pre-v7.1 MAX_TLBI_RANGE_PAGES limit is still applied: a range of fewer than MAX_DVM_OPS strides flushes the whole ASID") \
+	X(REPEAT_TLBI_MISSING, "repeat_tlbi_missing", "every release, repeat_tlbi=1", \
+	  "ARM64_WORKAROUND_REPEAT_TLBI not applied: no DSB ISH and repeated TLBI after each TLBI (before v7.1), no TLBI VALE1IS, XZR and DSB ISH after each completing DSB ISH (v7.1): an affected CPU (Cortex-A76 1286807) may keep a stale entry")
 
 enum bug {
 	BUG_NONE = 0,

@@ -22,6 +22,7 @@ struct tlb_env {
 	bool kpti;			/* arm64_kernel_unmapped_at_el0() */
 	bool ttl;			/* ARM64_HAS_ARMv8_4_TTL */
 	bool range;			/* system_supports_tlb_range() */
+	bool repeat_tlbi;		/* ARM64_WORKAROUND_REPEAT_TLBI (Cortex-A76 1286807, ...) */
 	unsigned levels;		/* CONFIG_PGTABLE_LEVELS for the VA size */
 	unsigned pmd_shift, pud_shift, p4d_shift;	/* folded levels collapse upwards */
 	uint64_t task_size;		/* 1 << va_bits */
@@ -50,6 +51,8 @@ struct policy {
 	bool pud_page_batched;		/* zap_huge_pud queues the (DAX) page (v6.19) */
 	bool range_fallback_returns;	/* __do_flush_tlb_range (v7.1): one DSB ISH after the
 					   whole-ASID fallback; no range-op limit without range ops */
+	bool repeat_tlbi_sync;		/* REPEAT_TLBI repeats at each completion (TLBI VALE1IS,
+					   XZR; DSB ISH), not after each TLBI (v7.1) */
 
 	/* arm64 tlb.h */
 	void (*tlb_flush)(struct mmu_gather *tlb);

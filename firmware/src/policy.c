@@ -33,6 +33,26 @@ const struct policy *policy_current;
 
 /* ---- building blocks ---------------------------------------------------- */
 
+/*
+ * __tlbi: one TLBI, and under ARM64_WORKAROUND_REPEAT_TLBI before its rework
+ * (v4.19 .. v7.0, the ALTERNATIVE of __TLBI_0/__TLBI_1 in tlbflush.h) DSB ISH
+ * and the same TLBI again: on the affected CPUs (Cortex-A76 erratum 1286807,
+ * Falkor E1009, ...) the first one may leave an entry behind. From v7.1 the
+ * repeat moved to the completion (dsb_ish_after_tlbi). Out of line: inlined
+ * at every call site it pushes range_loop_scale_down's op into a stack slot,
+ * where the barrier lint no longer follows it to op_tlbi's switch.
+ */
+static __attribute__((noinline)) void tlbi(enum tlbi_op op, uint64_t xt)
+{
+	op_tlbi(op, xt);
+	if (!tlb_env.repeat_tlbi || policy_current->repeat_tlbi_sync)
+		return;
+	if (injected(BUG_REPEAT_TLBI_MISSING))
+		return;
+	op_dsb(DSB_ISH);	/* erratum: the first TLBI completes before the repeat */
+	op_tlbi(op, xt);
+}
+
 static uint16_t mm_asid(void)
 {
 	if (injected(BUG_WRONG_ASID))
@@ -47,7 +67,7 @@ static void tlbi_user(enum tlbi_op op, uint64_t xt)
 		return;
 	if (injected(BUG_KPTI_COPY_MISSING))
 		return;
-	op_tlbi(op, xt | TLBI_USER_ASID_FLAG);
+	tlbi(op, xt | TLBI_USER_ASID_FLAG);
 }
 
 /* __tlbi_level: a by-VA op with the TTL hint when the CPU has FEAT_TTL. */
@@ -55,7 +75,7 @@ static void tlbi_level(enum tlbi_op op, uint64_t xt, int level, bool user)
 {
 	if (tlb_env.ttl)
 		xt = tlbi_with_ttl(xt, level, PAGE_SHIFT);
-	op_tlbi(op, xt);
+	tlbi(op, xt);
 	if (user)
 		tlbi_user(op, xt);
 }
@@ -67,11 +87,23 @@ static void dsb_ishst_before_tlbi(void)
 	op_dsb(DSB_ISHST);	/* page-table stores reach the walkers before the TLBI */
 }
 
+/*
+ * The DSB ISH that completes TLB maintenance. From v7.1 (__tlbi_sync_s1ish)
+ * under ARM64_WORKAROUND_REPEAT_TLBI it is followed by TLBI VALE1IS, XZR and
+ * another DSB ISH: one dummy invalidation, completed, instead of repeating
+ * every TLBI.
+ */
 static void dsb_ish_after_tlbi(void)
 {
 	if (injected(BUG_SKIP_DSB_ISH))
 		return;
 	op_dsb(DSB_ISH);	/* the invalidation has completed everywhere */
+	if (!tlb_env.repeat_tlbi || !policy_current->repeat_tlbi_sync)
+		return;
+	if (injected(BUG_REPEAT_TLBI_MISSING))
+		return;
+	op_tlbi(TLBI_VALE1IS_XZR, 0);
+	op_dsb(DSB_ISH);	/* erratum: the dummy TLBI completes too */
 }
 
 static uint64_t round_down(uint64_t x, uint64_t a) { return x & ~(a - 1); }
@@ -118,7 +150,7 @@ static void flush_tlb_mm_all(void)
 	uint64_t xt = tlbi_vaddr(0, mm_asid());
 
 	dsb_ishst_before_tlbi();
-	op_tlbi(TLBI_ASIDE1IS, xt);
+	tlbi(TLBI_ASIDE1IS, xt);
 	tlbi_user(TLBI_ASIDE1IS, xt);
 	dsb_ish_after_tlbi();
 }
@@ -132,7 +164,7 @@ static void flush_tlb_page_all(uint64_t uaddr)
 	uint64_t xt = tlbi_vaddr(uaddr, mm_asid());
 
 	dsb_ishst_before_tlbi();
-	op_tlbi(TLBI_VALE1IS, xt);
+	tlbi(TLBI_VALE1IS, xt);
 	tlbi_user(TLBI_VALE1IS, xt);
 	dsb_ish_after_tlbi();
 }
@@ -154,7 +186,7 @@ static void flush_tlb_page_v7_1(uint64_t uaddr)
 static void flush_tlb_all(void)
 {
 	dsb_ishst_before_tlbi();
-	op_tlbi(TLBI_VMALLE1IS, 0);
+	tlbi(TLBI_VMALLE1IS, 0);
 	dsb_ish_after_tlbi();
 	op_isb();		/* kernel mappings may have gone: refetch */
 }
@@ -171,7 +203,7 @@ static void range_loop_simple(uint64_t start, uint64_t end, uint64_t stride, boo
 	stride >>= 12;		/* in 4K units, as the operand */
 	dsb_ishst_before_tlbi();
 	for (uint64_t a = s; a < e; a += stride) {
-		op_tlbi(op, a);
+		tlbi(op, a);
 		tlbi_user(op, a);
 	}
 	dsb_ish_after_tlbi();
@@ -276,7 +308,7 @@ static void range_op(enum tlbi_op op, uint64_t start, uint16_t asid, unsigned sc
 {
 	uint64_t xt = tlbi_vaddr_range(start >> PAGE_SHIFT, asid, scale, num, level, PAGE_SHIFT);
 
-	op_tlbi(tlbi_range_form(op), xt);
+	tlbi(tlbi_range_form(op), xt);
 	if (user)
 		tlbi_user(tlbi_range_form(op), xt);
 }
@@ -482,7 +514,7 @@ static void kernel_range_loop(uint64_t start, uint64_t end, enum tlbi_op op)
 
 	dsb_ishst_before_tlbi();
 	for (uint64_t a = s; a < e; a += 1UL << (PAGE_SHIFT - 12))
-		op_tlbi(op, a);
+		tlbi(op, a);
 	dsb_ish_after_tlbi();
 	op_isb();		/* kernel mappings changed: refetch through the new ones */
 }
@@ -552,7 +584,7 @@ static void kernel_range_v6_13(uint64_t start, uint64_t end)
  */
 static void kernel_pgtable_v4_19(uint64_t kaddr)
 {
-	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
 	dsb_ish_after_tlbi();
 }
 
@@ -560,7 +592,7 @@ static void kernel_pgtable_v4_19(uint64_t kaddr)
 static void kernel_pgtable_v4_20(uint64_t kaddr)
 {
 	dsb_ishst_before_tlbi();
-	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
 	dsb_ish_after_tlbi();
 }
 
@@ -568,7 +600,7 @@ static void kernel_pgtable_v4_20(uint64_t kaddr)
 static void kernel_pgtable_v5_4(uint64_t kaddr)
 {
 	dsb_ishst_before_tlbi();
-	op_tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
+	tlbi(TLBI_VAAE1IS, tlbi_vaddr(kaddr, 0));
 	dsb_ish_after_tlbi();
 	if (injected(BUG_NO_ISB_KERNEL_PGTABLE))
 		return;
@@ -586,7 +618,7 @@ static void flush_pgtable_sync(uint64_t addr)
 {
 	uint64_t xt = tlbi_vaddr(addr, mm_asid());
 
-	op_tlbi(TLBI_VAE1IS, xt);
+	tlbi(TLBI_VAE1IS, xt);
 	tlbi_user(TLBI_VAE1IS, xt);
 	dsb_ish_after_tlbi();
 }
@@ -758,7 +790,7 @@ static const struct policy policies[] = {
 	  .pud_page_batched = true,
 	  .flush_tlb_range = flush_range_v6_10, .flush_tlb_kernel_range = kernel_range_v6_13 },
 	{ .name = "v7.1", GENERIC_V7_1, .tlb_get_level = level_v6_8, .page_batch_keep_slot = true,
-	  .pud_page_batched = true, .range_fallback_returns = true,
+	  .pud_page_batched = true, .range_fallback_returns = true, .repeat_tlbi_sync = true,
 	  .flush_tlb_range = flush_range_v7_1, .flush_tlb_kernel_range = kernel_range_v6_13 },
 };
 

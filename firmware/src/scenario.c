@@ -65,7 +65,7 @@ static struct {
 	enum scn_state state;
 	uint64_t id, va_bits, asid;
 	unsigned granule_shift;
-	bool kpti, ttl, range;
+	bool kpti, ttl, range, repeat_tlbi;
 	const struct policy *policy;
 	enum bug inject;
 	unsigned nr_maps, nr_steps, nr_ops;
@@ -109,6 +109,17 @@ static int need_bool(const char *line, const char *key, bool *b)
 	return 1;
 }
 
+/* need_bool for a field added later: absent reads as 0 (older host lines stay valid). */
+static int opt_bool(const char *line, const char *key, bool *b)
+{
+	uint64_t v = 0;
+
+	if (arg_u64(line, key, &v) == -2 || v > 1)
+		return 0;
+	*b = v;
+	return 1;
+}
+
 static int parse_scn(const char *line)
 {
 	char buf[48];
@@ -139,6 +150,9 @@ static int parse_scn(const char *line)
 		return reject("SCN", "ttl");
 	if (!need_bool(line, "tlbirange", &scn.range))
 		return reject("SCN", "tlbirange");
+	/* an erratum workaround, not a feature: any CPU runs its sequence */
+	if (!opt_bool(line, "repeat_tlbi", &scn.repeat_tlbi))
+		return reject("SCN", "repeat_tlbi");
 	if (arg_str(line, "inject", buf, sizeof(buf)) || (bug = inject_lookup(buf)) < 0)
 		return reject("SCN", "inject");
 	scn.inject = (enum bug)bug;
@@ -345,6 +359,7 @@ static void env_init(void)
 	tlb_env.kpti = scn.kpti;
 	tlb_env.ttl = scn.ttl;
 	tlb_env.range = scn.range;
+	tlb_env.repeat_tlbi = scn.repeat_tlbi;
 	tlb_env.levels = levels;
 	tlb_env.pmd_shift = LEVEL_SHIFT(2);
 	/* Folded levels take the shift of the level above (PGDIR_SHIFT). */

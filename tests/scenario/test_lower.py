@@ -114,7 +114,7 @@ def test_protocol_lines_of_the_basic_example() -> None:
     lines = to_protocol_lines(load_scenario(EX / "basic.toml"), scn_id=7, policy="v4.20")
     assert lines == [
         "SCN id=7 policy=v4.20 granule=4k va_bits=48 asid=42 kpti=0 ttl=0 tlbirange=0 "
-        "inject=none",
+        "repeat_tlbi=0 inject=none",
         "MAP level=3 addr=0x400000 count=512",
         "MAP level=2 addr=0x800000 count=1",
         "KMAP addr=0xffff000008000000 count=16",
@@ -133,7 +133,7 @@ def test_protocol_lines_of_a_munmap_carry_the_lowered_calls() -> None:
     sc = load_scenario(EX / "munmap-2m.toml")
     assert to_protocol_lines(sc, policy="v6.19", inject="skip_dsb") == [
         "SCN id=0 policy=v6.19 granule=4k va_bits=48 asid=42 kpti=0 ttl=0 tlbirange=0 "
-        "inject=skip_dsb",
+        "repeat_tlbi=0 inject=skip_dsb",
         "MAP level=3 addr=0x40000000 count=512",
         "STEP n=1 kind=gather fullmm=0",
         "OP name=remove_pte addr=0x40000000 count=512",

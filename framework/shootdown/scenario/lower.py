@@ -531,7 +531,8 @@ def to_protocol_lines(scenario: Scenario, *, scn_id: int = 0, policy: str | None
     feats = scenario.cpu_features
     lines = [f"SCN id={scn_id} policy={name} granule={scenario.granule} "
              f"va_bits={scenario.va_bits} asid={scenario.asid} kpti={int(scenario.kpti)} "
-             f"ttl={int('ttl' in feats)} tlbirange={int('tlbirange' in feats)} inject={inject}"]
+             f"ttl={int('ttl' in feats)} tlbirange={int('tlbirange' in feats)} "
+             f"repeat_tlbi={int('repeat_tlbi' in feats)} inject={inject}"]
     lines += [f"MAP level={m.level} addr={m.addr:#x} count={m.count}" for m in low.layout.user]
     lines += [f"KMAP addr={k.addr:#x} count={k.count}" for k in low.layout.kernel]
     for ls in low.steps:
