@@ -128,3 +128,39 @@ def test_bad_job_list_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "jobs.json" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _kernel_rows() -> list[dict[str, object]]:
+    from shootdown.kernel.table import Row, rows_json
+
+    return rows_json([
+        Row("debian:sid", "7.2.13+deb14-arm64", "virt-a76", False, "over-cutoff", "v7.1",
+            steps=1, model={"pass": 1}, verdict="pass",
+            issued={"tlbi": 3, "dsb ishst": 2, "dsb ish": 4, "isb": 0},
+            modelled={"tlbi": 3, "dsb ishst": 2, "dsb ish": 4, "isb": 0}),
+        Row("debian:bookworm", "6.1.0-44-arm64", "virt-a57", True, "few-pages-16k", "v5.14",
+            note="written for the 16k granule", verdict="skip")])
+
+
+@pytest.mark.guest
+def test_the_report_shows_the_real_kernels_costs(
+        pair: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    cwd, _ = pair
+    results = next(cwd.rglob("results.jsonl"))
+    (tmp_path / "results.jsonl").write_bytes(results.read_bytes())
+    (tmp_path / "kernel-table.json").write_text(json.dumps(_kernel_rows()))
+    proc = _report(tmp_path / "results.jsonl", tmp_path)
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "Real kernels: cost per workload" in html
+    assert "<td>virt-a76</td>" in html and "<td>3 / 2 / 4 / 0</td>" in html
+    assert "few-pages-16k" not in html          # skipped rows have no cost
+
+
+def test_a_bad_kernel_table_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_text("")
+    (tmp_path / "kernel-table.json").write_text('[{"kernel": 1}]')
+    proc = _report(tmp_path / "results.jsonl", tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "kernel-table.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -110,6 +110,10 @@ def _table_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     table.add_argument("--write", metavar="DOC.md",
                        help="put the table between the kernel-table markers of DOC.md "
                             "(docs/kernel.md)")
+    table.add_argument("--json", metavar="FILE", dest="json_out",
+                       help="also write the rows, with each workload's issued and modelled "
+                            "instruction counts, as JSON (shootdown report shows them when "
+                            "the file is kernel-table.json beside the results)")
     table.add_argument("--logdir", default="kernel-table-logs",
                        help="console logs, one per cell (default: ./kernel-table-logs)")
     table.add_argument("--timeout", type=seconds, default=180.0,
@@ -180,6 +184,15 @@ def _table(args: argparse.Namespace) -> int:
                         on_cell=show, boot_timeout=args.timeout)
     text = kt.render(rows)
     print(text, end="")
+    if args.json_out:
+        import json
+
+        try:
+            Path(args.json_out).write_text(json.dumps(kt.rows_json(rows), indent=1) + "\n")
+        except OSError as exc:
+            from shootdown.errors import InfraError
+
+            raise InfraError(f"{args.json_out}: cannot write: {exc.strerror or exc}") from exc
     if args.write:
         stamp = datetime.date.today().isoformat()
         qemu = format_version(version(default_qemu()))

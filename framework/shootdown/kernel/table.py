@@ -20,9 +20,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shootdown.errors import ConfigError, ShootdownError
 
@@ -73,6 +73,10 @@ class Row:
     stale: int = 0
     verdict: str = "not run"
     seconds: float = 0.0
+    #: the cost: instructions the kernel issued in the workload's teardowns, and what
+    #: the model expected for the steps it answered (tlbi, dsb ishst, dsb ish, isb)
+    issued: dict[str, int] = field(default_factory=dict)
+    modelled: dict[str, int] = field(default_factory=dict)
 
 
 def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
@@ -93,12 +97,33 @@ def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row
             note="; ".join(sorted({_why(m) for m in models if m.status != "pass"})),
             check_failures=sum(1 for s in steps for c in s.checks if not c.passed),
             stale=sum(s.stale for s in steps),
-            verdict="fail" if failed else "pass", seconds=round(seconds, 1)))
+            verdict="fail" if failed else "pass", seconds=round(seconds, 1),
+            issued=_sum(s.stream.counts() for s in steps),
+            modelled=_sum(m.expected_counts for m in models
+                          if m.status in ("pass", "fail"))))
     for path, why in run.skipped:
         rows.append(Row(kernel=kernel, release=run.info.release, cpu=cpu, kpti=run.kpti,
                         workload=Path(path).stem, policy=run.policy or "?", note=why,
                         verdict="skip"))
     return sorted(rows, key=lambda r: r.workload)
+
+
+#: the instruction kinds of a cost, in order
+COST_KINDS = ("tlbi", "dsb ishst", "dsb ish", "isb")
+
+
+def _sum(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total = dict.fromkeys(COST_KINDS, 0)
+    for c in counts:
+        for k in COST_KINDS:
+            total[k] += c.get(k, 0)
+    return total
+
+
+def rows_json(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """The rows as JSON objects (``kernel table --json``; ``shootdown report`` reads
+    ``kernel-table.json`` beside the results for the real kernels' costs)."""
+    return [asdict(r) for r in rows]
 
 
 def _why(model: ModelCheck) -> str:

@@ -20,16 +20,18 @@ def write_reports(results: str | os.PathLike[str], out: str | os.PathLike[str]) 
     """Write junit.xml, summary.md and report.html for ``results`` into ``out``.
 
     Jobs the matrix planned (``jobs.json`` beside the results) without a
-    record are shown as "not run".
+    record are shown as "not run"; a real-kernel table (``kernel-table.json``
+    beside them) adds the real kernels' costs.
     """
     from shootdown.matrix.results import latest
-    from shootdown.report.data import ReportData, load_job_list
+    from shootdown.report.data import ReportData, load_job_list, load_kernel_table
     from shootdown.report.html import render_html
     from shootdown.report.junit import render_junit
     from shootdown.report.markdown import render_markdown
 
     data = ReportData.from_records(latest(results), source=os.fspath(results),
                                    plan=load_job_list(results))
+    data.kernels = load_kernel_table(results)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"junit": outdir / "junit.xml", "markdown": outdir / "summary.md",

@@ -76,6 +76,9 @@ class ReportData:
     missing: list[dict[str, Any]] = field(default_factory=list)
     #: whether the matrix's job list was found (else missing jobs cannot be known)
     planned: bool = False
+    #: the real kernels' rows (``kernel-table.json`` beside the results, written by
+    #: ``shootdown kernel table --json``): each workload's issued and modelled counts
+    kernels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def skipped_scenarios(self) -> int:
@@ -196,3 +199,42 @@ def load_job_list(results: str | os.PathLike[str]) -> list[dict[str, Any]] | Non
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a job list of shootdown matrix ({exc})") from exc
     return list(jobs)
+
+
+#: the real-kernel table beside the results (``shootdown kernel table --json``)
+KERNEL_TABLE = "kernel-table.json"
+_KERNEL_ROW_TEXT = ("kernel", "release", "cpu", "workload", "policy", "verdict")
+
+
+def load_kernel_table(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of ``kernel-table.json`` beside ``results`` ([] when there is none).
+
+    A file that is there but not such a table is bad input (one line naming it).
+    """
+    from shootdown.errors import ConfigError
+    from shootdown.inputfile import parse_json, read_text
+
+    path = Path(results).resolve().parent / KERNEL_TABLE
+    if not path.exists():
+        return []
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"{path}: not a table of shootdown kernel table --json ({reason})")
+
+    rows = parse_json(read_text(path, "kernel table", error=bad), bad)
+    if not isinstance(rows, list):
+        raise bad("expected a list of rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise bad(f"row {i}: expected an object")
+        for key in _KERNEL_ROW_TEXT:
+            if not isinstance(row.get(key), str):
+                raise bad(f"row {i}: {key}: expected a string")
+        if not isinstance(row.get("kpti"), bool):
+            raise bad(f"row {i}: kpti: expected true or false")
+        for key in ("issued", "modelled"):
+            counts = row.get(key, {})
+            if not isinstance(counts, dict) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+                raise bad(f"row {i}: {key}: expected counts by instruction kind")
+    return rows

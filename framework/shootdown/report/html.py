@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+from typing import Any
 
 from shootdown.report.data import ReportData, human_size, policy_key
 
@@ -117,9 +118,41 @@ def render_html(data: ReportData) -> str:
                     else "<td></td>" for s in sizes) + "</tr>")
             parts.append("</table>")
 
+    if data.kernels:
+        parts.append(kernel_cost_html(data.kernels))
+
     if bad:
         parts.append("<h2>Unexpected</h2>")
         for r in bad:
             parts.append(f"<pre>{_e(chr(10).join(describe_record(r)))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def kernel_cost_html(rows: list[dict[str, Any]]) -> str:
+    """The real kernels' cost per workload beside the model's (``kernel-table.json``):
+    TLBI / DSB ISHST / DSB ISH / ISB issued in the workload's traced teardowns, and what
+    the modelled release (the row's policy) expects for the steps it answered."""
+    kinds = ("tlbi", "dsb ishst", "dsb ish", "isb")
+    out = ["<h2>Real kernels: cost per workload</h2><p>Instructions each Debian kernel "
+           "issued in a workload's traced teardown steps (<code>shootdown kernel table"
+           "</code>, docs/kernel.md), beside what the modelled release expects for them "
+           "(TLBI / DSB ISHST / DSB ISH / ISB).</p>",
+           "<table><tr><th>kernel</th><th>release</th><th>CPU</th><th>kpti</th>"
+           "<th>workload</th><th>policy</th><th>issued</th><th>modelled</th>"
+           "<th>verdict</th></tr>"]
+    for r in rows:
+        if r.get("verdict") not in ("pass", "fail"):
+            continue
+        issued = " / ".join(str(r.get("issued", {}).get(k, 0)) for k in kinds)
+        modelled = r.get("modelled") or {}
+        model = " / ".join(str(modelled.get(k, 0)) for k in kinds) if any(
+            modelled.values()) else "-"
+        cls = "ok" if r["verdict"] == "pass" else "bad"
+        out.append(f"<tr><td>{_e(r['kernel'])}</td><td>{_e(r['release'])}</td>"
+                   f"<td>{_e(r['cpu'])}</td><td>{'on' if r['kpti'] else 'off'}</td>"
+                   f"<td>{_e(r['workload'])}</td><td>{_e(r['policy'])}</td>"
+                   f"<td>{issued}</td><td>{model}</td>"
+                   f'<td class="{cls}">{_e(r["verdict"])}</td></tr>')
+    out.append("</table>")
+    return "\n".join(out)
