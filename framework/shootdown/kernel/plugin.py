@@ -22,8 +22,8 @@ run (by the vCPU that translated it, so the index is right then) and
 whenever the kernel reads MPIDR_EL1 (its Aff0).  A record whose TPIDR_EL1
 was never paired (or a QEMU without TPIDR_EL1 in its register list)
 carries QEMU's index with a ``?`` after it (``1?``):
-:attr:`Record.cpu_from_guest` is False, and :func:`parse_records` logs a
-warning, since that CPU may be wrong.
+:attr:`Record.cpu_from_guest` is False, and :func:`parse_records` refuses the
+window (TraceError), since that CPU may be wrong.
 
 Nothing else of the guest gets a callback, and no single-stepping is needed,
 so a window costs the callbacks of the maintenance instructions it runs and
@@ -57,14 +57,14 @@ from shootdown.guest.qemu import QemuVersion, cache_dir, format_version
 
 #: The first QEMU whose plugin API reads registers (plugin API version 3).
 PLUGIN_SINCE: QemuVersion = (9, 0, 0)
-#: Whether the plugin is chosen without ``--trace-method plugin``: not yet.  On
-#: QEMU 10.0.2 the vCPU index QEMU hands the callback names the vCPU that
-#: translated the block, not the one running it (a pinned workload's TTBR
-#: writes and final DSB ISH were reported on cpu1 while TPIDR_EL1, read in
-#: the same callback, is cpu0's), which broke the separation rule in some
-#: boots.  The plugin now names the CPU through TPIDR_EL1 (module docstring);
-#: whether to make it the default is decided separately.
-PLUGIN_BY_DEFAULT = False
+#: Whether the plugin is chosen without ``--trace-method plugin`` (on a QEMU >= 9.0 with
+#: its header).  QEMU's vCPU index names the vCPU that translated a block, not the one
+#: running it (10.0.2, plugin-gen.c gen_cpu_index, thread=single), so the plugin names
+#: the CPU through TPIDR_EL1 (module docstring); a window with a record it could not
+#: name is a TraceError, never a stream with guessed CPUs (:func:`parse_records`).
+#: 10 consecutive passes of tests/kernel/test_plugin.py; 1.19x against an untraced
+#: boot where single-stepping costs 1.88x (benchmarks/kernel_latency.py, 10.0.2).
+PLUGIN_BY_DEFAULT = True
 #: The tracing methods ``kernel run --trace-method`` accepts.
 METHODS = ("plugin", "singlestep")
 #: The plugin's C source, in the repository beside the Python package.
@@ -234,7 +234,8 @@ def parse_records(data: bytes, path: str, first_line: int = 1) -> list[Record]:
 
     A line that does not parse means the file is not the plugin's or was cut:
     TraceError naming the file and line, never a shorter stream.  Records whose
-    CPU the plugin took from QEMU's index (``1?``) are kept, with a warning.
+    CPU the plugin took from QEMU's index (``1?``) are a TraceError: their CPU may be
+    wrong, and the separation rule works by CPU.
     """
     text = data.decode("ascii", errors="replace")
     records: list[Record] = []
@@ -253,7 +254,8 @@ def parse_records(data: bytes, path: str, first_line: int = 1) -> list[Record]:
         line += 1
     unnamed = [r for r in records if not r.cpu_from_guest]
     if unnamed:
-        log.warning("%s:%d: %d of %d plugin records carry QEMU's vcpu_index, not the guest's "
-                    "CPU (their TPIDR_EL1 was never paired with one CPU): their CPU may be wrong",
-                    path, unnamed[0].line, len(unnamed), len(records))
+        raise TraceError(f"{path}:{unnamed[0].line}: {len(unnamed)} of {len(records)} plugin "
+                         "records carry QEMU's vcpu_index, not the guest's CPU (their "
+                         "TPIDR_EL1 was never paired with one CPU: a kernel without per-CPU "
+                         "offsets in TPIDR_EL1?): use --trace-method singlestep")
     return records
