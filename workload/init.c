@@ -593,16 +593,23 @@ static int one_symbol(char *line)
 	return 1;
 }
 
+/* Each line of a /proc file through each(), then "<cmd> END n=<lines printed>". */
+static void proc_listing(const char *path, const char *cmd, int (*each)(char *line))
+{
+	long count = proc_lines(path, cmd, each);
+	if (count < 0)
+		return;
+	put(cmd);
+	put(" END");
+	put_kv("n", count);
+	line_end();
+}
+
 /* The text symbols of /proc/kallsyms (types t and T), for the host to attribute
  * addresses to functions (nokaslr keeps them stable from boot to boot). */
 static void kallsyms(void)
 {
-	long count = proc_lines("/proc/kallsyms", "KALLSYMS", one_symbol);
-	if (count < 0)
-		return;
-	put("KALLSYMS END");
-	put_kv("n", count);
-	line_end();
+	proc_listing("/proc/kallsyms", "KALLSYMS", one_symbol);
 }
 
 static int one_mapping(char *line)
@@ -651,12 +658,7 @@ static void thp_mode(void)
 /* This process's VMAs (/proc/self/maps): the layout free_pgtables walks. */
 static void maps(void)
 {
-	long count = proc_lines("/proc/self/maps", "MAPS", one_mapping);
-	if (count < 0)
-		return;
-	put("MAPS END");
-	put_kv("n", count);
-	line_end();
+	proc_listing("/proc/self/maps", "MAPS", one_mapping);
 }
 
 static void console_quiet(void)
