@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no cpu_features (ttl/tlbirange) in the scenarios")
     parser.add_argument("--features", metavar="LIST",
                         help="the CPU features to combine (comma-separated, from ttl, "
-                             "tlbirange, lpa2; default: ttl,tlbirange, what the firmware "
+                             "tlbirange, lpa2, repeat_tlbi; default: all but lpa2, what "
+                             "the firmware "
                              "runs: LPA2 scenarios are skipped there): every combination "
                              "is drawn")
     # Levels are always drawn now (every level of the contract, and none); the
@@ -193,7 +194,7 @@ def describe_policies(choice: str, policies: Sequence[str]) -> str:
 
 
 #: the CPU features the firmware runs (the default pool): not LPA2 (no such regime)
-FIRMWARE_FEATURES = ("ttl", "tlbirange")
+FIRMWARE_FEATURES = ("ttl", "tlbirange", "repeat_tlbi")
 
 
 def _features(args: argparse.Namespace) -> bool | list[str]:
