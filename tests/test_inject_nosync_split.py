@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run, verdict_line
 from shootdown import cli
 from shootdown.bugs import read_bugs
 from shootdown.insn import Dsb, Instruction, Tlbi
@@ -34,17 +35,6 @@ ASIDE1IS = Tlbi("aside1is", 34 << 48)
 ONE_DSB: list[Instruction] = [Dsb("ishst"), ASIDE1IS, Dsb("ish")]
 TWO_DSB: list[Instruction] = [Dsb("ishst"), ASIDE1IS, Dsb("ish"), Dsb("ish")]
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """``shootdown run ARGS`` in this process, on a real guest: exit code and stdout."""
-    code = cli.main(["run", *args])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
-
-
-def verdict_line(out: str) -> str:
-    return next(line for line in out.splitlines() if line.startswith("verdict: "))
 
 
 def guest_step_one(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str,

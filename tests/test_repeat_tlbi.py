@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run, verdict_line
 from shootdown import cli
 from shootdown.bugs import read_bugs
 from shootdown.elfsyms import ElfImage
@@ -56,17 +57,6 @@ V7_1_FALLBACK: list[Instruction] = [ISHST, ASIDE1IS, ISH, VALE1IS_XZR, ISH]
 #: without the erratum (any release from v7.1; v6.19 has one more DSB ISH)
 PLAIN_V7_1: list[Instruction] = [ISHST, ASIDE1IS, ISH]
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """``shootdown run ARGS`` in this process, on a real guest: exit code and stdout."""
-    code = cli.main(["run", *args])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
-
-
-def verdict_line(out: str) -> str:
-    return next(line for line in out.splitlines() if line.startswith("verdict: "))
 
 
 def guest_steps(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run, verdict_line
 from shootdown import cli
 from shootdown.bugs import Bug, read_bugs
 from shootdown.check.scenario import judge, run_verdict
@@ -19,17 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "guests" / "scenarios"
 BASIC = str(ROOT / "docs" / "examples" / "basic.toml")
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """``shootdown run ARGS`` in this process, on real guests: exit code and stdout."""
-    code = cli.main(["run", *args])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
-
-
-def verdict_line(out: str) -> str:
-    return next(line for line in out.splitlines() if line.startswith("verdict: "))
 
 
 # ---- --inject on a release or scenario where the bug's code path does not exist ----
