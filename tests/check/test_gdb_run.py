@@ -48,7 +48,7 @@ def test_gdb_stops_before_the_diverging_instruction(qemu: str, firmware_elf: Pat
         argv = shlex.split(line)
         argv.insert(1, "-batch")
         argv += ["-ex", "printf \"STOP step=%d issued=%d\\n\", scn_step_now, oplog_len",
-                 "-ex", "bt 3",
+                 "-ex", "bt 6",
                  "-ex", "delete",
                  # the next maintenance instruction the CPU executes
                  "-ex", "rbreak ^maint_",
