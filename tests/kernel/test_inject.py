@@ -301,3 +301,17 @@ def test_no_kpti_copy_without_kpti_is_not_applicable(
     code, run = runs["no_kpti_copy"]
     assert (code, run["verdict"], run["kpti"]) == (6, "not-applicable", False)
     assert {s["verdict"] for s in run["steps"]} == {"not-applicable"}
+
+
+def test_an_injection_cannot_be_traced_by_the_plugin(bookworm: KernelFiles,
+                                                     tmp_path: Path) -> None:
+    """The plugin instruments maintenance instructions only: it would never see the
+    NOPs an injection writes, so every step would read FAIL instead of CAUGHT.
+    Without a method an injection run single-steps; asking for the plugin is bad input."""
+    from shootdown.errors import ConfigError
+    from shootdown.kernel.boot import MachineSpec
+    from shootdown.kernel.run import run_kernel
+
+    with pytest.raises(ConfigError, match="--inject with --trace-method plugin"):
+        run_kernel(bookworm, spec=MachineSpec(), log_path=str(tmp_path / "c.log"),
+                   inject="kernel_no_dsb_ish", trace_method="plugin")

@@ -33,7 +33,7 @@ from shootdown.check.kernel import (
     check_walk_caches,
     run_checks,
 )
-from shootdown.errors import TraceError
+from shootdown.errors import ConfigError, TraceError
 from shootdown.guest.argv import default_qemu
 from shootdown.guest.qemu import version as qemu_version
 from shootdown.insn import Dsb, Instruction, Isb, Tlbi
@@ -247,6 +247,14 @@ def run_kernel(files: KernelFiles, *, spec: MachineSpec, log_path: str,
         booted, injection = files, None
         if inject is not None:
             booted, sites, injection = prepare(inject, files, sites, symbols, base, Path(workdir))
+        if inject is not None and trace_method == "plugin":
+            raise ConfigError("--inject with --trace-method plugin: the plugin instruments "
+                              "maintenance instructions only and cannot see the NOPs an "
+                              "injection puts in their place; use singlestep")
+        if inject is not None and trace_method is None:
+            # the plugin instruments maintenance instructions only: the NOPs an
+            # injection puts in their place would never be seen executing
+            trace_method = "singlestep"
         tracer = KernelTracer(sites, symbols, base, qemu_version(qemu or default_qemu()),
                               workdir, method=trace_method)
         traced = MachineSpec(spec.machine, spec.cpu, spec.smp, spec.memory, spec.accel,
