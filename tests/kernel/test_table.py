@@ -71,3 +71,12 @@ def test_one_real_cell(tmp_path: Path) -> None:
     assert rows and all("| pass |" in r or "| skip |" in r for r in rows)
     assert any("pass |" in r and "not-modelled" not in r and "fail" not in r for r in rows)
     assert BEGIN in doc.read_text()
+
+
+def test_costs_add_up_whichever_spelling_the_counts_use() -> None:
+    # the traced stream counts "dsb ish", the model's check.sequence.counts "dsb_ish"
+    from shootdown.kernel.table import _sum
+
+    assert _sum([{"tlbi": 2, "dsb ishst": 1, "dsb ish": 1, "isb": 0},
+                 {"tlbi": 2, "dsb_ishst": 1, "dsb_ish": 1, "isb": 1}]) == {
+        "tlbi": 4, "dsb ishst": 2, "dsb ish": 2, "isb": 1}
