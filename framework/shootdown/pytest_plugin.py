@@ -624,6 +624,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return ScenarioFile.from_parent(parent, path=file_path)
 
 
+def _error_text(exc: BaseException) -> str:
+    """A shootdown error for the failure report: the one line, the console's tail, the log."""
+    lines = [f"{type(exc).__name__}: {exc}"]
+    lines += [f"  | {t}" for t in getattr(exc, "tail", []) or []]
+    if getattr(exc, "log_path", None):
+        lines.append(f"console log: {exc.log_path}")  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
 class ScenarioFile(pytest.File):
     """A scenario file: one item per guest and policy."""
 
@@ -675,12 +684,7 @@ class ScenarioItem(pytest.Item):
         from shootdown.errors import ShootdownError
 
         if isinstance(excinfo.value, ShootdownError):
-            exc = excinfo.value
-            lines = [f"{type(exc).__name__}: {exc}"]
-            lines += [f"  | {t}" for t in getattr(exc, "tail", []) or []]
-            if getattr(exc, "log_path", None):
-                lines.append(f"console log: {exc.log_path}")  # type: ignore[attr-defined]
-            return "\n".join(lines)
+            return _error_text(excinfo.value)
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -757,10 +761,7 @@ class WorkloadItem(pytest.Item):
         from shootdown.errors import ShootdownError
 
         if isinstance(excinfo.value, ShootdownError):
-            exc = excinfo.value
-            lines = [f"{type(exc).__name__}: {exc}"]
-            lines += [f"  | {t}" for t in getattr(exc, "tail", []) or []]
-            return "\n".join(lines)
+            return _error_text(excinfo.value)
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
