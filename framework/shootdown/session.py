@@ -372,21 +372,23 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     """
     report = BootReport(guest=definition.name, granule=granule, log_path=log_path)
     t0 = time.monotonic()
-    lpa2 = [job for job in jobs if "lpa2" in job.scenario.cpu_features]
-    if lpa2:  # decided here, without a boot: the firmware cannot build such tables
-        for job in lpa2:
-            report.results.append(skipped(job, granule, NO_LPA2))
+
+    def skip_all(these: Sequence[Job], why: str) -> None:
+        for job in these:
+            report.results.append(skipped(job, granule, why))
             if on_result is not None:
                 on_result(report.results[-1])
-        jobs = [job for job in jobs if job not in lpa2]
+
+    # decided here, without a boot: the firmware cannot build LPA2 tables
+    lpa2 = [job for job in jobs if "lpa2" in job.scenario.cpu_features]
+    if lpa2:
+        skip_all(lpa2, NO_LPA2)
+        jobs = [job for job in jobs if "lpa2" not in job.scenario.cpu_features]
         if not jobs:
             return report
     lacking = _missing_cpu(definition, qemu, launcher)
     if lacking is not None:  # e.g. neoverse-n2 on QEMU 7.2: skip, naming the QEMU
-        for job in jobs:
-            report.results.append(skipped(job, granule, lacking))
-            if on_result is not None:
-                on_result(report.results[-1])
+        skip_all(jobs, lacking)
         return report
     if trace_log is not None:
         definition = traced(definition, granule, trace_log)
@@ -431,12 +433,8 @@ def run_boot(definition: GuestDefinition, granule: str, jobs: Sequence[Job], *,
     except GuestUnsupported as exc:
         # The firmware read the CPU's ID registers at boot and refused (a
         # granule the CPU lacks): every job of this firmware is skipped.
-        for job in jobs:
-            result = skipped(job, granule, f"{definition.cpu} lacks the {granule} granule "
-                                           f"(ID_AA64MMFR0; firmware: {exc.why})")
-            report.results.append(result)
-            if on_result is not None:
-                on_result(result)
+        skip_all(jobs, f"{definition.cpu} lacks the {granule} granule "
+                       f"(ID_AA64MMFR0; firmware: {exc.why})")
         report.total_s = time.monotonic() - t0
         return report
     if trace_log is not None:
