@@ -48,6 +48,11 @@ def main(args: argparse.Namespace) -> int:
         HostPool.load(args.hosts)
     if args.list:
         for j in matrix.jobs:
+            if j.kernel is not None:
+                print(f"{j.id}  {j.set:<12} {j.guest:<10} {j.granule:<4} {j.policy:<6} "
+                      f"{j.inject:<28} expect {j.expect:<6} {len(j.scenarios)} workloads "
+                      f"on {j.kernel}{' kpti=1' if j.kpti else ''}")
+                continue
             print(f"{j.id}  {j.set:<12} {j.guest:<10} {j.granule:<4} {j.policy:<6} "
                   f"{j.inject:<28} expect {j.expect:<6} {len(j.scenarios)} scenarios")
         print(f"{len(matrix.jobs)} jobs")
@@ -60,8 +65,7 @@ def main(args: argparse.Namespace) -> int:
         for line in describe_record(record):
             print(line)
     for job in summary.missing:
-        print(f"not run: {job.set} {job.guest} {job.granule} {job.policy} {job.inject} "
-              f"({job.id})")
+        print(f"not run: {job.label} ({job.id})")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.outcomes.items()))
     print(f"{summary.finished}/{summary.total} jobs ({counts}); "
           f"{len(summary.unexpected)} unexpected, {len(summary.missing)} not run; "

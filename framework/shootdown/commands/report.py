@@ -31,13 +31,14 @@ def main(args: argparse.Namespace) -> int:
     paths = write_reports(args.results, out)
     for kind, path in paths.items():
         print(f"{kind:<8} {path}")
+    from shootdown.matrix.spec import job_label
+
     records = latest(args.results)
     plan = load_job_list(args.results)
     seen = {r["job_id"] for r in records}
     missing = [j for j in plan or [] if j["job_id"] not in seen]
     for j in missing:
-        print(f"not run: {j['set']} {j['guest']} {j['granule']} {j['policy']} {j['inject']} "
-              f"({j['job_id']})")
+        print(f"not run: {job_label(j)} ({j['job_id']})")
     unexpected = sum(1 for r in records if not r.get("ok"))
     skipped = sum(1 for r in records for s in r.get("results", []) if s.get("verdict") == "skip")
     total = len(plan) if plan is not None else len(records)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from shootdown.errors import ConfigError, ShootdownError
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module's constants: keep it light
+    from shootdown.kernel.boot import MachineSpec
     from shootdown.kernel.run import CheckedStep, KernelRun, ModelCheck
     from shootdown.result import Verdict
     from shootdown.scenario.workload import Workload
@@ -79,17 +80,42 @@ class Row:
     modelled: dict[str, int] = field(default_factory=dict)
 
 
-def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
-    """The rows of one finished ``kernel run``, one per workload."""
+def cell_spec(cpu: str, kpti: bool) -> MachineSpec:
+    """The machine of a cell: ``cpu`` (a key of :data:`CPUS`), 2 vCPUs, 1 GiB, ``kpti=1``
+    on the command line if asked."""
+    from shootdown.kernel.boot import MachineSpec
+
+    return MachineSpec(cpu=CPUS[cpu], smp=2, memory="1G", append=("kpti=1",) if kpti else ())
+
+
+def no_granule(cpu: str, page_size_kib: int | None) -> str | None:
+    """Why a kernel of ``page_size_kib`` cannot boot on ``cpu`` (None: it can, or unknown)."""
+    if page_size_kib is None or page_size_kib in CPU_PAGE_SIZES[cpu]:
+        return None
+    return (f"{CPUS[cpu]} has no {page_size_kib}K granule (ID_AA64MMFR0_EL1): the kernel "
+            "cannot boot there")
+
+
+def workload_verdict(run: KernelRun, steps: Sequence[CheckedStep]) -> Verdict:
+    """A workload's verdict from its steps': FAIL or PASS; under an injection caught,
+    missed or not applicable as the run's (:meth:`KernelRun.step_verdict`)."""
+    from shootdown.kernel.inject import injection_verdict
     from shootdown.result import Verdict
 
+    verdicts = [run.step_verdict(s) for s in steps]
+    if run.injection is not None:
+        return injection_verdict(verdicts)
+    return Verdict.FAIL if Verdict.FAIL in verdicts else Verdict.PASS
+
+
+def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
+    """The rows of one finished ``kernel run``, one per workload."""
     by_workload: dict[str, list[CheckedStep]] = {}
     for step in run.steps:
         by_workload.setdefault(step.case.split("#", 1)[0], []).append(step)
     rows = []
     for name, steps in by_workload.items():
         models = [s.model for s in steps if s.model is not None]
-        failed = any(s.verdict is Verdict.FAIL for s in steps)
         rows.append(Row(
             kernel=kernel, release=run.info.release, cpu=cpu, kpti=run.kpti,
             workload=name, policy=run.policy or "?", steps=len(steps),
@@ -97,7 +123,7 @@ def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row
             note="; ".join(sorted({_why(m) for m in models if m.status != "pass"})),
             check_failures=sum(1 for s in steps for c in s.checks if not c.passed),
             stale=sum(s.stale for s in steps),
-            verdict="fail" if failed else "pass", seconds=round(seconds, 1),
+            verdict=str(workload_verdict(run, steps)), seconds=round(seconds, 1),
             issued=_sum(s.stream.counts() for s in steps),
             modelled=_sum(m.expected_counts for m in models
                           if m.status in ("pass", "fail"))))
@@ -122,6 +148,27 @@ def _sum(counts: Iterable[dict[str, int]]) -> dict[str, int]:
     return total
 
 
+#: text fields of a row in JSON
+_ROW_TEXT = ("kernel", "release", "cpu", "workload", "policy", "verdict")
+
+
+def check_row_json(row: Any, bad: Callable[[str], ShootdownError]) -> None:
+    """Raise ``bad(reason)`` unless ``row`` has the shape :func:`rows_json` writes (what
+    the report reads: ``kernel-table.json``, a matrix kernel job's ``kernel_row``)."""
+    if not isinstance(row, dict):
+        raise bad("expected an object")
+    for key in _ROW_TEXT:
+        if not isinstance(row.get(key), str):
+            raise bad(f"{key}: expected a string")
+    if not isinstance(row.get("kpti"), bool):
+        raise bad("kpti: expected true or false")
+    for key in ("issued", "modelled"):
+        counts = row.get(key, {})
+        if not isinstance(counts, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+            raise bad(f"{key}: expected counts by instruction kind")
+
+
 def rows_json(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """The rows as JSON objects (``kernel table --json``; ``shootdown report`` reads
     ``kernel-table.json`` beside the results for the real kernels' costs)."""
@@ -141,7 +188,6 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
               on_cell: Callable[[list[Row]], None] | None = None,
               boot_timeout: float = 180.0) -> list[Row]:
     """Every cell, in order; a cell that fails to run becomes a row with its reason."""
-    from shootdown.kernel.boot import MachineSpec
     from shootdown.kernel.info import read_info
     from shootdown.kernel.locate import locate
     from shootdown.kernel.run import run_kernel
@@ -164,18 +210,15 @@ def run_table(kernels: Sequence[str], cpus: Sequence[str], kptis: Sequence[bool]
             continue
         for cpu in cpus:
             for kpti in kptis:
-                if info.page_size_kib is not None and \
-                        info.page_size_kib not in CPU_PAGE_SIZES[cpu]:  # unknown: try it
+                why = no_granule(cpu, info.page_size_kib)  # unknown page size: try it
+                if why is not None:
                     cell = [Row(kernel=kernel, release=info.release, cpu=cpu, kpti=kpti,
-                                workload="-", policy="-", verdict="skip",
-                                note=f"{CPUS[cpu]} has no {info.page_size_kib}K granule "
-                                     "(ID_AA64MMFR0_EL1): the kernel cannot boot there")]
+                                workload="-", policy="-", verdict="skip", note=why)]
                     rows += cell
                     if on_cell:
                         on_cell(cell)
                     continue
-                spec = MachineSpec(cpu=CPUS[cpu], smp=2, memory="1G",
-                                   append=("kpti=1",) if kpti else ())
+                spec = cell_spec(cpu, kpti)
                 tag = f"{kernel.replace(':', '-')}-{cpu}-kpti{int(kpti)}"
                 t0 = time.monotonic()
                 try:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shootdown.folders import locked_folder, make_folder
-from shootdown.matrix.spec import Matrix, MatrixJob, load_matrix
+from shootdown.matrix.spec import Matrix, MatrixJob, job_label, load_matrix
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -111,13 +111,13 @@ class JobItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        j = self.job
-        return self.path, None, f"{j.set} {j.guest} {j.granule} {j.policy} {j.inject}"
+        return self.path, None, self.job.label
 
 
 def item_name(job: MatrixJob) -> str:
     """The item name: readable, and ending in the job id (crash reports carry only the id)."""
-    return f"{job.set}-{job.guest}-{job.granule}-{job.policy}-{job.inject}-{job.id}"
+    words = job.label.replace(":", "-").replace("/", "_").split()
+    return "-".join([*words, job.id])
 
 
 def job_id_of(nodeid: str) -> str:
@@ -133,9 +133,8 @@ def read_plan(path: str | None) -> set[str] | None:
 
 def describe_record(record: dict[str, Any]) -> list[str]:
     """Lines for people about a record that went wrong."""
-    lines = [f"{record.get('set')} {record.get('guest')} {record.get('granule')} "
-             f"{record.get('policy')} inject={record.get('inject')}: expected "
-             f"{record.get('expect')}, got {record.get('outcome')}"]
+    lines = [f"{job_label(record)}: expected {record.get('expect')}, got "
+             f"{record.get('outcome')}"]
     lines += [f"  {e}" for e in record.get("errors", [])]
     for s in record.get("results", []):
         if s["verdict"] in ("fail", "missed") or (record.get("expect") == "pass"
@@ -235,8 +234,7 @@ class MatrixController:
         t.outcomes[record["outcome"]] += 1
         if not record["ok"]:
             t.unexpected += 1
-        line = (f"{record['set']} {record['guest']} {record['granule']} {record['policy']} "
-                f"{record['inject']}: {record['outcome']}"
+        line = (f"{job_label(record)}: {record['outcome']}"
                 + ("" if record["ok"] else f" (expected {record['expect']})"))
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, advance=1,
@@ -334,8 +332,8 @@ JOB_LIST = "jobs.json"
 
 def write_job_list(matrix: Matrix, outdir: Path) -> None:
     """Write ``OUT/jobs.json``: the jobs the matrix planned, for ``shootdown report``."""
-    jobs = [{"job_id": j.id, "set": j.set, "guest": j.guest, "granule": j.granule,
-             "policy": j.policy, "inject": j.inject} for j in matrix.jobs]
+    jobs = [{k: v for k, v in j.params().items() if k not in ("expect", "scenario_files")}
+            for j in matrix.jobs]
     from shootdown.errors import InfraError
 
     path = outdir / JOB_LIST

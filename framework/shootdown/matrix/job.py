@@ -137,23 +137,17 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None,
     ``hosts`` is a host-pool file (shootdown.remote.pool): the job then waits
     for a seat on one of its hosts and boots the guest there.
     """
-    from shootdown.guest.definition import find_guest
-    from shootdown.session import Job
-
     record: dict[str, Any] = job.params()
     record.update(started=time.time(), worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
                   attempts=0, errors=[], outcome="error", ok=False)
     t0 = time.monotonic()
     try:
-        definition = find_guest(job.guest, job.guests_dir)
-        scenarios = [_load(p, job.overrides) for p in job.scenarios]
-        sizes = {s.path: region_bytes(s) for s in scenarios}
-        jobs = [Job(s, job.policy, job.inject) for s in scenarios]
-        if job.inject != "none":
-            record["inject_description"] = bug_description(
-                definition.firmware_path(job.granule), job.inject)
-        with _placed(definition, hosts, record) as (definition, launcher):
-            _attempts(job, definition, launcher, jobs, sizes, logdir, qemu, record)
+        if job.kernel is not None:
+            from shootdown.matrix.kernel_job import run_kernel_job
+
+            run_kernel_job(job, logdir, record, qemu=qemu)
+        else:
+            _firmware_job(job, logdir, qemu, hosts, record)
     except (ConfigError, FirmwareError) as exc:
         record["errors"].append(f"{type(exc).__name__}: {exc}")
         record["outcome"] = "error"
@@ -164,6 +158,23 @@ def run_job(job: MatrixJob, logdir: str, *, qemu: str | None = None,
     record["seconds"] = round(time.monotonic() - t0, 4)
     record["finished"] = time.time()
     return record
+
+
+def _firmware_job(job: MatrixJob, logdir: str, qemu: str | None, hosts: str | None,
+                  record: dict[str, Any]) -> None:
+    """Boot the firmware (on a seat of ``hosts`` if given) and run the job's scenarios."""
+    from shootdown.guest.definition import find_guest
+    from shootdown.session import Job
+
+    definition = find_guest(job.guest, job.guests_dir)
+    scenarios = [_load(p, job.overrides) for p in job.scenarios]
+    sizes = {s.path: region_bytes(s) for s in scenarios}
+    jobs = [Job(s, job.policy, job.inject) for s in scenarios]
+    if job.inject != "none":
+        record["inject_description"] = bug_description(
+            definition.firmware_path(job.granule), job.inject)
+    with _placed(definition, hosts, record) as (definition, launcher):
+        _attempts(job, definition, launcher, jobs, sizes, logdir, qemu, record)
 
 
 def _attempts(job: MatrixJob, definition: Any, launcher: Any, jobs: list[Any],

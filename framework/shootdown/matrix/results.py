@@ -85,9 +85,12 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 #: Fields every record of a job has (matrix.engine writes them all, a crash record too).
 RECORD_FIELDS: dict[str, type] = {"job_id": str, "set": str, "guest": str, "granule": str,
                                   "policy": str, "inject": str, "outcome": str, "ok": bool}
+#: Fields of a kernel job's record (matrix.kernel_job), where present.
+OPTIONAL_FIELDS: dict[str, type] = {"kernel": str, "kpti": bool}
 #: Fields of a scenario result inside a record, where present.
 RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "scenario": str, "verdict": str, "region_bytes": int, "observed_counts": dict}
+    "scenario": str, "verdict": str, "region_bytes": int, "observed_counts": dict,
+    "kernel_row": dict}
 
 
 def check_record(record: Any, bad: Callable[[str], ConfigError]) -> None:
@@ -99,6 +102,9 @@ def check_record(record: Any, bad: Callable[[str], ConfigError]) -> None:
             raise bad(f"field '{key}': missing (not a job result of shootdown matrix)")
         if not isinstance(record[key], kind):
             raise bad(f"field '{key}': must be a {kind.__name__}")
+    for key, opt in OPTIONAL_FIELDS.items():
+        if key in record and not isinstance(record[key], opt):
+            raise bad(f"field '{key}': must be a {opt.__name__}")
     results = record.get("results", [])
     if not isinstance(results, list):
         raise bad("field 'results': must be a list")
@@ -109,6 +115,13 @@ def check_record(record: Any, bad: Callable[[str], ConfigError]) -> None:
             value = result.get(key)
             if value is not None and (not isinstance(value, rkind) or isinstance(value, bool)):
                 raise bad(f"field 'results[{i}].{key}': wrong type ({type(value).__name__})")
+        if result.get("kernel_row") is not None:
+            from shootdown.kernel.table import check_row_json
+
+            def bad_row(reason: str, i: int = i) -> ConfigError:
+                return bad(f"field 'results[{i}].kernel_row': {reason}")
+
+            check_row_json(result["kernel_row"], bad_row)
         counts = result.get("observed_counts") or {}
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
             raise bad(f"field 'results[{i}].observed_counts': values must be integers")

@@ -16,7 +16,24 @@ A matrix file lists *sets*; each set is a cross product::
 
 Every (guest, granule, policy, inject) left after ``exclude`` is one job that
 boots once and runs, in file order, every scenario of the set whose granule is
-the job's.  The expected outcome follows from the injection: a clean job must
+the job's.
+
+A set with ``kernels`` boots real kernels instead of the firmware
+(:mod:`shootdown.matrix.kernel_job`)::
+
+    [[set]]
+    name = "kernels"
+    kernels = ["debian:bookworm", "debian:sid-16k"]   # or a path to an Image
+    guests = ["virt-a57", "virt-max"]                 # the kernel table's CPUs
+    kpti = [false, true]
+    scenarios = ["kernel"]                            # workload files (guests/kernel/)
+    exclude = [ { guest = "virt-a57", granule = "16k" } ]
+
+Every (kernel, guest, kpti, inject) left is one job: one boot of that kernel
+running every workload, each step traced and checked against the model of
+the kernel's own release (``policies`` may name one instead).  Its granule is
+the kernel's page size; a CPU that has no such granule is bad input unless
+excluded.  The expected outcome follows from the injection: a clean job must
 PASS, an injected one must be CAUGHT (``expect`` overrides it for a set).
 
 A job's id is a hash of everything that decides its result: its parameters,
@@ -60,8 +77,13 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 _TOP_KEYS = {"name", "description", "job_timeout", "guests_dir", "set"}
 _SET_KEYS = {"name", "description", "guests", "granules", "policies", "scenarios", "inject",
-             "exclude", "expect", "overrides", "debug", "trace"}
+             "exclude", "expect", "overrides", "debug", "trace", "job_timeout"}
+KERNEL_SET_KEYS = {"name", "description", "kernels", "guests", "kpti", "policies",
+                    "scenarios", "inject", "exclude", "expect", "job_timeout"}
 _EXCLUDE_KEYS = {"guest", "granule", "policy", "inject"}
+KERNEL_EXCLUDE_KEYS = {"kernel", "guest", "granule", "kpti", "inject"}
+#: the policy of a kernel job that is checked against its own release's model
+AUTO_POLICY = "auto"
 
 
 @dataclass(frozen=True)
@@ -91,12 +113,35 @@ class MatrixJob:
     timeout: float = DEFAULT_JOB_TIMEOUT
     #: also compare the guest's report with QEMU's execution log (slower: single-threaded TCG)
     trace: bool = False
+    #: a real kernel to boot instead of the firmware (``debian:SUITE[-16k]`` or a path to an
+    #: Image; ``guest`` is then a CPU of the kernel table), and whether with ``kpti=1``
+    kernel: str | None = None
+    kpti: bool = False
 
     def params(self) -> dict[str, Any]:
         """The job's parameters as plain JSON values (what a result record repeats)."""
-        return {"job_id": self.id, "set": self.set, "guest": self.guest,
-                "granule": self.granule, "policy": self.policy, "inject": self.inject,
-                "expect": self.expect, "scenario_files": list(self.scenarios)}
+        params: dict[str, Any] = {
+            "job_id": self.id, "set": self.set, "guest": self.guest, "granule": self.granule,
+            "policy": self.policy, "inject": self.inject, "expect": self.expect,
+            "scenario_files": list(self.scenarios)}
+        if self.kernel is not None:
+            params.update(kernel=self.kernel, kpti=self.kpti)
+        return params
+
+    @property
+    def label(self) -> str:
+        """The job in a few words: set, (kernel,) guest, granule, policy, (kpti,) injection."""
+        return job_label(self.params())
+
+
+def job_label(params: dict[str, Any]) -> str:
+    """A job (or its record) in a few words, for progress lines and reports."""
+    words = [str(params.get("set")), str(params.get("guest")), str(params.get("granule")),
+             str(params.get("policy"))]
+    if params.get("kernel"):
+        words[1:1] = [str(params["kernel"])]
+        words.append("kpti=1" if params.get("kpti") else "kpti=0")
+    return " ".join([*words, str(params.get("inject"))])
 
 
 @dataclass(frozen=True)
@@ -131,16 +176,13 @@ def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{where}: key '{key}': unknown key (known: "
                               f"{', '.join(sorted(_TOP_KEYS))})")
-    name = _name(_get(data, "name", str, where, default=None), where, Path(source).stem)
-    description = _get(data, "description", str, where, default="")
-    timeout = float(_get(data, "job_timeout", (int, float), where, default=DEFAULT_JOB_TIMEOUT))
-    if not 0 < timeout <= MAX_JOB_TIMEOUT:  # also false for nan
-        raise ConfigError(f"{where}: key 'job_timeout': {timeout:g} is not a number of "
-                          f"seconds in (0, {MAX_JOB_TIMEOUT:g}]")
+    name = plain_name(get_key(data, "name", str, where, default=None), where, Path(source).stem)
+    description = get_key(data, "description", str, where, default="")
+    timeout = set_timeout(data, where, DEFAULT_JOB_TIMEOUT)
     base = Path(source).resolve().parent
-    gdir = _get(data, "guests_dir", str, where, default=None)
+    gdir = get_key(data, "guests_dir", str, where, default=None)
     guests_dir = str((base / gdir).resolve()) if gdir else None
-    sets = _get(data, "set", list, where, default=None)
+    sets = get_key(data, "set", list, where, default=None)
     if not sets:
         raise ConfigError(f"{where}: key 'set': missing (a matrix needs at least one [[set]])")
     jobs: list[MatrixJob] = []
@@ -148,7 +190,12 @@ def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
     for n, table in enumerate(sets, 1):
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: set {n}: expected a table")
-        new = _expand_set(table, n, where, base, guests_dir, timeout)
+        if "kernels" in table:
+            from shootdown.matrix.kernel_job import expand_kernel_set
+
+            new = expand_kernel_set(table, n, where, base, timeout)
+        else:
+            new = _expand_set(table, n, where, base, guests_dir, timeout)
         set_name = new[0].set if new else ""
         if set_name in seen_sets:
             raise ConfigError(f"{where}: set {n}: key 'name': '{set_name}' used twice")
@@ -157,7 +204,7 @@ def matrix_from_dict(data: dict[str, Any], source: str) -> Matrix:
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: two sets expand to the same job (same guest, granule, "
-                          "policy, injection and scenarios)")
+                          "policy, injection, kernel and scenarios)")
     return Matrix(path=source, name=name, description=description, job_timeout=timeout,
                   jobs=tuple(jobs))
 
@@ -172,12 +219,13 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
         if key not in _SET_KEYS:
             raise ConfigError(f"{where}: key '{key}': unknown key (known: "
                               f"{', '.join(sorted(_SET_KEYS))})")
-    name = _name(_get(table, "name", str, where, default=None), where, f"set{n}")
+    name = plain_name(get_key(table, "name", str, where, default=None), where, f"set{n}")
     where = f"{source}: set '{name}'"
-    guests = _str_list(table, "guests", where)
-    granules = _str_list(table, "granules", where)
-    policies = _str_list(table, "policies", where)
-    patterns = _str_list(table, "scenarios", where)
+    timeout = set_timeout(table, where, timeout)
+    guests = str_list(table, "guests", where)
+    granules = str_list(table, "granules", where)
+    policies = str_list(table, "policies", where)
+    patterns = str_list(table, "scenarios", where)
     for g in granules:
         if g not in GRANULES:
             raise ConfigError(f"{where}: key 'granules': '{g}' (known: {', '.join(GRANULES)})")
@@ -194,35 +242,32 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
             definitions[g] = find_guest(g, guests_dir)
         except ConfigError as exc:
             raise ConfigError(f"{where}: key 'guests': {exc}") from None
-    expect_override = _get(table, "expect", str, where, default=None)
+    expect_override = get_key(table, "expect", str, where, default=None)
     if expect_override is not None and expect_override not in EXPECTS:
         raise ConfigError(f"{where}: key 'expect': '{expect_override}' (known: "
                           f"{', '.join(EXPECTS)})")
     trace = table.get("trace", False)
     if not isinstance(trace, bool):
         raise ConfigError(f"{where}: key 'trace': expected true or false")
-    debug = _get(table, "debug", str, where, default=None)
+    debug = get_key(table, "debug", str, where, default=None)
     if debug is not None and debug not in DEBUG_HOOKS:
         raise ConfigError(f"{where}: key 'debug': '{debug}' (known: {', '.join(DEBUG_HOOKS)})")
-    overrides = _get(table, "overrides", dict, where, default={})
+    overrides = get_key(table, "overrides", dict, where, default={})
     raw_inject = table.get("inject", ["none"])
-    excludes = _get(table, "exclude", list, where, default=[])
-    for e in excludes:
-        if not isinstance(e, dict) or not set(e) <= _EXCLUDE_KEYS or not e:
-            raise ConfigError(f"{where}: key 'exclude': each entry is a table of "
-                              f"{', '.join(sorted(_EXCLUDE_KEYS))}")
+    excludes = check_excludes(get_key(table, "exclude", list, where, default=[]),
+                              _EXCLUDE_KEYS, where)
 
-    guest_digest = {g: _digest_file(d.source) if d.source else "" for g, d in
+    guest_digest = {g: digest_file(d.source) if d.source else "" for g, d in
                     definitions.items()}
     jobs: list[MatrixJob] = []
     for granule in granules:
-        files = _scenario_files(patterns, granule, base, where)
+        files = scenario_files(patterns, granule, base, where)
         scenarios = _load_for_granule(files, granule, overrides, where,
                                       [definitions[g] for g in guests])
         if not scenarios:
             logger.debug("%s: no %s scenarios; no jobs for that granule", where, granule)
             continue
-        digests = [(os.path.relpath(p, base), _digest_file(p)) for p in scenarios]
+        digests = [(os.path.relpath(p, base), digest_file(p)) for p in scenarios]
         injects = _injections(raw_inject, definitions, granule, where)
         for guest in guests:
             for policy in policies:
@@ -245,6 +290,24 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
     return jobs
 
 
+def set_timeout(table: dict[str, Any], where: str, default: float) -> float:
+    """A set's own ``job_timeout`` (seconds), else the matrix's."""
+    value = float(get_key(table, "job_timeout", (int, float), where, default=default))
+    if not 0 < value <= MAX_JOB_TIMEOUT:  # also false for nan
+        raise ConfigError(f"{where}: key 'job_timeout': {value:g} is not a number of "
+                          f"seconds in (0, {MAX_JOB_TIMEOUT:g}]")
+    return value
+
+
+def check_excludes(excludes: Any, keys: set[str], where: str) -> list[dict[str, Any]]:
+    """A set's ``exclude``: a list of tables of ``keys``."""
+    if not isinstance(excludes, list) or not all(
+            isinstance(e, dict) and e and set(e) <= keys for e in excludes):
+        raise ConfigError(f"{where}: key 'exclude': each entry is a table of "
+                          f"{', '.join(sorted(keys))}")
+    return excludes
+
+
 def _injections(raw: Any, definitions: dict[str, Any], granule: str, where: str) -> list[str]:
     """The set's injection names, checked against the firmware it boots."""
     from shootdown.bugs import check_inject, read_bugs
@@ -265,7 +328,7 @@ def _injections(raw: Any, definitions: dict[str, Any], granule: str, where: str)
     return list(raw)
 
 
-def _scenario_files(patterns: list[str], granule: str, base: Path, where: str) -> list[str]:
+def scenario_files(patterns: list[str], granule: str, base: Path, where: str) -> list[str]:
     """The scenario files the patterns name for ``granule``, in order, without repeats."""
     out: list[str] = []
     for pattern in patterns:
@@ -305,17 +368,21 @@ def _load_for_granule(files: list[str], granule: str, overrides: dict[str, Any],
     return keep
 
 
+def job_id(blob: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of ``blob`` as canonical JSON."""
+    text = json.dumps(blob, sort_keys=True, default=sorted)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _job_id(set_name: str, params: dict[str, str], expect: str, overrides: dict[str, Any],
             debug: str | None, digests: list[tuple[str, str]], guest_digest: str,
             trace: bool) -> str:
-    blob = json.dumps({"set": set_name, **params, "expect": expect, "trace": trace,
-                       "overrides": overrides, "debug": debug, "guest_file": guest_digest,
-                       "scenarios": digests},
-                      sort_keys=True, default=sorted)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return job_id({"set": set_name, **params, "expect": expect, "trace": trace,
+                   "overrides": overrides, "debug": debug, "guest_file": guest_digest,
+                   "scenarios": digests})
 
 
-def _name(value: str | None, where: str, default: str) -> str:
+def plain_name(value: str | None, where: str, default: str) -> str:
     """A matrix or set name: ``default`` when absent; bad input unless it is a
     plain file-name-safe word (it ends up in output paths and reports)."""
     if value is None:
@@ -326,11 +393,11 @@ def _name(value: str | None, where: str, default: str) -> str:
     return value
 
 
-def _digest_file(path: str) -> str:
+def digest_file(path: str) -> str:
     return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
-def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *,
+def get_key(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *,
          default: Any) -> Any:
     if key not in table:
         return default
@@ -340,7 +407,7 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     return value
 
 
-def _str_list(table: dict[str, Any], key: str, where: str) -> list[str]:
+def str_list(table: dict[str, Any], key: str, where: str) -> list[str]:
     value = table.get(key)
     if value is None:
         raise ConfigError(f"{where}: key '{key}': missing")

@@ -31,7 +31,7 @@ def write_reports(results: str | os.PathLike[str], out: str | os.PathLike[str]) 
 
     data = ReportData.from_records(latest(results), source=os.fspath(results),
                                    plan=load_job_list(results))
-    data.kernels = load_kernel_table(results)
+    data.kernels += load_kernel_table(results)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"junit": outdir / "junit.xml", "markdown": outdir / "summary.md",

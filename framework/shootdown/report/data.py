@@ -29,6 +29,20 @@ def policy_key(name: str) -> tuple[int, ...]:
 GRANULE_ORDER = {"4k": 0, "16k": 1, "64k": 2}
 
 
+def grid_guest(record: dict[str, Any]) -> str:
+    """What the grid's guest column says of a job: its guest, or for a real-kernel job
+    (``shootdown.matrix.kernel_job``) the kernel on that CPU, and ``kpti=1`` if on."""
+    if not record.get("kernel"):
+        return str(record["guest"])
+    return f"{record['kernel']} on {record['guest']}" + (" kpti=1" if record.get("kpti") else "")
+
+
+def classname(set_name: str, record: dict[str, Any]) -> str:
+    """A job's JUnit class name: set.guest.granule.policy (the grid's row and column)."""
+    guest = grid_guest(record).replace(" ", "_").replace(".", "_")
+    return f"{set_name}.{guest}.{record['granule']}.{record['policy']}"
+
+
 @dataclass
 class Cell:
     """Jobs of one grid cell."""
@@ -76,8 +90,9 @@ class ReportData:
     missing: list[dict[str, Any]] = field(default_factory=list)
     #: whether the matrix's job list was found (else missing jobs cannot be known)
     planned: bool = False
-    #: the real kernels' rows (``kernel-table.json`` beside the results, written by
-    #: ``shootdown kernel table --json``): each workload's issued and modelled counts
+    #: the real kernels' rows: the clean kernel jobs' (``kernel_row`` of their results,
+    #: :mod:`shootdown.matrix.kernel_job`), then ``kernel-table.json`` beside the results
+    #: (``shootdown kernel table --json``): each workload's issued and modelled counts
     kernels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -107,9 +122,10 @@ class ReportData:
         detection: dict[str, dict[str, Cell]] = {}
         descriptions: dict[str, str] = {}
         costs: dict[str, dict[str, dict[str, list[tuple[int, int, int]]]]] = {}
-        for r in sorted(records, key=lambda r: (r["set"], r["guest"],
+        kernels: list[dict[str, Any]] = []
+        for r in sorted(records, key=lambda r: (r["set"], grid_guest(r),
                                                  GRANULE_ORDER.get(r["granule"], 9))):
-            cell = grid.setdefault((r["set"], r["guest"], r["granule"]), {}) \
+            cell = grid.setdefault((r["set"], grid_guest(r), r["granule"]), {}) \
                 .setdefault(r["policy"], Cell())
             cell.total += 1
             cell.skipped += sum(1 for s in r.get("results", []) if s.get("verdict") == "skip")
@@ -127,6 +143,7 @@ class ReportData:
                 if r.get("inject_description"):
                     descriptions[r["inject"]] = r["inject_description"]
             else:
+                kernels += [s["kernel_row"] for s in r.get("results", []) if s.get("kernel_row")]
                 for s in r.get("results", []):
                     if not _in_sweep(s.get("scenario", "")):
                         continue
@@ -138,7 +155,7 @@ class ReportData:
                                 (int(size), int(counts.get("tlbi", 0)),
                                  int(counts.get("dsb_ish", 0))))
         for j in missing:
-            grid.setdefault((j["set"], j["guest"], j["granule"]), {}) \
+            grid.setdefault((j["set"], grid_guest(j), j["granule"]), {}) \
                 .setdefault(j["policy"], Cell()).missing += 1
         grid = dict(sorted(grid.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                          GRANULE_ORDER.get(kv[0][2], 9))))
@@ -149,7 +166,7 @@ class ReportData:
         costs = dict(sorted(costs.items(), key=lambda kv: GRANULE_ORDER.get(kv[0], 9)))
         return cls(source=source, records=records, policies=policies, grid=grid,
                    detection=dict(sorted(detection.items())), bug_descriptions=descriptions,
-                   costs=costs, missing=missing, planned=plan is not None)
+                   costs=costs, missing=missing, planned=plan is not None, kernels=kernels)
 
 
 #: the folder name that marks the region-size sweep (guests/sizes/<granule>/)
@@ -203,7 +220,6 @@ def load_job_list(results: str | os.PathLike[str]) -> list[dict[str, Any]] | Non
 
 #: the real-kernel table beside the results (``shootdown kernel table --json``)
 KERNEL_TABLE = "kernel-table.json"
-_KERNEL_ROW_TEXT = ("kernel", "release", "cpu", "workload", "policy", "verdict")
 
 
 def load_kernel_table(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -213,6 +229,7 @@ def load_kernel_table(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     from shootdown.errors import ConfigError
     from shootdown.inputfile import parse_json, read_text
+    from shootdown.kernel.table import check_row_json
 
     path = Path(results).resolve().parent / KERNEL_TABLE
     if not path.exists():
@@ -225,16 +242,8 @@ def load_kernel_table(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not isinstance(rows, list):
         raise bad("expected a list of rows")
     for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise bad(f"row {i}: expected an object")
-        for key in _KERNEL_ROW_TEXT:
-            if not isinstance(row.get(key), str):
-                raise bad(f"row {i}: {key}: expected a string")
-        if not isinstance(row.get("kpti"), bool):
-            raise bad(f"row {i}: kpti: expected true or false")
-        for key in ("issued", "modelled"):
-            counts = row.get(key, {})
-            if not isinstance(counts, dict) or not all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
-                raise bad(f"row {i}: {key}: expected counts by instruction kind")
+        def bad_row(reason: str, i: int = i) -> ConfigError:
+            return bad(f"row {i}: {reason}")
+
+        check_row_json(row, bad_row)
     return rows

@@ -12,6 +12,7 @@ import html
 import time
 from typing import Any
 
+from shootdown.matrix.spec import job_label
 from shootdown.report.data import ReportData, human_size, policy_key
 
 _CSS = """
@@ -53,8 +54,7 @@ def render_html(data: ReportData) -> str:
              + f"{data.skipped_scenarios} scenarios skipped</p>"]
     if data.missing:
         parts.append("<h2>Not run</h2><ul>" + "".join(
-            f"<li>{_e(j['set'])} {_e(j['guest'])} {_e(j['granule'])} {_e(j['policy'])} "
-            f"{_e(j['inject'])} ({_e(j['job_id'])})</li>" for j in data.missing) + "</ul>")
+            f"<li>{_e(job_label(j))} ({_e(j['job_id'])})</li>" for j in data.missing) + "</ul>")
 
     parts.append("<h2>Pass/fail grid</h2><p>Jobs as expected / jobs, per policy: clean jobs "
                  "must pass, injected ones must be caught.</p><table><tr><th>set</th>"
@@ -130,13 +130,15 @@ def render_html(data: ReportData) -> str:
 
 
 def kernel_cost_html(rows: list[dict[str, Any]]) -> str:
-    """The real kernels' cost per workload beside the model's (``kernel-table.json``):
+    """The real kernels' cost per workload beside the model's (kernel jobs of the matrix,
+    ``kernel-table.json``):
     TLBI / DSB ISHST / DSB ISH / ISB issued in the workload's traced teardowns, and what
     the modelled release (the row's policy) expects for the steps it answered."""
     kinds = ("tlbi", "dsb ishst", "dsb ish", "isb")
     out = ["<h2>Real kernels: cost per workload</h2><p>Instructions each Debian kernel "
-           "issued in a workload's traced teardown steps (<code>shootdown kernel table"
-           "</code>, docs/kernel.md), beside what the modelled release expects for them "
+           "issued in a workload's traced teardown steps (the matrix's kernel jobs, "
+           "<code>shootdown kernel table</code>; docs/kernel.md), beside what the modelled "
+           "release expects for them "
            "(TLBI / DSB ISHST / DSB ISH / ISB).</p>",
            "<table><tr><th>kernel</th><th>release</th><th>CPU</th><th>kpti</th>"
            "<th>workload</th><th>policy</th><th>issued</th><th>modelled</th>"

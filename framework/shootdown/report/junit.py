@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from typing import Any
 
-from shootdown.report.data import ReportData
+from shootdown.report.data import ReportData, classname
 
 _PROPERTIES = ("guest", "granule", "policy", "inject", "expect", "outcome", "build_id",
                "qemu_version", "log_path", "job_id", "attempts")
@@ -40,7 +40,7 @@ def render_junit(data: ReportData) -> bytes:
             seconds += float(r.get("seconds", 0.0))
             case = ET.SubElement(
                 suite, "testcase",
-                classname=f"{set_name}.{r['guest']}.{r['granule']}.{r['policy']}",
+                classname=classname(set_name, r),
                 name=f"inject={r['inject']}", time=f"{float(r.get('seconds', 0.0)):.3f}")
             props = ET.SubElement(case, "properties")
             for key in _PROPERTIES:
@@ -74,7 +74,7 @@ def render_junit(data: ReportData) -> bytes:
                 counts["skipped"] += 1
                 case = ET.SubElement(
                     suite, "testcase",
-                    classname=f"{set_name}.{r['guest']}.{r['granule']}.{r['policy']}",
+                    classname=classname(set_name, r),
                     name=f"inject={r['inject']} scenario={s.get('scenario', '?')}", time="0.000")
                 ET.SubElement(case, "skipped", message=str(s.get("reason") or "skipped"))
         for j in missing_by_set.get(set_name, []):
@@ -82,7 +82,7 @@ def render_junit(data: ReportData) -> bytes:
             counts["errors"] += 1
             case = ET.SubElement(
                 suite, "testcase",
-                classname=f"{set_name}.{j['guest']}.{j['granule']}.{j['policy']}",
+                classname=classname(set_name, j),
                 name=f"inject={j['inject']}", time="0.000")
             ET.SubElement(case, "error", message="not run", type="infra").text = (
                 f"job {j['job_id']} has no record in the results file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shootdown.matrix.spec import job_label
 from shootdown.report.data import Cell, ReportData
 
 
@@ -75,8 +76,7 @@ def render_markdown(data: ReportData) -> str:
             lines.append("")
     if data.missing:
         lines += ["## Not run", "", "```"]
-        lines += [f"not run: {j['set']} {j['guest']} {j['granule']} {j['policy']} "
-                  f"{j['inject']} ({j['job_id']})" for j in data.missing]
+        lines += [f"not run: {job_label(j)} ({j['job_id']})" for j in data.missing]
         lines += ["```", ""]
     if bad:
         lines += ["## Unexpected", "", "```"]
