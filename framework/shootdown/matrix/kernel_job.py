@@ -88,20 +88,29 @@ def _kpti_list(table: dict[str, Any], where: str) -> list[bool]:
 
 
 def _policies(table: dict[str, Any], where: str) -> list[str]:
-    from shootdown.model.policy import POLICIES, resolve_policy_name
+    """``auto`` (each kernel's own release, the default), or policies as ``kernel run
+    --policy`` takes them: a release resolves to its policy, a stable release with
+    backports to its own (``v6.1.176``)."""
+    import re
+
+    from shootdown.model.policy import POLICIES, resolve_policy_name, stable_policy
 
     if "policies" not in table:
         return [AUTO_POLICY]
     out = []
     for p in str_list(table, "policies", where):
+        m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", p)
+        stable = stable_policy((int(m[1]), int(m[2]), int(m[3]))) if m else None
         if p == AUTO_POLICY or p in POLICIES:
             out.append(p)
-            continue
-        try:
-            out.append(resolve_policy_name(p))
-        except ConfigError:
-            raise ConfigError(f"{where}: key 'policies': unknown policy '{p}' (known: "
-                              f"{AUTO_POLICY}, {', '.join(POLICIES)})") from None
+        elif stable is not None:
+            out.append(stable.name)
+        else:
+            try:
+                out.append(resolve_policy_name(f"v{m[1]}.{m[2]}" if m else p))
+            except ConfigError:
+                raise ConfigError(f"{where}: key 'policies': unknown policy '{p}' (known: "
+                                  f"{AUTO_POLICY}, a release vX.Y[.Z] from v4.19)") from None
     return out
 
 

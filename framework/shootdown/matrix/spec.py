@@ -53,7 +53,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,10 @@ class Matrix:
     description: str
     job_timeout: float
     jobs: tuple[MatrixJob, ...] = field(default=())
+
+    def without_kernels(self) -> Matrix:
+        """The matrix without its kernel jobs (``shootdown matrix --no-kernels``)."""
+        return replace(self, jobs=tuple(j for j in self.jobs if j.kernel is None))
 
     def job(self, job_id: str) -> MatrixJob:
         """The job with this id (KeyError if none)."""
