@@ -15,6 +15,7 @@ CRm, #op2, Xt``; DSB has its option in CRm; ISB is one fixed word.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 #: TLBI operation -> (op1, CRm, op2), EL1 inner-shareable forms
@@ -116,6 +117,28 @@ class Isb:
 Instruction = Dsb | Tlbi | Isb
 
 _TG_SHIFT = {1: 12, 2: 14, 3: 16}
+
+
+#: The kinds every instruction count of the project is keyed by, in this order: the
+#: model's listings, the firmware's and the kernels' records, ``--json``, the reports.
+COUNT_KINDS: tuple[str, ...] = ("tlbi", "dsb_ishst", "dsb_ish", "isb")
+
+
+def count_kind(kind: str, option: str = "") -> str | None:
+    """The :data:`COUNT_KINDS` key of an instruction of ``kind`` (tlbi, dsb, isb) with
+    ``option`` (a DSB's domain); None for one that is not counted (another DSB domain)."""
+    key = f"dsb_{option}" if kind == "dsb" else kind
+    return key if key in COUNT_KINDS else None
+
+
+def counts(instructions: Iterable[Instruction]) -> dict[str, int]:
+    """TLBI, DSB ISHST, DSB ISH and ISB counts of a sequence, keyed by :data:`COUNT_KINDS`."""
+    out = dict.fromkeys(COUNT_KINDS, 0)
+    for ins in instructions:
+        key = count_kind(ins.kind, ins.domain if isinstance(ins, Dsb) else "")
+        if key is not None:
+            out[key] += 1
+    return out
 
 
 def decode_operand(op: str, xt: int, *, lpa2: bool = False) -> dict[str, int]:

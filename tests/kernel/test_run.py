@@ -68,7 +68,7 @@ def test_munmap_is_traced_and_passes_the_checks(traced: tuple[bool, int, dict[st
                                                         "free_pgd_range"}
         # every step of the library is predicted by the model, instruction for instruction
         assert step["model"] is not None and step["model"]["status"] == "pass", step["model"]
-        assert step["counts"]["dsb ishst"] >= 1 and step["counts"]["dsb ish"] >= 1
+        assert step["counts"]["dsb_ishst"] >= 1 and step["counts"]["dsb_ish"] >= 1
         # the rest of the window is shown, each with its reason, not dropped
         assert step["rest"] and all(r["reason"] for r in step["rest"])
         assert step["stale_pages"] == 0

@@ -73,10 +73,17 @@ def test_one_real_cell(tmp_path: Path) -> None:
     assert BEGIN in doc.read_text()
 
 
-def test_costs_add_up_whichever_spelling_the_counts_use() -> None:
-    # the traced stream counts "dsb ish", the model's check.sequence.counts "dsb_ish"
+def test_costs_add_up_by_the_one_spelling_of_the_counts() -> None:
+    """The traced stream and the model count with the same keys (shootdown.insn)."""
+    from shootdown.insn import COUNT_KINDS, Dsb, Isb, Tlbi, counts
+    from shootdown.kernel.observe import ObservedOp, StepStream
     from shootdown.kernel.table import _sum
 
-    assert _sum([{"tlbi": 2, "dsb ishst": 1, "dsb ish": 1, "isb": 0},
-                 {"tlbi": 2, "dsb_ishst": 1, "dsb_ish": 1, "isb": 1}]) == {
-        "tlbi": 4, "dsb ishst": 2, "dsb ish": 2, "isb": 1}
+    model = counts([Dsb("ishst"), Tlbi("vale1is", 1), Dsb("ish"), Isb(), Dsb("sy")])
+    assert tuple(model) == COUNT_KINDS == ("tlbi", "dsb_ishst", "dsb_ish", "isb")
+    ops = tuple(ObservedOp(pc=0, cpu=0, kind=k, op=o, xt=None, function="tlb_flush")
+                for k, o in (("dsb", "ishst"), ("tlbi", "vale1is"), ("dsb", "ish")))
+    traced = StepStream(number=1, step="MUNMAP", start=0, end=0, ops=ops).counts()
+    assert traced == {"tlbi": 1, "dsb_ishst": 1, "dsb_ish": 1, "isb": 0}
+    assert _sum([model, traced, {"total": 9}]) == {"tlbi": 2, "dsb_ishst": 2, "dsb_ish": 2,
+                                                    "isb": 1}

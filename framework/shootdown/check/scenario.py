@@ -18,8 +18,8 @@ from typing import Any
 
 from shootdown.check.emulator import explain_probes
 from shootdown.check.probes import ProbeCheck, check_probes
-from shootdown.check.sequence import SequenceCheck, check_sequence, counts
-from shootdown.insn import Instruction
+from shootdown.check.sequence import SequenceCheck, check_sequence
+from shootdown.insn import Instruction, counts
 from shootdown.result import Verdict
 from shootdown.trace.scenario import ObservedScenario
 

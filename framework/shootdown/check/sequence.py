@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shootdown.insn import Dsb, Instruction, Isb, Tlbi, decode_operand
+from shootdown.insn import Dsb, Instruction, Tlbi, decode_operand
 
 #: Instructions of context shown on each side of the first divergence.
 CONTEXT = 3
@@ -138,14 +138,3 @@ def check_sequence(expected: Mapping[int, Sequence[Instruction]],
                          observed_count=n_obs)
 
 
-def counts(instructions: Sequence[Instruction]) -> dict[str, int]:
-    """TLBI, DSB ISHST, DSB ISH and ISB counts of a sequence (for reports)."""
-    out = {"tlbi": 0, "dsb_ishst": 0, "dsb_ish": 0, "isb": 0}
-    for i in instructions:
-        if isinstance(i, Tlbi):
-            out["tlbi"] += 1
-        elif isinstance(i, Dsb) and i.domain in ("ishst", "ish"):
-            out[f"dsb_{i.domain}"] += 1
-        elif isinstance(i, Isb):
-            out["isb"] += 1
-    return out

@@ -425,7 +425,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  inject {bug.name}: {len(run.injection.patches)} words patched in a private "
               f"copy ({bug.patches}); must be caught by {bug.caught_by}")
     for s in run.steps:
-        counts = ", ".join(f"{v} {k.upper()}" for k, v in s.stream.counts().items())
+        counts = ", ".join(f"{v} {k.replace('_', ' ').upper()}"
+                           for k, v in s.stream.counts().items())
         print(f"  step {s.result.number} {s.stream.step} {s.case} [{s.stream.start:#x}, "
               f"{s.stream.end:#x})"
               f": {str(run.step_verdict(s)).upper()} ({counts}; {len(s.stream.rest)} other "

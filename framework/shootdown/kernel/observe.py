@@ -44,6 +44,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from shootdown.insn import COUNT_KINDS, count_kind
+
 #: Functions of the unmap/teardown path as the symbol a barrier or an
 #: ASID-less TLBI executed in may be called (most of tlbflush.h is inlined
 #: into them): mm/mmu_gather.c (tlb_flush_mmu, tlb_finish_mmu, ...),
@@ -124,14 +126,11 @@ class StepStream:
 
     def counts(self) -> dict[str, int]:
         """TLBI, DSB ISHST, DSB ISH and ISB counts of the teardown stream."""
-        out = {"tlbi": 0, "dsb ishst": 0, "dsb ish": 0, "isb": 0}
+        out = dict.fromkeys(COUNT_KINDS, 0)
         for op in self.ops:
-            if op.kind == "tlbi":
-                out["tlbi"] += 1
-            elif op.kind == "dsb" and op.op in ("ishst", "ish"):
-                out[f"dsb {op.op}"] += 1
-            elif op.kind == "isb":
-                out["isb"] += 1
+            key = count_kind(op.kind, op.op)
+            if key is not None:
+                out[key] += 1
         return out
 
 

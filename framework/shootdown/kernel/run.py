@@ -419,7 +419,8 @@ def compare_with_model(exp: Expansion, own: Sequence[ObservedOp], *, policy: str
                        granule: str, va_bits: int, asid: int, kpti: bool,
                        features: frozenset[str], unsupported: str | None) -> ModelCheck:
     """The step's teardown stream against the model's, instruction by instruction."""
-    from shootdown.check.sequence import check_sequence, counts, render
+    from shootdown.check.sequence import check_sequence, render
+    from shootdown.insn import counts
 
     calls = _describe_calls(exp)
     why_not = exp.not_modelled or unsupported

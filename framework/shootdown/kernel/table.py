@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shootdown.errors import ConfigError, ShootdownError
+from shootdown.insn import COUNT_KINDS
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module's constants: keep it light
     from shootdown.kernel.boot import MachineSpec
@@ -134,17 +135,13 @@ def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row
     return sorted(rows, key=lambda r: r.workload)
 
 
-#: the instruction kinds of a cost, in order
-COST_KINDS = ("tlbi", "dsb ishst", "dsb ish", "isb")
-
-
 def _sum(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total = dict.fromkeys(COST_KINDS, 0)
+    """Counts added up by kind (:data:`shootdown.insn.COUNT_KINDS`)."""
+    total = dict.fromkeys(COUNT_KINDS, 0)
     for c in counts:
-        for key, n in c.items():  # the trace says "dsb ish", check.sequence "dsb_ish"
-            kind = key.replace("_", " ")
-            if kind in total:
-                total[kind] += n
+        for key, n in c.items():
+            if key in total:
+                total[key] += n
     return total
 
 

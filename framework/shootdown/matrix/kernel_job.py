@@ -277,7 +277,7 @@ def _fill(record: dict[str, Any], job: MatrixJob, run: Any, seconds: float) -> N
             "scenario": by_stem.get(row.workload, row.workload), "verdict": row.verdict,
             "reason": row.note or f"{row.steps} traced step(s)",
             "detail": _detail(run, steps),
-            "observed_counts": {k.replace(" ", "_"): v for k, v in row.issued.items()},
+            "observed_counts": dict(row.issued),
             "region_bytes": None, "kernel_row": asdict(row)})
     record.update(
         outcome=str(run.verdict), release=run.info.release, model_policy=run.policy,

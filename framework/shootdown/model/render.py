@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from shootdown.insn import counts as insn_counts
 from shootdown.model.expected import StepResult
 from shootdown.model.instructions import Dsb, GatherSnapshot, Instruction, Tlbi, Why, decode_operand
 
@@ -70,18 +71,9 @@ def _line(ins: Instruction, lpa2: bool = False) -> str:
 
 
 def counts(instructions: Iterable[Instruction]) -> dict[str, int]:
-    """Instruction counts by kind: tlbi, dsb ishst, dsb ish, isb, total."""
-    c = {"tlbi": 0, "dsb ishst": 0, "dsb ish": 0, "isb": 0, "total": 0}
-    for ins in instructions:
-        c["total"] += 1
-        if isinstance(ins, Tlbi):
-            c["tlbi"] += 1
-        elif isinstance(ins, Dsb):
-            key = f"dsb {ins.domain}"
-            c[key] = c.get(key, 0) + 1
-        else:
-            c["isb"] += 1
-    return c
+    """Instruction counts by kind (:data:`shootdown.insn.COUNT_KINDS`) and their total."""
+    c = insn_counts(instructions)
+    return {**c, "total": sum(c.values())}
 
 
 def to_text(results: Sequence[StepResult], header: str, *, lpa2: bool = False) -> list[str]:
@@ -102,7 +94,7 @@ def to_text(results: Sequence[StepResult], header: str, *, lpa2: bool = False) -
         c = counts(r.instructions)
         if not r.instructions:
             lines.append("    (nothing)")
-        lines.append(f"  = {c['tlbi']} tlbi, {c['dsb ishst']} dsb ishst, {c['dsb ish']} dsb ish, "
+        lines.append(f"  = {c['tlbi']} tlbi, {c['dsb_ishst']} dsb ishst, {c['dsb_ish']} dsb ish, "
                      f"{c['isb']} isb")
     return lines
 
@@ -114,5 +106,5 @@ def summary_header() -> list[str]:
 
 def summary_row(policy: str, results: Iterable[StepResult]) -> str:
     c = counts(ins for r in results for ins in r.instructions)
-    return (f"| `{policy}` | {c['tlbi']} | {c['dsb ishst']} | {c['dsb ish']} | {c['isb']} | "
+    return (f"| `{policy}` | {c['tlbi']} | {c['dsb_ishst']} | {c['dsb_ish']} | {c['isb']} | "
             f"{c['total']} |")

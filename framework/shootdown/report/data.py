@@ -246,4 +246,6 @@ def load_kernel_table(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
             return bad(f"row {i}: {reason}")
 
         check_row_json(row, bad_row)
+        for key in ("issued", "modelled"):  # tables before the counts' one spelling
+            row[key] = {k.replace(" ", "_"): v for k, v in row.get(key, {}).items()}
     return rows

@@ -134,7 +134,8 @@ def kernel_cost_html(rows: list[dict[str, Any]]) -> str:
     ``kernel-table.json``):
     TLBI / DSB ISHST / DSB ISH / ISB issued in the workload's traced teardowns, and what
     the modelled release (the row's policy) expects for the steps it answered."""
-    kinds = ("tlbi", "dsb ishst", "dsb ish", "isb")
+    from shootdown.insn import COUNT_KINDS as kinds
+
     out = ["<h2>Real kernels: cost per workload</h2><p>Instructions each Debian kernel "
            "issued in a workload's traced teardown steps (the matrix's kernel jobs, "
            "<code>shootdown kernel table</code>; docs/kernel.md), beside what the modelled "
