@@ -29,7 +29,6 @@ from shootdown.errors import ConfigError, InfraError
 from shootdown.matrix.job import MAX_ATTEMPTS, MAX_DETAIL_LINES, watchdog
 from shootdown.matrix.spec import (
     AUTO_POLICY,
-    EXPECTS,
     KERNEL_EXCLUDE_KEYS,
     KERNEL_SET_KEYS,
     MatrixJob,
@@ -37,9 +36,9 @@ from shootdown.matrix.spec import (
     digest_file,
     get_key,
     job_id,
-    plain_name,
     scenario_files,
-    set_timeout,
+    set_expect,
+    set_header,
     str_list,
 )
 
@@ -154,14 +153,8 @@ def expand_kernel_set(table: dict[str, Any], n: int, source: str, base: Path,
     injection) left after ``exclude``; ConfigError naming the file and the key."""
     from shootdown.kernel.table import CPUS, no_granule
 
-    where = f"{source}: set {n}"
-    for key in table:
-        if key not in KERNEL_SET_KEYS:
-            raise ConfigError(f"{where}: key '{key}': unknown key in a set with 'kernels' "
-                              f"(known: {', '.join(sorted(KERNEL_SET_KEYS))})")
-    name = plain_name(get_key(table, "name", str, where, default=None), where, f"set{n}")
-    where = f"{source}: set '{name}'"
-    timeout = set_timeout(table, where, timeout)
+    name, where, timeout = set_header(table, n, source, KERNEL_SET_KEYS,
+                                      " in a set with 'kernels'", timeout)
     kernels = [_kernel_identity(k, base, where) for k in str_list(table, "kernels", where)]
     guests = str_list(table, "guests", where)
     for g in guests:
@@ -171,10 +164,7 @@ def expand_kernel_set(table: dict[str, Any], n: int, source: str, base: Path,
     kptis = _kpti_list(table, where)
     policies = _policies(table, where)
     injects = _injections(table, where)
-    expect_override = get_key(table, "expect", str, where, default=None)
-    if expect_override is not None and expect_override not in EXPECTS:
-        raise ConfigError(f"{where}: key 'expect': '{expect_override}' (known: "
-                          f"{', '.join(EXPECTS)})")
+    expect_override = set_expect(table, where)
     excludes = check_excludes(get_key(table, "exclude", list, where, default=[]),
                               KERNEL_EXCLUDE_KEYS, where)
     workloads = _workloads(str_list(table, "scenarios", where), base, where)

@@ -218,14 +218,7 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
     from shootdown.guest.definition import GRANULES, find_guest
     from shootdown.model.policy import POLICIES, resolve_policy_name
 
-    where = f"{source}: set {n}"
-    for key in table:
-        if key not in _SET_KEYS:
-            raise ConfigError(f"{where}: key '{key}': unknown key (known: "
-                              f"{', '.join(sorted(_SET_KEYS))})")
-    name = plain_name(get_key(table, "name", str, where, default=None), where, f"set{n}")
-    where = f"{source}: set '{name}'"
-    timeout = set_timeout(table, where, timeout)
+    name, where, timeout = set_header(table, n, source, _SET_KEYS, "", timeout)
     guests = str_list(table, "guests", where)
     granules = str_list(table, "granules", where)
     policies = str_list(table, "policies", where)
@@ -246,10 +239,7 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
             definitions[g] = find_guest(g, guests_dir)
         except ConfigError as exc:
             raise ConfigError(f"{where}: key 'guests': {exc}") from None
-    expect_override = get_key(table, "expect", str, where, default=None)
-    if expect_override is not None and expect_override not in EXPECTS:
-        raise ConfigError(f"{where}: key 'expect': '{expect_override}' (known: "
-                          f"{', '.join(EXPECTS)})")
+    expect_override = set_expect(table, where)
     trace = table.get("trace", False)
     if not isinstance(trace, bool):
         raise ConfigError(f"{where}: key 'trace': expected true or false")
@@ -292,6 +282,28 @@ def _expand_set(table: dict[str, Any], n: int, source: str, base: Path,
         raise ConfigError(f"{where}: expands to no jobs (no scenario files of its granules, "
                           "or everything excluded)")
     return jobs
+
+
+def set_header(table: dict[str, Any], n: int, source: str, keys: set[str], kind: str,
+               timeout: float) -> tuple[str, str, float]:
+    """Set ``n``'s keys checked against ``keys``; its name, the prefix of its errors and
+    its job timeout.  ``kind`` says which sets know those keys (" in a set with ...")."""
+    where = f"{source}: set {n}"
+    for key in table:
+        if key not in keys:
+            raise ConfigError(f"{where}: key '{key}': unknown key{kind} (known: "
+                              f"{', '.join(sorted(keys))})")
+    name = plain_name(get_key(table, "name", str, where, default=None), where, f"set{n}")
+    where = f"{source}: set '{name}'"
+    return name, where, set_timeout(table, where, timeout)
+
+
+def set_expect(table: dict[str, Any], where: str) -> str | None:
+    """A set's ``expect`` (None: from each job's injection)."""
+    expect: str | None = get_key(table, "expect", str, where, default=None)
+    if expect is not None and expect not in EXPECTS:
+        raise ConfigError(f"{where}: key 'expect': '{expect}' (known: {', '.join(EXPECTS)})")
+    return expect
 
 
 def set_timeout(table: dict[str, Any], where: str, default: float) -> float:
