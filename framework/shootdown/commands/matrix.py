@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="host pool (docs/remote.md): each job boots on a seat of it, "
                              "bounding guests per host across workers "
                              "(default: $SHOOTDOWN_HOSTS; none: one guest per worker, here)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME", dest="sets",
+                        help="run only this set's jobs (repeatable; default: every set)")
     parser.add_argument("--no-kernels", action="store_true",
                         help="leave out the real-kernel jobs (sets with 'kernels')")
     parser.add_argument("--list", action="store_true",
@@ -43,9 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from shootdown.matrix.engine import describe_record, run_matrix
     from shootdown.matrix.spec import load_matrix
 
-    matrix = load_matrix(args.matrix)
-    if args.no_kernels:
-        matrix = matrix.without_kernels()
+    matrix = load_matrix(args.matrix).select(sets=args.sets, kernels=not args.no_kernels)
     if args.hosts:  # checked now, so that --list (and a typo) is told before any job
         from shootdown.remote.pool import HostPool
 
@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or "results"
     summary = run_matrix(args.matrix, out, workers=args.workers, resume=args.resume,
                          qemu=args.qemu, progress=False if args.no_progress else None,
-                         hosts=args.hosts, kernels=not args.no_kernels)
+                         hosts=args.hosts, kernels=not args.no_kernels, sets=args.sets)
     for record in summary.unexpected:
         for line in describe_record(record):
             print(line)

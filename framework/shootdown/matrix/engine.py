@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -276,18 +276,17 @@ class MatrixSummary:
 def run_matrix(matrix_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                workers: int = 2, resume: bool = False, qemu: str | None = None,
                progress: bool | None = None, hosts: str | None = None,
-               kernels: bool = True) -> MatrixSummary:
+               kernels: bool = True, sets: Sequence[str] = ()) -> MatrixSummary:
     """Run (or resume) a matrix; records go to ``out/results.jsonl``.
 
-    ``kernels``: False leaves the real-kernel jobs out (neither run nor planned).
+    ``sets`` (if any) and ``kernels`` select jobs (:meth:`Matrix.select`); the others are
+    neither run nor planned.
 
     ``hosts``: a host-pool file (shootdown.remote.pool); each job then boots on
     a seat of it, which bounds the guests per host across all workers.
     """
     t0 = time.monotonic()
-    matrix = load_matrix(matrix_path)
-    if not kernels:
-        matrix = matrix.without_kernels()
+    matrix = load_matrix(matrix_path).select(sets=sets, kernels=kernels)
     outdir = Path(out)
     with locked_folder(outdir, "the matrix output folder"):  # one run at a time writes there
         return _run_matrix(matrix, outdir, workers=workers, resume=resume, qemu=qemu,

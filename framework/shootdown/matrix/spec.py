@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,16 @@ class Matrix:
     job_timeout: float
     jobs: tuple[MatrixJob, ...] = field(default=())
 
-    def without_kernels(self) -> Matrix:
-        """The matrix without its kernel jobs (``shootdown matrix --no-kernels``)."""
-        return replace(self, jobs=tuple(j for j in self.jobs if j.kernel is None))
+    def select(self, *, sets: Sequence[str] = (), kernels: bool = True) -> Matrix:
+        """The matrix with only the jobs of ``sets`` (all if empty; ``shootdown matrix
+        --set``) and, unless ``kernels``, without the kernel jobs (``--no-kernels``)."""
+        known = list(dict.fromkeys(j.set for j in self.jobs))
+        for name in sets:
+            if name not in known:
+                raise ConfigError(f"--set: {self.path} has no set '{name}' (its sets: "
+                                  f"{', '.join(known)})")
+        return replace(self, jobs=tuple(j for j in self.jobs if (not sets or j.set in sets)
+                                        and (kernels or j.kernel is None)))
 
     def job(self, job_id: str) -> MatrixJob:
         """The job with this id (KeyError if none)."""
