@@ -168,6 +168,7 @@ def test_kernel_jobs_run_into_records_and_reports(tmp_path: Path, bookworm: None
     summary = (out / "summary.md").read_text()
     assert "| kernels | debian:bookworm on virt-max kpti=1 | 4k | ✅ 2/2 |" in summary
     assert "`kernel_no_dsb_ish` | expected failure caught 1/1" in summary
+    assert "auto: a real kernel checked against the model of its own release" in summary
     html = (out / "report.html").read_text()
     assert "Real kernels: cost per workload" in html
     assert html.count("<td>debian:bookworm</td>") == 2  # the clean job's two workloads

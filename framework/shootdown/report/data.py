@@ -188,6 +188,11 @@ def human_size(size: int) -> str:
     return str(size)
 
 
+#: What the grid says under a kernel job's policy column ``auto`` (matrix.spec.AUTO_POLICY).
+AUTO_NOTE = ("auto: a real kernel checked against the model of its own release "
+             "(each record's model_policy)")
+
+
 #: the matrix's job list, written beside results.jsonl (shootdown.matrix.engine.JOB_LIST)
 JOB_LIST = "jobs.json"
 
