@@ -99,6 +99,31 @@ def test_private_apt_reads_and_writes_only_its_own_directory(tmp_path: Path) -> 
                     "http://archive.invalid/debian bookworm main\n")
 
 
+def test_an_expired_release_file_is_refused_unless_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid-Until is apt's replay protection: kept by default, given up only on request
+    (the signature and the SHA256 sums are checked either way)."""
+    from shootdown.kernel.apt import failure_line
+
+    apt = PrivateApt("sid", tmp_path / "apt")
+    monkeypatch.delenv("SHOOTDOWN_APT_ALLOW_EXPIRED", raising=False)
+    assert "Acquire::Check-Valid-Until=false" not in apt.options()
+    monkeypatch.setenv("SHOOTDOWN_APT_ALLOW_EXPIRED", "yes")  # only "1" means yes
+    assert "Acquire::Check-Valid-Until=false" not in apt.options()
+    monkeypatch.setenv("SHOOTDOWN_APT_ALLOW_EXPIRED", "1")
+    assert "Acquire::Check-Valid-Until=false" in apt.options()
+    expired = ("E: Release file for http://deb.debian.org/debian/dists/sid/InRelease is "
+               "expired (invalid since 27d 23h 29min 12s). Updates for this repository "
+               "will not be applied.")
+    line = failure_line("apt-get", "update", "sid", "http://deb.debian.org/debian", expired)
+    assert line.startswith("apt-get update (sid, http://deb.debian.org/debian) failed: E: ")
+    assert line.endswith("SHOOTDOWN_APT_ALLOW_EXPIRED=1 accepts it, signatures and SHA256 "
+                         "sums still checked]")
+    assert "\n" not in line
+    other = failure_line("apt-get", "update", "sid", "u", "E: Failed to fetch")
+    assert other == "apt-get update (sid, u) failed: E: Failed to fetch"
+
+
 def test_an_unreachable_archive_is_one_line_and_exit_3(tmp_path: Path) -> None:
     if not os.path.isfile("/usr/share/keyrings/debian-archive-keyring.gpg"):
         pytest.skip("debian-archive-keyring not installed: run scripts/setup")

@@ -17,6 +17,12 @@ check the file once more against the index's field and record it.
 A missing network or archive is an :class:`~shootdown.errors.InfraError`
 (exit 3) with one line: apt's HTTP timeout is short, it does not retry, and
 the whole command has a deadline.
+
+A mirror whose signed ``InRelease`` is past its ``Valid-Until`` (a stale
+mirror or snapshot: apt's protection against being replayed old indexes) is
+refused like any failure, with a hint: ``$SHOOTDOWN_APT_ALLOW_EXPIRED=1``
+makes apt accept it (``Acquire::Check-Valid-Until=false``); the signature and
+every SHA256 are still checked.
 """
 
 from __future__ import annotations
@@ -39,6 +45,23 @@ HTTP_TIMEOUT_S = 20
 UPDATE_DEADLINE_S = 180
 #: Deadline of ``apt-get download`` (a kernel package is ~60 MB).
 DOWNLOAD_DEADLINE_S = 900
+#: Set to 1 to accept a suite whose signed Release file is past its Valid-Until.
+ALLOW_EXPIRED_ENV = "SHOOTDOWN_APT_ALLOW_EXPIRED"
+
+
+def allow_expired() -> bool:
+    """Whether ``$SHOOTDOWN_APT_ALLOW_EXPIRED`` is 1 (anything else: no)."""
+    return os.environ.get(ALLOW_EXPIRED_ENV, "") == "1"
+
+
+def failure_line(tool: str, what: str, suite: str, url: str, first: str) -> str:
+    """The one line of an apt failure; an expired Release file gets the way out."""
+    line = f"{tool} {what} ({suite}, {url}) failed: {first}"
+    if "is expired" in first or "Valid-Until" in first:
+        line += (f" [the mirror's signed Release file is past its Valid-Until (a stale "
+                 f"mirror); {ALLOW_EXPIRED_ENV}=1 accepts it, signatures and SHA256 sums "
+                 "still checked]")
+    return line
 
 
 def cache_root() -> Path:
@@ -90,6 +113,8 @@ class PrivateApt:
             "Acquire::Retries": "0",
             "APT::Get::List-Cleanup": "true",
         }
+        if allow_expired():
+            opts["Acquire::Check-Valid-Until"] = "false"
         if os.geteuid() == 0:
             # Root's cache directory is not readable by apt's sandbox user
             # (_apt); apt would fall back with a warning on every run.
@@ -137,7 +162,7 @@ class PrivateApt:
             tail = done.stderr.strip().splitlines()
             first = problems[0] if problems else (tail[-1] if tail
                                                   else f"exit status {done.returncode}")
-            raise InfraError(f"{tool} {args[0]} ({self.suite}, {self.url}) failed: {first}")
+            raise InfraError(failure_line(tool, args[0], self.suite, self.url, first))
         return done.stdout
 
     def update(self) -> None:
