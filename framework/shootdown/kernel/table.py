@@ -109,13 +109,18 @@ def workload_verdict(run: KernelRun, steps: Sequence[CheckedStep]) -> Verdict:
     return Verdict.FAIL if Verdict.FAIL in verdicts else Verdict.PASS
 
 
-def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
-    """The rows of one finished ``kernel run``, one per workload."""
+def steps_by_workload(run: KernelRun) -> dict[str, list[CheckedStep]]:
+    """A run's checked steps by workload (a step's case is ``WORKLOAD#N``), in run order."""
     by_workload: dict[str, list[CheckedStep]] = {}
     for step in run.steps:
         by_workload.setdefault(step.case.split("#", 1)[0], []).append(step)
+    return by_workload
+
+
+def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
+    """The rows of one finished ``kernel run``, one per workload."""
     rows = []
-    for name, steps in by_workload.items():
+    for name, steps in steps_by_workload(run).items():
         models = [s.model for s in steps if s.model is not None]
         rows.append(Row(
             kernel=kernel, release=run.info.release, cpu=cpu, kpti=run.kpti,

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shootdown.errors import ConfigError, InfraError
 from shootdown.matrix.job import MAX_ATTEMPTS, MAX_DETAIL_LINES, watchdog
@@ -41,6 +41,11 @@ from shootdown.matrix.spec import (
     set_header,
     str_list,
 )
+
+if TYPE_CHECKING:
+    from shootdown.kernel.locate import KernelFiles
+    from shootdown.kernel.run import CheckedStep, KernelRun
+    from shootdown.scenario.workload import Workload
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +245,8 @@ def run_kernel_job(job: MatrixJob, logdir: str, record: dict[str, Any], *,
         break
 
 
-def _run(job: MatrixJob, files: Any, workloads: list[Any], log_path: str,
-         qemu: str | None) -> Any:
+def _run(job: MatrixJob, files: KernelFiles, workloads: list[Workload], log_path: str,
+         qemu: str | None) -> KernelRun:
     from shootdown.kernel.run import run_kernel
     from shootdown.kernel.table import cell_spec
 
@@ -252,17 +257,18 @@ def _run(job: MatrixJob, files: Any, workloads: list[Any], log_path: str,
                       policy=None if job.policy == AUTO_POLICY else job.policy)
 
 
-def _fill(record: dict[str, Any], job: MatrixJob, run: Any, seconds: float) -> None:
+def _fill(record: dict[str, Any], job: MatrixJob, run: KernelRun, seconds: float) -> None:
     """The record of a finished kernel run: its verdict, one result per workload."""
     from dataclasses import asdict
 
-    from shootdown.kernel.table import cell_rows
+    from shootdown.kernel.table import cell_rows, steps_by_workload
 
     assert job.kernel is not None
     by_stem = {Path(p).stem: p for p in job.scenarios}
+    by_workload = steps_by_workload(run)
     results = []
     for row in cell_rows(run, job.kernel, job.guest, seconds):
-        steps = [s for s in run.steps if s.case.split("#", 1)[0] == row.workload]
+        steps = by_workload.get(row.workload, [])
         results.append({
             "scenario": by_stem.get(row.workload, row.workload), "verdict": row.verdict,
             "reason": row.note or f"{row.steps} traced step(s)",
@@ -277,7 +283,7 @@ def _fill(record: dict[str, Any], job: MatrixJob, run: Any, seconds: float) -> N
         workload_steps=run.workload_steps, results=results)
 
 
-def _detail(run: Any, steps: list[Any]) -> list[str]:
+def _detail(run: KernelRun, steps: list[CheckedStep]) -> list[str]:
     """What went wrong in a workload's steps, a line each (none for a clean pass)."""
     lines: list[str] = []
     for s in steps:
