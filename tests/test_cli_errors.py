@@ -26,7 +26,7 @@ def test_internal_error_is_one_line_with_a_private_traceback(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code = cli.main(["bugs", "--firmware", "whatever.elf"])
     out, err = capsys.readouterr()
-    assert code == cli.ExitCode.INTERNAL == 4
+    assert code == cli.ExitCode.INTERNAL and int(code) == 4
     assert code not in (cli.ExitCode.FAIL, cli.ExitCode.INFRA)
     lines = err.splitlines()
     assert len(lines) == 1, err

@@ -50,11 +50,12 @@ from shootdown.errors import (
 )
 from shootdown.guest.definition import GuestDefinition
 from shootdown.guest.launcher import Launcher, LocalLauncher
-from shootdown.guest.machine import GATHER_S, Guest
+from shootdown.guest.machine import GATHER_S as GATHER_S  # tests patch it here
+from shootdown.guest.machine import Guest
 from shootdown.model.expected import expected_sequence
 from shootdown.result import Verdict
 from shootdown.scenario.load import load_scenario
-from shootdown.scenario.lower import to_protocol_lines
+from shootdown.scenario.lower import to_protocol_lines as to_protocol_lines  # tests patch it
 from shootdown.scenario.types import Scenario
 from shootdown.trace.console import Record, crc32_hex, encode_command
 from shootdown.trace.qemu_log import MaintOp, expand_report

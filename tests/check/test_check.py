@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from shootdown.check.scenario import judge, run_verdict
+from shootdown.check.scenario import ScenarioResult, judge, run_verdict
 from shootdown.check.sequence import check_sequence, render
 from shootdown.errors import ProtocolError
-from shootdown.insn import Dsb, Isb, Tlbi
+from shootdown.insn import Dsb, Instruction, Isb, Tlbi
 from shootdown.result import Verdict
-from shootdown.trace.console import crc32_hex, parse_console
+from shootdown.trace.console import Record, crc32_hex, parse_console
 from shootdown.trace.scenario import read_scenario
 
 ASID = 42 << 48
 
 
-def _records(*payloads: str) -> list:
+def _records(*payloads: str) -> list[Record]:
     """Real protocol records (with seq and CRC) around the given payloads."""
     lines = ["BEGIN proto=1 fw=shootdown build_id=00 granule=4k version=t", *payloads]
     out = []
@@ -25,7 +25,7 @@ def _records(*payloads: str) -> list:
     return parse_console(("\n".join(out) + "\n").encode())[1:]
 
 
-def _flush(*xts: int) -> list:
+def _flush(*xts: int) -> list[Instruction]:
     return [Dsb("ishst"), *[Tlbi("vale1is", ASID | x) for x in xts], Dsb("ish")]
 
 
@@ -40,7 +40,7 @@ def test_equal_sequences_pass() -> None:
     ([Dsb("ishst"), Tlbi("vale1is", 7 << 48 | 0x400), Dsb("ish")], 1),  # wrong ASID
     ([*_flush(0x400), Isb()], 3),                                  # extra ISB
 ])
-def test_each_difference_is_a_divergence(observed: list, index: int) -> None:
+def test_each_difference_is_a_divergence(observed: list[Instruction], index: int) -> None:
     result = check_sequence({1: _flush(0x400)}, {1: observed})
     assert not result.ok
     assert result.divergence is not None and result.divergence.index == index
@@ -70,7 +70,7 @@ def test_totals_that_contradict_the_listing_are_a_protocol_error() -> None:
                                "SCNEND id=1 tlbi=3 dsb=0 isb=0 probefail=0"))
 
 
-def _judge(records: list, inject: str = "none", cpus: int = 1):  # type: ignore[no-untyped-def]
+def _judge(records: list[Record], inject: str = "none", cpus: int = 1) -> ScenarioResult:
     return judge(scenario="s.toml", policy="v4.20", granule="4k", inject=inject,
                  expected={1: _flush(0x400)}, observed=read_scenario(records), cpus=cpus)
 

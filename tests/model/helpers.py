@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shootdown.model import Dsb, Instruction, Isb, Tlbi, expected_sequence, flatten
+from shootdown.model.policy import Policy
 from shootdown.scenario import load_scenario_text
 
 ISHST = Dsb("ishst")
@@ -19,7 +20,7 @@ def va(addr: int, asid: int) -> int:
     return (addr >> 12) | asid << 48
 
 
-def run(toml: str, policy: str, **kw: object) -> list[Instruction]:
+def run(toml: str, policy: str | Policy, **kw: object) -> list[Instruction]:
     """All instructions of a scenario given as TOML text."""
     return flatten(expected_sequence(load_scenario_text(toml), policy, **kw))  # type: ignore[arg-type]
 

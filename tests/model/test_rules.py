@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from shootdown.insn import decode_operand
-from shootdown.model import POLICIES, Dsb, Isb, Tlbi
+from shootdown.model import POLICIES, Dsb, Instruction, Isb, Tlbi
 
 from .helpers import ISB, ISH, ISHST, T, gather, raw, run, va
 
@@ -153,7 +153,8 @@ def test_v5_2_rounds_the_range_to_the_stride_before_the_cutoff() -> None:
     ("v5.4", [ISHST, T("vaae1is", KVA), ISH, ISB]),
     ("v6.19", [ISHST, T("vaae1is", KVA), ISH, ISB]),
 ])
-def test_flush_tlb_kernel_pgtable_barriers_per_release(policy: str, expected: list) -> None:
+def test_flush_tlb_kernel_pgtable_barriers_per_release(policy: str,
+                                                      expected: list[Instruction]) -> None:
     assert run(raw("flush_tlb_kernel_pgtable", f"addr = {KBASE:#x}"), policy) == expected
 
 
@@ -311,7 +312,8 @@ def test_equality_ignores_provenance() -> None:
     from shootdown.model import Why
 
     assert Tlbi("vae1is", 5, Why(1, "a")) == Tlbi("vae1is", 5, Why(2, "b"))
-    assert Dsb("ish") != Dsb("ishst") and Dsb("ish") != Isb()
+    different: list[object] = [Dsb("ishst"), Isb()]
+    assert all(Dsb("ish") != other for other in different)
     assert len({Tlbi("vae1is", 5, Why(1, "a")), Tlbi("vae1is", 5)}) == 1
 
 

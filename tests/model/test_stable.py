@@ -56,7 +56,9 @@ def test_the_5_10_223_range_flush_after_freeing_a_pmd_table_has_no_ttl() -> None
         return [i.xt for i in flatten(expected_sequence(sc, policy=policy))
                 if isinstance(i, Tlbi) and i.op == "rvae1is" and i.xt is not None]
 
-    ttl = lambda xt: (xt >> 37) & 3  # noqa: E731
+    def ttl(xt: int) -> int:
+        return (xt >> 37) & 3
+
     assert [ttl(x) for x in ranged("v5.9")] == [1]
     assert [ttl(x) for x in ranged("v5.10.223")] == [0]
     assert ranged("v5.10.223") == [0x0002718000240000]  # the operand the kernel issued

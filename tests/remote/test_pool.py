@@ -121,7 +121,7 @@ def test_seat_places_a_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     src = tmp_path / "g.toml"
     d = definition_from_dict({"name": "g", "machine": "virt", "cpu": "max",
-                              "firmware": "/fw.elf"}, source=src)
+                              "firmware": "/fw.elf"}, source=str(src))
     monkeypatch.setenv("SHOOTDOWN_SSH_CONFIG", str(tmp_path / "no_ssh_config"))
     p = pool(tmp_path)
     with p.acquire(host="arm64-kvm", timeout=1) as seat:

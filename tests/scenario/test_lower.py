@@ -371,8 +371,8 @@ def sparse_munmaps(draw: st.DrawFn) -> dict[str, object]:
         a = draw(st.integers(0, window - 1))
         b = draw(st.integers(a + 1, window))
         steps.append({"kind": "munmap", "start": a * unit, "end": b * unit,
-                      "layout": [m for m in maps if a * unit <= m["addr"] < b * unit  # type: ignore[operator]
-                                 and m["addr"] + m["count"] * geo.block_size(m["level"])  # type: ignore[operator]
+                      "layout": [m for m in maps if a * unit <= m["addr"] < b * unit
+                                 and m["addr"] + m["count"] * geo.block_size(m["level"])
                                  <= b * unit],
                       "floor": draw(st.sampled_from([0, a * unit])),
                       "ceiling": draw(st.sampled_from([0, b * unit]))})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-import capstone
+import capstone  # type: ignore[import-untyped]
 import pytest
 
 from shootdown.trace.decode import (
