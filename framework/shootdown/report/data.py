@@ -96,6 +96,13 @@ class ReportData:
     kernels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def auto_note(self) -> str:
+        """:data:`AUTO_NOTE` when the grid has kernel jobs' ``auto`` column, else ""."""
+        from shootdown.matrix.spec import AUTO_POLICY
+
+        return AUTO_NOTE if AUTO_POLICY in self.policies else ""
+
+    @property
     def skipped_scenarios(self) -> int:
         return sum(1 for r in self.records for s in r.get("results", [])
                    if s.get("verdict") == "skip")

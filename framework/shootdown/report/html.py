@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from shootdown.matrix.spec import job_label
-from shootdown.report.data import AUTO_NOTE, ReportData, human_size, policy_key
+from shootdown.report.data import ReportData, human_size, policy_key
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -58,7 +58,7 @@ def render_html(data: ReportData) -> str:
 
     parts.append("<h2>Pass/fail grid</h2><p>Jobs as expected / jobs, per policy: clean jobs "
                  "must pass, injected ones must be caught."
-                 + (f" {_e(AUTO_NOTE)}." if "auto" in data.policies else "")
+                 + (f" {_e(data.auto_note)}." if data.auto_note else "")
                  + "</p><table><tr><th>set</th>"
                  "<th>guest</th><th>granule</th>"
                  + "".join(f"<th>{_e(p)}</th>" for p in data.policies) + "</tr>")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shootdown.matrix.spec import job_label
-from shootdown.report.data import AUTO_NOTE, Cell, ReportData
+from shootdown.report.data import Cell, ReportData
 
 
 def _mark(c: Cell) -> str:
@@ -30,7 +30,7 @@ def render_markdown(data: ReportData) -> str:
                   "cannot be counted.)", ""]
     lines += ["## Pass/fail grid", "",
               "Jobs as expected / jobs, per policy (clean jobs must pass, injected ones "
-              "must be caught)." + (f" {AUTO_NOTE}." if "auto" in data.policies else ""), ""]
+              "must be caught)." + (f" {data.auto_note}." if data.auto_note else ""), ""]
     lines.append("| set | guest | granule | " + " | ".join(data.policies) + " |")
     lines.append("|---|---|---|" + "---|" * len(data.policies))
     for (set_name, guest, granule), row in data.grid.items():
