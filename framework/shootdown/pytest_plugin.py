@@ -721,6 +721,7 @@ class WorkloadItem(pytest.Item):
         self.add_marker("guest")
 
     def runtest(self) -> None:
+        from shootdown.kernel.table import steps_by_workload
         from shootdown.scenario.workload import load_workload
 
         state = self.config.stash[STATE]
@@ -729,7 +730,7 @@ class WorkloadItem(pytest.Item):
                         "debian:bookworm (or an Image path)")
         workload = load_workload(self.path)
         run = _kernel_run(self.config, self.kernel)
-        steps = [st for st in run.steps if st.case.split("#")[0] == workload.name]
+        steps = steps_by_workload(run).get(workload.name, [])
         skipped = [why for path, why in run.skipped if Path(path) == self.path]
         if not steps and skipped:
             pytest.skip(skipped[0])
@@ -747,17 +748,11 @@ class WorkloadItem(pytest.Item):
             if not steps:
                 return (f"{self.path.name}: no traced step of this workload in the run "
                         f"of {run.kernel}")
+            from shootdown.kernel.table import failure_lines
+
             lines = [f"{self.path.name} on {run.kernel} (policy {run.policy}): "
                      f"{len(failed)} of {len(steps)} step(s) failed"]
-            for st in failed:
-                lines.append(f"  {st.case}: {st.verdict}")
-                if st.model.status not in ("pass", "not-modelled"):
-                    lines.append(f"    model: {st.model.reason}")
-                    lines += [f"    {line}" for line in st.model.divergence.splitlines()]
-                lines += [f"    check {c.name}: {c.reason}" for c in st.checks
-                          if c.status == "fail"]
-                lines += [f"    {p}" for p in st.problems]
-            return "\n".join(lines)
+            return "\n".join(lines + [f"  {line}" for line in failure_lines(run, failed)])
         from shootdown.errors import ShootdownError
 
         if isinstance(excinfo.value, ShootdownError):

@@ -87,3 +87,32 @@ def test_costs_add_up_by_the_one_spelling_of_the_counts() -> None:
     assert traced == {"tlbi": 1, "dsb_ishst": 1, "dsb_ish": 1, "isb": 0}
     assert _sum([model, traced, {"total": 9}]) == {"tlbi": 2, "dsb_ishst": 2, "dsb_ish": 2,
                                                     "isb": 1}
+
+
+def test_failure_lines_say_each_failed_step_with_its_checks_and_the_models_answer() -> None:
+    """What the matrix record's detail and the pytest item's failure report show."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from shootdown.check.kernel import KernelCheck
+    from shootdown.kernel.table import failure_lines
+    from shootdown.result import Verdict
+
+    def step(case: str, verdict: Verdict, **kw: Any) -> Any:
+        return SimpleNamespace(case=case, verdict=verdict, problems=kw.get("problems", ()),
+                               checks=kw.get("checks", ()), model=kw.get("model"))
+
+    model = SimpleNamespace(status="fail", policy="v6.1.176", reason="step 1 differs",
+                            divergence="first divergence at 2\nexpected: dsb ish\n"
+                                       "issued:   (nothing more)")
+    steps = [step("few-pages#1", Verdict.PASS),
+             step("few-pages#2", Verdict.FAIL, problems=("rc 1",), model=model,
+                  checks=(KernelCheck("coverage", "fail", "no DSB ISH after it"),
+                          KernelCheck("kpti", "skip", "KPTI off")))]
+    run: Any = SimpleNamespace(step_verdict=lambda s: s.verdict)
+    assert failure_lines(run, steps) == [
+        "few-pages#2: fail", "  rc 1", "  check coverage: no DSB ISH after it",
+        "  model v6.1.176: fail: step 1 differs", "    first divergence at 2",
+        "    expected: dsb ish", "    issued:   (nothing more)"]
+    assert failure_lines(run, steps, divergence_lines=1)[-1] == "    first divergence at 2"
+    assert failure_lines(run, steps[:1]) == []

@@ -117,6 +117,25 @@ def steps_by_workload(run: KernelRun) -> dict[str, list[CheckedStep]]:
     return by_workload
 
 
+def failure_lines(run: KernelRun, steps: Sequence[CheckedStep],
+                  divergence_lines: int | None = None) -> list[str]:
+    """What went wrong in ``steps``, for people: each step that is neither a pass nor
+    not-applicable, with its problems, failed checks and the model's answer (its first
+    ``divergence_lines`` lines of divergence; None: all)."""
+    lines: list[str] = []
+    for s in steps:
+        verdict = str(run.step_verdict(s))
+        if verdict in ("pass", "not-applicable"):
+            continue
+        lines.append(f"{s.case}: {verdict}")
+        lines += [f"  {p}" for p in s.problems]
+        lines += [f"  check {c.name}: {c.reason}" for c in s.checks if not c.passed]
+        if s.model is not None and s.model.status != "pass":
+            lines.append(f"  model {s.model.policy}: {s.model.status}: {s.model.reason}")
+            lines += [f"    {d}" for d in s.model.divergence.splitlines()[:divergence_lines]]
+    return lines
+
+
 def cell_rows(run: KernelRun, kernel: str, cpu: str, seconds: float) -> list[Row]:
     """The rows of one finished ``kernel run``, one per workload."""
     rows = []

@@ -284,18 +284,11 @@ def _fill(record: dict[str, Any], job: MatrixJob, run: KernelRun, seconds: float
 
 
 def _detail(run: KernelRun, steps: list[CheckedStep]) -> list[str]:
-    """What went wrong in a workload's steps, a line each (none for a clean pass)."""
-    lines: list[str] = []
-    for s in steps:
-        verdict = str(run.step_verdict(s))
-        if verdict in ("pass", "not-applicable"):
-            continue
-        lines.append(f"{s.case}: {verdict}")
-        lines += [f"  {p}" for p in s.problems]
-        lines += [f"  {c.name}: {c.reason}" for c in s.checks if not c.passed]
-        if s.model is not None and s.model.status != "pass":
-            lines.append(f"  model {s.model.policy}: {s.model.status}: {s.model.reason}")
-            lines += [f"    {d}" for d in s.model.divergence.splitlines()[:6]]
+    """What went wrong in a workload's steps, cut at :data:`MAX_DETAIL_LINES` (none for a
+    clean pass; the console log has the rest)."""
+    from shootdown.kernel.table import failure_lines
+
+    lines = failure_lines(run, steps, divergence_lines=6)
     if len(lines) > MAX_DETAIL_LINES:
         lines = [*lines[:MAX_DETAIL_LINES], "... (see the console log)"]
     return lines
